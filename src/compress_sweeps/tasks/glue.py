@@ -1,0 +1,54 @@
+"""Any GLUE task through `datasets.load_dataset` (a hub path: needs internet or a local copy)."""
+
+from __future__ import annotations
+
+import datasets
+
+from compress_sweeps.tasks.text import TextTask, subsample
+
+# text columns and the validation split of each GLUE task (test splits carry no labels)
+GLUE_TASKS: dict[str, tuple[list[str], str]] = {
+    "cola": (["sentence"], "validation"),
+    "sst2": (["sentence"], "validation"),
+    "mrpc": (["sentence1", "sentence2"], "validation"),
+    "qqp": (["question1", "question2"], "validation"),
+    "stsb": (["sentence1", "sentence2"], "validation"),
+    "mnli": (["premise", "hypothesis"], "validation_matched"),
+    "qnli": (["question", "sentence"], "validation"),
+    "rte": (["sentence1", "sentence2"], "validation"),
+    "wnli": (["sentence1", "sentence2"], "validation"),
+}
+
+
+def glue(
+    name: str = "sst2",
+    path: str = "nyu-mll/glue",
+    max_length: int = 128,
+    max_train_examples: int | None = None,
+    max_eval_examples: int | None = None,
+    split_seed: int = 0,
+    cache_dir: str | None = None,
+) -> TextTask:
+    """Load GLUE task `name` from `path` (the hub dataset, or a local folder laid out the same way)."""
+    if name not in GLUE_TASKS:
+        raise ValueError(f"task.name must be one of {sorted(GLUE_TASKS)}, got '{name}'")
+    if name == "stsb":
+        raise ValueError("task.name=stsb is a regression task; compress_sweeps trains classifiers only")
+    text_columns, validation_split = GLUE_TASKS[name]
+    try:
+        splits = datasets.load_dataset(path, name)
+    except (ConnectionError, OSError) as error:
+        raise RuntimeError(
+            f"could not load GLUE '{name}' from '{path}' ({error}). Without internet, point task.path at a local "
+            "copy of the dataset, or use task=text_files with your own CSV/JSON/Parquet files."
+        ) from error
+    label_names = splits["train"].features["label"].names
+    return TextTask(
+        name=f"glue_{name}",
+        train=subsample(splits["train"], max_train_examples, split_seed),
+        validation=subsample(splits[validation_split], max_eval_examples, split_seed),
+        text_columns=text_columns,
+        label_names=label_names,
+        max_length=max_length,
+        cache_dir=cache_dir,
+    )

@@ -1,0 +1,58 @@
+"""One job, top to bottom: seed -> task -> model -> compressors -> fit -> finalize -> measure -> save and log."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from compress_sweeps import artifacts, measure
+from compress_sweeps.hooks import Compressors
+from compress_sweeps.loggers import NullLogger, RunLogger
+from compress_sweeps.models import tokenizer_for
+from compress_sweeps.seeding import seed_everything
+
+
+def run(cfg: DictConfig) -> float:
+    """Train and compress one model as `cfg` says; leave results.json (also on failure) and model.safetensors."""
+    run_dir = Path(cfg.paths.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    results: dict = {"status": "running", "error": None, "seed": cfg.seed, "metrics": {}, "compression": {}}
+    timing: dict[str, float] = {}
+    logger: RunLogger = NullLogger()
+    started = time.perf_counter()
+    try:
+        logger = instantiate(cfg.logger)
+        logger.start(config, run_dir)
+        seed_everything(cfg.seed)
+        trainer = instantiate(cfg.trainer)  # first, so a bad trainer value fails before any loading
+        task = instantiate(cfg.task)
+        model = instantiate(cfg.model, num_labels=task.num_labels)
+        tokenizer = tokenizer_for(model)
+        train_set, eval_set = task.datasets(tokenizer)
+        compressors = Compressors(instantiate(cfg[group]) for group in ("pruner", "quantizer", "distiller"))
+        timing["setup_s"] = time.perf_counter() - started
+        trainer.fit(model, train_set, eval_set, task.input_keys, compressors, logger, seed=cfg.seed)
+        timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
+        model = compressors.finalize(model)
+        metrics = trainer.evaluate(model, eval_set, task.input_keys)
+        compression = measure.measure(model, eval_set[0], task.input_keys)
+        artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
+        results |= {"status": "completed", "metrics": metrics | compressors.metrics(), "compression": compression}
+        print(f"{cfg.optimized_metric} = {metrics[cfg.optimized_metric]:.4f}  (results: {run_dir / artifacts.RESULTS})")
+        return metrics[cfg.optimized_metric]
+    except BaseException as error:
+        results |= {
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(),
+        }
+        raise
+    finally:
+        timing["total_s"] = time.perf_counter() - started
+        results["timing"] = timing
+        artifacts.write_json_atomic(run_dir / artifacts.RESULTS, results)
+        logger.finish(results, exit_code=0 if results["status"] == "completed" else 1)

@@ -1,0 +1,186 @@
+"""The one training loop: AdamW, warmup + decay, gradient accumulation, periodic evaluation, compressor hooks."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from compress_sweeps.hooks import Compressors
+from compress_sweeps.loggers.base import RunLogger
+
+LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+
+
+def logits_of(outputs) -> torch.Tensor:
+    """Hugging Face models return an output object with `.logits`; plain nets return the logits tensor."""
+    return outputs.logits if hasattr(outputs, "logits") else outputs
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device='{device}' but CUDA is not available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+class Trainer:
+    """Fine-tune `model` for a number of optimizer steps, given either as `max_steps` or as `epochs`.
+
+    Steps are the one unit inside: `epochs` is converted to optimizer steps, counting `grad_accum_steps`
+    micro-batches of `batch_size` per step. Compressors see every optimizer step through their hooks.
+    """
+
+    def __init__(
+        self,
+        max_steps: int | None = 300,
+        epochs: float | None = None,
+        batch_size: int = 16,
+        grad_accum_steps: int = 1,
+        eval_batch_size: int = 64,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        lr_schedule: str = "linear",
+        max_grad_norm: float | None = 1.0,
+        eval_every: int | None = 100,
+        eval_max_batches: int | None = None,
+        log_every: int = 10,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> None:
+        if (max_steps is None) == (epochs is None):
+            raise ValueError(f"set exactly one of trainer.max_steps and trainer.epochs (got {max_steps}, {epochs})")
+        checks = {
+            "max_steps": max_steps is None or max_steps >= 1,
+            "epochs": epochs is None or epochs > 0,
+            "batch_size": batch_size >= 1,
+            "grad_accum_steps": grad_accum_steps >= 1,
+            "eval_batch_size": eval_batch_size >= 1,
+            "lr": lr > 0,
+            "weight_decay": weight_decay >= 0,
+            "warmup_ratio": 0 <= warmup_ratio < 1,
+            "max_grad_norm": max_grad_norm is None or max_grad_norm > 0,
+            "eval_every": eval_every is None or eval_every >= 1,
+            "eval_max_batches": eval_max_batches is None or eval_max_batches >= 1,
+            "log_every": log_every >= 1,
+        }
+        bad = [key for key, ok in checks.items() if not ok]
+        if bad:
+            allowed = "integers >= 1 (or null where optional); lr > 0; weight_decay >= 0; warmup_ratio in [0, 1)"
+            values = {key: locals()[key] for key in bad}
+            raise ValueError(f"trainer.{bad[0]}={values[bad[0]]} is out of range ({allowed})")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"trainer.lr_schedule must be one of {list(LR_SCHEDULES)}, got '{lr_schedule}'")
+        self.max_steps, self.epochs, self.batch_size = max_steps, epochs, batch_size
+        self.grad_accum_steps, self.eval_batch_size = grad_accum_steps, eval_batch_size
+        self.lr, self.weight_decay, self.warmup_ratio, self.lr_schedule = lr, weight_decay, warmup_ratio, lr_schedule
+        self.max_grad_norm, self.eval_every, self.eval_max_batches = max_grad_norm, eval_every, eval_max_batches
+        self.log_every, self.progress = log_every, progress
+        self.device = resolve_device(device)
+
+    def total_steps(self, train_size: int) -> int:
+        """Optimizer steps of the run: `max_steps`, or `epochs` worth of accumulated batches."""
+        if self.max_steps is not None:
+            return self.max_steps
+        batches = math.ceil(train_size / self.batch_size)
+        return max(1, math.ceil(self.epochs * batches / self.grad_accum_steps))
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        # no weight decay on biases and normalisation weights, as in BERT fine-tuning
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.lr)
+
+    def _batches(self, dataset: Dataset, generator: torch.Generator):
+        """Shuffled micro-batches forever (a new permutation each epoch)."""
+        while True:
+            yield from DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator)
+
+    def fit(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        eval_set: Dataset,
+        input_keys: Sequence[str],
+        compressors: Compressors,
+        logger: RunLogger,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """Attach the compressors, train, evaluate every `eval_every` steps; return the last eval metrics."""
+        total = self.total_steps(len(train_set))
+        model.to(self.device).train()
+        compressors.attach(model, total)
+        optimizer = self._optimizer(model)
+        scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)
+        batches = self._batches(train_set, torch.Generator().manual_seed(seed))
+        bar = tqdm(total=total, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True)
+        metrics: dict[str, float] = {}
+        running, since_log, seen, started = 0.0, 0, 0, time.perf_counter()
+        for step in range(1, total + 1):
+            for _ in range(self.grad_accum_steps):
+                batch = {k: v.to(self.device) for k, v in next(batches).items()}
+                outputs = model(**{k: batch[k] for k in input_keys if k in batch})
+                loss = F.cross_entropy(logits_of(outputs), batch["labels"])
+                loss = compressors.loss(outputs, batch, loss)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss is {loss.item()} at optimizer step {step}; stopping")
+                (loss / self.grad_accum_steps).backward()
+                running += loss.item() / self.grad_accum_steps
+                seen += len(batch["labels"])
+            since_log += 1
+            if self.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+            compressors.before_optimizer_step(step)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            compressors.after_optimizer_step(step)
+            bar.update()
+            if step % self.log_every == 0 or step == total:
+                rate = seen / (time.perf_counter() - started)
+                row = {"train/loss": running / since_log, "train/lr": scheduler.get_last_lr()[0]}
+                row["train/examples_per_s"] = rate
+                bar.set_postfix(loss=f"{row['train/loss']:.4f}", lr=f"{row['train/lr']:.2e}", ex_s=f"{rate:.1f}")
+                logger.log(row | compressors.metrics(), step=step)
+                running, since_log = 0.0, 0
+            if self.eval_every and step % self.eval_every == 0 and step < total:
+                metrics = self.evaluate(model, eval_set, input_keys)
+                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                logger.log(metrics, step=step)
+                model.train()
+        bar.close()
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
+        """Accuracy, macro-F1 and mean cross-entropy on (the first `eval_max_batches` batches of) `eval_set`."""
+        model.to(self.device).eval()
+        predictions, labels, loss_sum = [], [], 0.0
+        for i, batch in enumerate(DataLoader(eval_set, batch_size=self.eval_batch_size)):
+            if self.eval_max_batches is not None and i >= self.eval_max_batches:
+                break
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            logits = logits_of(model(**{k: batch[k] for k in input_keys if k in batch}))
+            loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
+            predictions.append(logits.argmax(-1).cpu())
+            labels.append(batch["labels"].cpu())
+        y_pred, y_true = torch.cat(predictions), torch.cat(labels)
+        return {
+            "eval/accuracy": (y_pred == y_true).float().mean().item(),
+            "eval/f1_macro": float(f1_score(y_true, y_pred, average="macro")),
+            "eval/loss": loss_sum / len(y_true),
+            "eval/examples": float(len(y_true)),
+        }

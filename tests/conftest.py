@@ -1,0 +1,122 @@
+"""Shared fixtures: an isolated environment (no network, W&B offline into a temp folder), Hydra composition,
+and a tiny BERT saved with `save_pretrained` so the Hugging Face loading code runs without the hub."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from compress_sweeps.config import config_dir
+
+CONF = config_dir()
+TOPICS = ["sport", "tech", "politics"]
+WORDS = {
+    "sport": "match goal team player win season league coach",
+    "tech": "software chip phone computer internet data code network",
+    "politics": "minister vote party election government law policy debate",
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test: outputs, caches and W&B files under tmp_path; hub access off."""
+    monkeypatch.setenv("COMPRESS_SWEEPS_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("COMPRESS_SWEEPS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "wandb").mkdir()
+    yield
+
+
+def compose_cfg(overrides: list[str], output_dir: Path | None = None, keep_hydra: bool = False) -> DictConfig:
+    """The composed train config with Hydra's runtime config set, as `python -m compress_sweeps` would see it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]  # as in a real run: the job's config holds no hydra node
+    return cfg
+
+
+def write_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) and a word-level tokenizer, saved like a hub model."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w for s in WORDS.values() for w in s.split()})
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def text_rows(n: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        words = WORDS[topic].split()
+        rows.append({"text": " ".join(rng.choice(words) for _ in range(8)), "label": topic})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_local_glue(root: Path) -> Path:
+    """A local folder laid out like the hub's nyu-mll/glue repo (README configs + parquet files per task)."""
+    (root / "sst2").mkdir(parents=True)
+    rows = pd.DataFrame({"sentence": ["good film", "bad film", "great", "awful"] * 3, "label": [1, 0, 1, 0] * 3})
+    rows["idx"] = range(len(rows))
+    for split in ("train", "validation"):
+        rows.to_parquet(root / "sst2" / f"{split}-00000-of-00001.parquet")
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: sst2\n  data_files:\n"
+        "  - split: train\n    path: sst2/train-*\n  - split: validation\n    path: sst2/validation-*\n"
+        "dataset_info:\n- config_name: sst2\n  features:\n  - name: sentence\n    dtype: string\n"
+        "  - name: label\n    dtype:\n      class_label:\n        names:\n"
+        "          '0': negative\n          '1': positive\n"
+        "  - name: idx\n    dtype: int32\n---\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture
+def text_csvs(tmp_path) -> tuple[Path, Path]:
+    return write_csv(tmp_path / "train.csv", text_rows(48)), write_csv(tmp_path / "dev.csv", text_rows(24, seed=1))

@@ -1,0 +1,46 @@
+"""Model builders: the student copies the chosen teacher layers; the CNN fits both image sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress_sweeps.models import ConvNet, pretrained_classifier, student_from_teacher, tokenizer_for
+
+
+def test_student_copies_the_mapped_teacher_layers(tiny_bert):
+    teacher = pretrained_classifier(str(tiny_bert), num_labels=3)
+    student = student_from_teacher(num_labels=3, teacher=str(tiny_bert), num_layers=1, layer_map=[1])
+    assert student.config.num_hidden_layers == 1
+    t, s = teacher.state_dict(), student.state_dict()
+    assert torch.equal(
+        s["bert.encoder.layer.0.attention.self.query.weight"], t["bert.encoder.layer.1.attention.self.query.weight"]
+    )
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    assert tokenizer_for(student) is not None
+
+
+def test_student_default_map_and_bad_maps(tiny_bert):
+    student = student_from_teacher(num_labels=2, teacher=str(tiny_bert), num_layers=2)
+    assert student.config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="model.num_layers"):
+        student_from_teacher(num_labels=2, teacher=str(tiny_bert), num_layers=5)
+    with pytest.raises(ValueError, match="model.layer_map"):
+        student_from_teacher(num_labels=2, teacher=str(tiny_bert), num_layers=1, layer_map=[7])
+
+
+def test_missing_model_path_says_how_to_fix(tmp_path):
+    with pytest.raises(RuntimeError, match="local folder"):
+        pretrained_classifier(str(tmp_path / "nowhere"), num_labels=2)
+
+
+@pytest.mark.parametrize("size", [8, 28])
+def test_cnn_handles_both_image_sizes(size):
+    net = ConvNet(num_labels=10, channels=[8, 16], convs_per_stage=2, hidden=32)
+    assert net(pixel_values=torch.randn(4, 1, size, size)).shape == (4, 10)
+    assert tokenizer_for(net) is None
+
+
+def test_cnn_rejects_bad_widths():
+    with pytest.raises(ValueError, match="model.channels"):
+        ConvNet(num_labels=10, channels=[])

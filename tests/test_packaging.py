@@ -1,0 +1,48 @@
+"""The package works from a built wheel: configs ship inside it and the console script is declared."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_ships_configs_and_console_script(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    wheel = next(tmp_path.glob("compress_sweeps-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"compress_sweeps/{p.relative_to(ROOT)}" for p in (ROOT / "conf").rglob("*.yaml")}
+    expected |= {f"compress_sweeps/{p.relative_to(ROOT)}" for p in (ROOT / "sweeps").glob("*.yaml")}
+    assert expected <= names, sorted(expected - names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "compress-sweeps = compress_sweeps.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # installed from the wheel (no repo around it), the package finds its configs
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    probe = "from compress_sweeps.config import config_dir; print(config_dir())"
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(found) == target / "compress_sweeps" / "conf"
