@@ -6,19 +6,34 @@ a quantizer and a distiller composes in one run (prune + KD + QAT = Prune-Once-f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a compressor may need to know about the run when it attaches (grows without changing signatures)."""
+
+    total_steps: int  # optimizer steps of the whole run (gradient accumulation already counted)
+    num_labels: int
+    device: torch.device
+    input_keys: Sequence[str] = ()  # batch keys the model takes (the rest: labels, idx)
+    train_set: Any = None  # the encoded training split (rows are dicts of tensors with `idx`)
+    task_name: str = ""
+    cache_dir: str | None = None  # where a method may keep on-disk caches (e.g. teacher outputs)
+    extras: dict = field(default_factory=dict)
+
+
 @runtime_checkable
 class Compressor(Protocol):
     """What every pruner, quantizer and distiller implements (`none` included)."""
 
-    def attach(self, model: nn.Module, total_steps: int) -> None:
-        """Wrap or swap modules, select layers, build masks. `total_steps` counts optimizer steps."""
+    def attach(self, model: nn.Module, context: RunContext) -> None:
+        """Wrap or swap modules, select layers, build masks; `model` is already on `context.device`."""
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         """Return the training loss; distillers add their term, other methods pass `loss` through."""
@@ -39,7 +54,7 @@ class Compressor(Protocol):
 class Passthrough:
     """The `none` choice of the pruner, quantizer and distiller groups: every hook does nothing."""
 
-    def attach(self, model: nn.Module, total_steps: int) -> None:
+    def attach(self, model: nn.Module, context: RunContext) -> None:
         pass
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
@@ -67,9 +82,9 @@ class Compressors:
             if not isinstance(member, Compressor):
                 raise TypeError(f"{type(member).__name__} does not implement the Compressor hook protocol")
 
-    def attach(self, model: nn.Module, total_steps: int) -> None:
+    def attach(self, model: nn.Module, context: RunContext) -> None:
         for member in self.members:
-            member.attach(model, total_steps)
+            member.attach(model, context)
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         for member in self.members:

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import artifacts, measure
-from compress_sweeps.hooks import Compressors
+from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
 from compress_sweeps.seeding import seed_everything
@@ -34,8 +34,17 @@ def run(cfg: DictConfig) -> float:
         tokenizer = tokenizer_for(model)
         train_set, eval_set = task.datasets(tokenizer)
         compressors = Compressors(instantiate(cfg[group]) for group in ("pruner", "quantizer", "distiller"))
+        context = RunContext(
+            total_steps=trainer.total_steps(len(train_set)),
+            num_labels=task.num_labels,
+            device=trainer.device,
+            input_keys=task.input_keys,
+            train_set=train_set,
+            task_name=task.name,
+            cache_dir=cfg.paths.cache_dir,
+        )
         timing["setup_s"] = time.perf_counter() - started
-        trainer.fit(model, train_set, eval_set, task.input_keys, compressors, logger, seed=cfg.seed)
+        trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed)
         timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
         model = compressors.finalize(model)
         metrics = trainer.evaluate(model, eval_set, task.input_keys)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from compress_sweeps.hooks import Compressors
+from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers.base import RunLogger
 
 LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
@@ -114,15 +114,15 @@ class Trainer:
         model: nn.Module,
         train_set: Dataset,
         eval_set: Dataset,
-        input_keys: Sequence[str],
         compressors: Compressors,
+        context: RunContext,
         logger: RunLogger,
         seed: int = 0,
     ) -> dict[str, float]:
         """Attach the compressors, train, evaluate every `eval_every` steps; return the last eval metrics."""
-        total = self.total_steps(len(train_set))
+        total, input_keys = context.total_steps, context.input_keys
         model.to(self.device).train()
-        compressors.attach(model, total)
+        compressors.attach(model, context)
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)
         batches = self._batches(train_set, torch.Generator().manual_seed(seed))
