@@ -28,7 +28,7 @@ run: install ## one run with the defaults (pretrained MiniLM fine-tuned on BBC N
 	$(PY) -m compress_sweeps $(ARGS)
 
 sweep: install ## a named sweep from sweeps/: make sweep SWEEP=seeds ARGS="task=digits model=cnn"
-	$(PY) -m compress_sweeps -m --config-dir sweeps --config-name $(SWEEP) $(ARGS)
+	$(PY) -m compress_sweeps -m sweep=$(SWEEP) $(ARGS)
 
 test: install ## the test suite without the tests marked slow (what CI runs)
 	$(PY) -m pytest -m "not slow" -q

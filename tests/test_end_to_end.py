@@ -13,7 +13,7 @@ import torch
 from conftest import compose_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-from wandb_records import history, records, run_file
+from wandb_records import history, records, run_file, wait_for_exit
 
 from compress_sweeps import train
 
@@ -63,8 +63,10 @@ def test_multirun_gives_one_folder_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli("-m", *IMAGE_SMOKE, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    seeds = sorted(json.loads((sweep / job / "results.json").read_text())["seed"] for job in ("0", "1"))
-    assert seeds == [0, 1]
+    jobs = sorted(sweep.glob("*/results.json"))
+    assert len(jobs) == 2 and len({path.parent for path in jobs}) == 2
+    assert sorted(json.loads(path.read_text())["seed"] for path in jobs) == [0, 1]
+    assert "sweep " in done.stdout and "2 completed" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -105,6 +107,7 @@ def test_text_run_with_hf_model_and_wandb_offline(tmp_path, tiny_bert, text_csvs
     assert torch.equal(reloaded.state_dict()["classifier.weight"], saved["classifier.weight"])
     # W&B: the offline run file holds the eval metric in its history and the final results in its summary
     run_path = run_file(Path(os.environ["WANDB_DIR"]))
+    wait_for_exit(run_path)
     rows = history(run_path)
     assert any("eval/accuracy" in row for row in rows)
     assert any("train/loss" in row for row in rows)
@@ -148,7 +151,7 @@ def test_failed_run_records_the_error_and_reraises(tmp_path, text_csvs):
     assert "FileNotFoundError" in results["error"] and "task.train_file" in results["error"]
     exits = [
         r.exit.exit_code
-        for r in records(run_file(Path(os.environ["WANDB_DIR"])))
+        for r in wait_for_exit(run_file(Path(os.environ["WANDB_DIR"])))
         if r.WhichOneof("record_type") == "exit"
     ]
     assert exits == [1]

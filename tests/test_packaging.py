@@ -29,10 +29,11 @@ def test_wheel_ships_configs_and_console_script(tmp_path):
     wheel = next(tmp_path.glob("compress_sweeps-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"compress_sweeps/{p.relative_to(ROOT)}" for p in (ROOT / "conf").rglob("*.yaml")}
-    expected |= {f"compress_sweeps/{p.relative_to(ROOT)}" for p in (ROOT / "sweeps").glob("*.yaml")}
+    # conf/sweep is a link to the top-level sweeps/ folder: the wheel holds real copies of the files
+    expected |= {f"compress_sweeps/conf/sweep/{p.name}" for p in (ROOT / "sweeps").glob("*.yaml")}
     assert expected <= names, sorted(expected - names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "compress-sweeps = compress_sweeps.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "compress-sweeps = compress_sweeps.cli:cli" in zipfile.ZipFile(wheel).read(entry_points).decode()
     # installed from the wheel (no repo around it), the package finds its configs
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)

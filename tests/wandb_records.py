@@ -53,3 +53,15 @@ def run_file(wandb_dir: Path) -> Path:
     found = sorted(Path(wandb_dir).rglob("run-*.wandb"))
     assert found, f"no offline W&B run file under {wandb_dir}"
     return found[-1]
+
+
+def wait_for_exit(path: Path, timeout: float = 20.0) -> list[wandb_internal_pb2.Record]:
+    """The records once the run's exit record is on disk (wandb-core may still be flushing after finish())."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = records(path) if Path(path).exists() else []
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)

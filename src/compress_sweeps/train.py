@@ -6,6 +6,7 @@ import time
 import traceback
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,13 +15,16 @@ from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
 from compress_sweeps.seeding import seed_everything
+from compress_sweeps.sweeps.jobs import job_id
+from compress_sweeps.sweeps.threads import set_threads
 
 
 def run(cfg: DictConfig) -> float:
     """Train and compress one model as `cfg` says; leave results.json (also on failure) and model.safetensors."""
     run_dir = Path(cfg.paths.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    results: dict = {"status": "running", "error": None, "seed": cfg.seed, "metrics": {}, "compression": {}}
+    results: dict = {"status": "running", "error": None, "seed": cfg.seed, "job_id": job_id(cfg)}
+    results |= {"metrics": {}, "compression": {}}
     timing: dict[str, float] = {}
     logger: RunLogger = NullLogger()
     started = time.perf_counter()
@@ -28,6 +32,7 @@ def run(cfg: DictConfig) -> float:
         logger = instantiate(cfg.logger)
         logger.start(config, run_dir)
         seed_everything(cfg.seed)
+        results["threads"] = set_threads(cfg.threads)
         trainer = instantiate(cfg.trainer)  # first, so a bad trainer value fails before any loading
         task = instantiate(cfg.task)
         model = instantiate(cfg.model, num_labels=task.num_labels)
@@ -56,7 +61,7 @@ def run(cfg: DictConfig) -> float:
     except BaseException as error:
         results |= {
             "status": "failed",
-            "error": f"{type(error).__name__}: {error}",
+            "error": describe(error),
             "traceback": traceback.format_exc(),
         }
         raise
@@ -65,3 +70,10 @@ def run(cfg: DictConfig) -> float:
         results["timing"] = timing
         artifacts.write_json_atomic(run_dir / artifacts.RESULTS, results)
         logger.finish(results, exit_code=0 if results["status"] == "completed" else 1)
+
+
+def describe(error: BaseException) -> str:
+    """'ValueError: trainer.lr=-1 is out of range...': the root cause, not Hydra's instantiation wrapper."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {error}"

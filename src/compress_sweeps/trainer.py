@@ -60,25 +60,23 @@ class Trainer:
     ) -> None:
         if (max_steps is None) == (epochs is None):
             raise ValueError(f"set exactly one of trainer.max_steps and trainer.epochs (got {max_steps}, {epochs})")
-        checks = {
-            "max_steps": max_steps is None or max_steps >= 1,
-            "epochs": epochs is None or epochs > 0,
-            "batch_size": batch_size >= 1,
-            "grad_accum_steps": grad_accum_steps >= 1,
-            "eval_batch_size": eval_batch_size >= 1,
-            "lr": lr > 0,
-            "weight_decay": weight_decay >= 0,
-            "warmup_ratio": 0 <= warmup_ratio < 1,
-            "max_grad_norm": max_grad_norm is None or max_grad_norm > 0,
-            "eval_every": eval_every is None or eval_every >= 1,
-            "eval_max_batches": eval_max_batches is None or eval_max_batches >= 1,
-            "log_every": log_every >= 1,
+        checks = {  # key: (value, allowed?, what is allowed)
+            "max_steps": (max_steps, max_steps is None or max_steps >= 1, "an integer >= 1 or null"),
+            "epochs": (epochs, epochs is None or epochs > 0, "> 0 or null"),
+            "batch_size": (batch_size, batch_size >= 1, "an integer >= 1"),
+            "grad_accum_steps": (grad_accum_steps, grad_accum_steps >= 1, "an integer >= 1"),
+            "eval_batch_size": (eval_batch_size, eval_batch_size >= 1, "an integer >= 1"),
+            "lr": (lr, lr > 0, "> 0"),
+            "weight_decay": (weight_decay, weight_decay >= 0, ">= 0"),
+            "warmup_ratio": (warmup_ratio, 0 <= warmup_ratio < 1, "in [0, 1)"),
+            "max_grad_norm": (max_grad_norm, max_grad_norm is None or max_grad_norm > 0, "> 0 or null"),
+            "eval_every": (eval_every, eval_every is None or eval_every >= 1, "an integer >= 1 or null"),
+            "eval_max_batches": (eval_max_batches, eval_max_batches is None or eval_max_batches >= 1, ">= 1 or null"),
+            "log_every": (log_every, log_every >= 1, "an integer >= 1"),
         }
-        bad = [key for key, ok in checks.items() if not ok]
-        if bad:
-            allowed = "integers >= 1 (or null where optional); lr > 0; weight_decay >= 0; warmup_ratio in [0, 1)"
-            values = {key: locals()[key] for key in bad}
-            raise ValueError(f"trainer.{bad[0]}={values[bad[0]]} is out of range ({allowed})")
+        for key, (value, ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"trainer.{key}={value} is out of range: must be {allowed}")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"trainer.lr_schedule must be one of {list(LR_SCHEDULES)}, got '{lr_schedule}'")
         self.max_steps, self.epochs, self.batch_size = max_steps, epochs, batch_size

@@ -1,0 +1,51 @@
+"""`compress-sweeps [overrides]` / `python -m compress_sweeps [overrides]`: one run, or a sweep with -m.
+
+`compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots. The Hydra task function
+lives here, in an importable module, so launchers that pickle it (joblib, submitit) import this module in their
+workers, which registers the config resolvers there too.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from compress_sweeps import train
+from compress_sweeps.config import config_dir
+from compress_sweeps.sweeps import completed_result, register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Run one job; return its optimized metric so Hydra sweepers (e.g. Optuna) can optimize it.
+
+    In a sweep, a job whose folder already holds a completed run of the same config is skipped (resume), and a
+    job that fails is recorded (results.json, W&B) without stopping the jobs after it.
+    """
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return train.run(cfg)
+    done = completed_result(HydraConfig.get().runtime.output_dir, cfg)
+    if done is not None:
+        print(f"skip: already completed in {HydraConfig.get().runtime.output_dir}")
+        return done["metrics"].get(cfg.optimized_metric, math.nan)
+    try:
+        return train.run(cfg)
+    except Exception as error:  # recorded by train.run; the sweep summary reports it and exits non-zero
+        print(f"job failed ({type(error).__name__}: {error}); the sweep goes on", file=sys.stderr)
+        return math.nan
+
+
+def cli() -> None:
+    """Console script: subcommands first (`report`), anything else is a Hydra run or sweep."""
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        from compress_sweeps.sweeps.report import report_main
+
+        sys.exit(report_main(sys.argv[2:]))
+    main()

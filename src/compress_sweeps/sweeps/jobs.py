@@ -1,0 +1,57 @@
+"""Stable job identity: the same resolved config always gets the same id and the same folder in a sweep.
+
+Folders are named from the job's overrides (readable) plus the id (unique), so re-launching a sweep into its
+folder finds each finished job where it left it, jobs never share a folder, and a changed base config gets a new
+folder instead of overwriting an old result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from compress_sweeps.artifacts import RESULTS
+
+# keys that say where and how a job reports, not what it computes
+NOT_IDENTITY = ("hydra", "paths", "logger")
+
+
+def job_id(cfg: DictConfig) -> str:
+    """12 hex digits of the SHA-256 of the resolved config (without output paths and logger settings)."""
+    identity = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key not in NOT_IDENTITY
+    }
+    if isinstance(identity.get("trainer"), dict):
+        identity["trainer"].pop("progress", None)
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def job_dir_name(override_dirname: str, *, _root_: DictConfig) -> str:
+    """Resolver `${cs_job_dir:${hydra.job.override_dirname}}`: '<overrides, path-safe, <=80 chars>-<job id>'."""
+    readable = re.sub(r"[^A-Za-z0-9=,._:+-]+", "_", override_dirname)[:80] or "defaults"
+    return f"{readable}-{job_id(_root_)}"
+
+
+def register_resolvers() -> None:
+    """Make the `cs_job_dir` resolver known to OmegaConf (idempotent; needed in every process that composes)."""
+    if not OmegaConf.has_resolver("cs_job_dir"):
+        OmegaConf.register_new_resolver("cs_job_dir", job_dir_name)
+
+
+def completed_result(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The results of this very job if its folder already holds a completed run of the same config."""
+    path = Path(run_dir) / RESULTS
+    try:
+        results = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if results.get("status") == "completed" and results.get("job_id") == job_id(cfg):
+        return results
+    return None

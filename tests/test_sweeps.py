@@ -1,0 +1,115 @@
+"""Named sweeps expand; sweeps isolate failures, resume finished jobs, and run on the joblib/submitit launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONF, compose_cfg
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+ROOT = CONF.parent
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
+
+
+def sweep_points(name: str) -> dict[str, list[str]]:
+    """{key: [value, ...]} of a sweep file's hydra.sweeper.params, parsed with Hydra's own override grammar."""
+    cfg = compose_cfg([f"sweep={name}"], keep_hydra=True)
+    params = cfg.hydra.sweeper.params
+    parser = OverridesParser.create()
+    points = {}
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        points[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(value)]
+    return points
+
+
+def test_sweep_folder_is_the_sweep_config_group():
+    assert (CONF / "sweep").resolve() == (ROOT / "sweeps").resolve()
+    for path in (ROOT / "sweeps").glob("*.yaml"):
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path
+        assert "python -m compress_sweeps -m sweep=" in text, f"{path} lacks the comment with its command"
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_point_composes(name):
+    points = sweep_points(name)
+    assert points, f"sweeps/{name}.yaml defines no hydra.sweeper.params"
+    for key, values in points.items():
+        for value in values:
+            compose_cfg([f"sweep={name}", f"{key}={value}"])
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "compress_sweeps", *args], cwd=cwd, capture_output=True, text=True, env=os.environ
+    )
+
+
+def job_results(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+def test_failed_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
+    sweep = tmp_path / "sweep"
+    # the bad learning rate sits in the middle of the grid: the jobs after it must still run
+    done = cli("-m", *IMAGE_SMOKE, "trainer.lr=1e-3,-1,2e-3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 1
+    statuses = sorted(r["status"] for r in job_results(sweep).values())
+    assert statuses == ["completed", "completed", "failed"]
+    assert "2 completed, 1 failed" in done.stdout
+    assert "FAILED" in done.stdout and "trainer.lr=-1 is out of range" in done.stdout
+
+
+def test_relaunch_runs_only_unfinished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = cli("-m", *IMAGE_SMOKE, "seed=0,1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    finished = job_results(sweep)
+    # as if the sweep had been killed before its last job finished: that job has no results
+    unfinished = sorted(finished)[-1]
+    (sweep / unfinished / "results.json").unlink()
+    stamps = {job: (sweep / job / "results.json").stat().st_mtime_ns for job in finished if job != unfinished}
+    second = cli("-m", *IMAGE_SMOKE, "seed=0,1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("skip: already completed") == 2
+    assert "1 completed, 2 skipped" in second.stdout
+    assert {job: (sweep / job / "results.json").stat().st_mtime_ns for job in stamps} == stamps  # not re-run
+    assert job_results(sweep)[unfinished]["status"] == "completed"
+
+
+def test_named_sweep_with_the_joblib_launcher(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = cli(
+        "-m",
+        "sweep=seeds",
+        *IMAGE_SMOKE,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["seed"] for r in job_results(sweep).values()) == [0, 1, 2]
+    assert all(r["threads"] == max(1, (os.cpu_count() or 1) // 2) for r in job_results(sweep).values())
+
+
+def test_submitit_local_launcher(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = cli(
+        "-m",
+        *IMAGE_SMOKE,
+        "seed=0,1",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["status"] for r in job_results(sweep).values()) == ["completed", "completed"]
