@@ -10,7 +10,7 @@ SWEEP ?= seeds
 SWEEP_DIR ?= $(lastword $(sort $(wildcard outputs/sweeps/*)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep test test-full lint format clean
+.PHONY: help install run sweep report test test-full lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ run: install ## one run with the defaults (pretrained MiniLM fine-tuned on BBC N
 
 sweep: install ## a named sweep from sweeps/: make sweep SWEEP=seeds ARGS="task=digits model=cnn"
 	$(PY) -m compress_sweeps -m sweep=$(SWEEP) $(ARGS)
+
+report: install ## table + plots of a sweep folder: make report SWEEP_DIR=outputs/sweeps/<date> (default: newest)
+	@test -n "$(SWEEP_DIR)" || { echo "no sweep folder under outputs/sweeps: run make sweep first"; exit 2; }
+	$(PY) -m compress_sweeps report $(SWEEP_DIR)
 
 test: install ## the test suite without the tests marked slow (what CI runs)
 	$(PY) -m pytest -m "not slow" -q

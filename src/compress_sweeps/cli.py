@@ -1,6 +1,7 @@
 """`compress-sweeps [overrides]` / `python -m compress_sweeps [overrides]`: one run, or a sweep with -m.
 
-`compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots. The Hydra task function
+`compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots;
+`compress-sweeps wandb-sweep sweeps/<name>.yaml` writes the equivalent W&B sweep configuration. The Hydra task function
 lives here, in an importable module, so launchers that pickle it (joblib, submitit) import this module in their
 workers, which registers the config resolvers there too.
 """
@@ -43,9 +44,14 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """Console script: subcommands first (`report`), anything else is a Hydra run or sweep."""
-    if len(sys.argv) > 1 and sys.argv[1] == "report":
+    """Console script: subcommands first (`report`, `wandb-sweep`), anything else is a Hydra run or sweep."""
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "report":
         from compress_sweeps.sweeps.report import report_main
 
         sys.exit(report_main(sys.argv[2:]))
+    if command == "wandb-sweep":
+        from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_main
+
+        sys.exit(wandb_sweep_main(sys.argv[2:]))
     main()

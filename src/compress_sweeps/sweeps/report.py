@@ -1,0 +1,153 @@
+"""`compress-sweeps report <sweep folder>`: a results table (CSV + Markdown) and plots from every job's results.json.
+
+Works offline, from the files alone: no W&B needed. The swept values come from each job's `.hydra/overrides.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from compress_sweeps.artifacts import RESULTS
+from compress_sweeps.sweeps.plots import plot_all
+
+COMPRESSORS = ("pruner", "quantizer", "distiller")
+CHOICES = ("task", "model", *COMPRESSORS)
+NUMBERS = ["accuracy", "f1_macro", "sparsity", "bits", "size_mb", "latency_ms"]
+
+
+def _value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_jobs(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job folder: its overrides as columns, then status and the measured figures."""
+    rows = []
+    for path in sorted(Path(sweep_dir).glob(f"*/{RESULTS}")):
+        folder = path.parent
+        results = json.loads(path.read_text())
+        overrides_file = folder / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        row = {"job": folder.name}
+        for override in overrides or []:
+            key, _, value = override.lstrip("+~").partition("=")
+            if key not in ("sweep", "logger", "trainer.progress") and not key.startswith("hydra"):
+                row[key] = _value(value)
+        hydra_file = folder / ".hydra" / "hydra.yaml"
+        choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"] if hydra_file.is_file() else {}
+        row |= {f"choice.{group}": choices.get(group) for group in CHOICES}
+        metrics, compression = results.get("metrics") or {}, results.get("compression") or {}
+        size = compression.get("size_bytes")
+        row |= {
+            "status": results.get("status"),
+            "seed": results.get("seed"),
+            "accuracy": metrics.get("eval/accuracy"),
+            "f1_macro": metrics.get("eval/f1_macro"),
+            "baseline_accuracy": metrics.get("baseline/accuracy"),
+            "sparsity": compression.get("sparsity"),
+            "pattern": compression.get("pattern"),
+            "bits": compression.get("bits"),
+            "size_mb": size / 2**20 if size else None,
+            "latency_ms": compression.get("latency_ms"),
+            "error": results.get("error"),
+        }
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no */{RESULTS} under {sweep_dir}: is it a sweep folder?")
+    return with_baseline(pd.DataFrame(rows))
+
+
+def with_baseline(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Fill `baseline_accuracy` (when a run did not report one) with the mean accuracy of the sweep's dense jobs —
+    no pruner, quantizer or distiller — of the same task and model."""
+    dense = (jobs["status"] == "completed") & jobs[[f"choice.{g}" for g in COMPRESSORS]].eq("none").all(axis=1)
+    means = jobs[dense].groupby(["choice.task", "choice.model"], dropna=False)["accuracy"].mean()
+    for (task, model), accuracy in means.items():
+        same = (jobs["choice.task"] == task) & (jobs["choice.model"] == model) & jobs["baseline_accuracy"].isna()
+        jobs.loc[same, "baseline_accuracy"] = accuracy
+    return jobs
+
+
+def swept_keys(jobs: pd.DataFrame) -> list[str]:
+    """Override keys whose value differs between jobs (the seed is averaged over, not a column)."""
+    fixed = {"job", "status", "seed", "error", "baseline_accuracy", *NUMBERS, "pattern"}
+    fixed |= {f"choice.{group}" for group in CHOICES}
+    return [c for c in jobs.columns if c not in fixed and jobs[c].astype(str).nunique() > 1]
+
+
+def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Completed jobs grouped by the swept values: mean and std of accuracy over seeds, means of the rest, and the
+    relative accuracy drop (%) against the dense baseline when one is known."""
+    done = jobs[jobs["status"] == "completed"].copy()
+    keys = swept_keys(jobs)
+    for key in keys:
+        done[key] = done[key].astype(str)
+    grouped = done.groupby(keys, dropna=False, sort=True) if keys else done.groupby(lambda _: "all")
+    table = grouped.agg(
+        accuracy=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        seeds=("seed", "nunique"),
+        **{c: (c, "mean") for c in ["f1_macro", "sparsity", "bits", "size_mb", "latency_ms", "baseline_accuracy"]},
+    ).reset_index()
+    if not keys:
+        table = table.drop(columns=table.columns[0])
+    table["accuracy_std"] = table["accuracy_std"].fillna(0.0)
+    baseline = table["baseline_accuracy"]
+    table["drop_rel_pct"] = (baseline - table["accuracy"]) / baseline * 100.0
+    return table.drop(columns=["baseline_accuracy"])
+
+
+def to_markdown(table: pd.DataFrame, failed: pd.DataFrame) -> str:
+    """A Markdown table (no extra dependency): accuracy as mean ± std, sizes in MB, blanks for unknowns."""
+
+    def cell(column: str, value, row) -> str:
+        if pd.isna(value) if not isinstance(value, list | dict) else False:
+            return ""
+        if column == "accuracy":
+            return f"{value:.4f} ± {row['accuracy_std']:.4f}"
+        if isinstance(value, float):
+            return f"{value:.4g}" if column != "sparsity" else f"{value:.3f}"
+        return str(value)
+
+    columns = [c for c in table.columns if c != "accuracy_std"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(cell(c, row[c], row) for c in columns) + " |")
+    if len(failed):
+        lines += ["", f"Failed jobs ({len(failed)}):", ""]
+        lines += [f"- `{job}`: {error}" for job, error in zip(failed["job"], failed["error"], strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write jobs.csv, summary.csv, summary.md and the plots into `out_dir` (default `<sweep>/report`)."""
+    out_dir = Path(out_dir or Path(sweep_dir) / "report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = load_jobs(sweep_dir)
+    jobs.to_csv(out_dir / "jobs.csv", index=False)
+    table = summarize_jobs(jobs)
+    table.to_csv(out_dir / "summary.csv", index=False)
+    failed = jobs[jobs["status"] != "completed"]
+    (out_dir / "summary.md").write_text(to_markdown(table, failed))
+    plot_all(jobs[jobs["status"] == "completed"], out_dir)
+    return out_dir
+
+
+def report_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="compress-sweeps report", description=__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder (outputs/sweeps/<date>_<time>)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"no such folder: {args.sweep_dir}")
+    out = write_report(args.sweep_dir, args.out)
+    print((out / "summary.md").read_text())
+    print(f"report written to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    return 0

@@ -1,0 +1,62 @@
+"""`compress-sweeps wandb-sweep sweeps/<name>.yaml`: the same grid as a W&B sweep configuration, for W&B agents.
+
+Each agent then runs `python -m compress_sweeps sweep=<name> key=value ...` (Hydra overrides via
+`${args_no_hyphens}`), so the sweep file's fixed choices apply and each agent job is an ordinary single run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+
+def _parameter(key: str, value: str) -> dict:
+    """One Hydra sweep value (`a,b,c`, `range(...)`, `choice(...)`, `interval(lo,hi)`) as a W&B parameter."""
+    override = OverridesParser.create().parse_override(f"{key}={value}")
+    if not override.is_sweep_override():
+        return {"value": override.value()}
+    sweep = override.value()
+    if isinstance(sweep, IntervalSweep):
+        return {"min": sweep.start, "max": sweep.end}
+    if isinstance(sweep, ChoiceSweep | RangeSweep):
+        return {"values": [yaml.safe_load(v) for v in override.sweep_string_iterator()]}
+    raise ValueError(f"sweep parameter {key}={value}: unsupported sweep type {type(sweep).__name__}")
+
+
+def wandb_sweep_config(sweep_file: Path, method: str = "grid", metric: str = "eval/accuracy") -> dict:
+    """Read `hydra.sweeper.params` of a sweep file and build the W&B sweep configuration."""
+    content = yaml.safe_load(Path(sweep_file).read_text()) or {}
+    params = (((content.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    if not params:
+        raise ValueError(f"{sweep_file}: no hydra.sweeper.params to translate")
+    parameters = {key: _parameter(key, str(value)) for key, value in params.items()}
+    if method == "grid" and any("min" in p for p in parameters.values()):
+        raise ValueError("interval(...) parameters cannot be gridded: use --method random or bayes")
+    name = Path(sweep_file).stem
+    return {
+        "name": name,
+        "method": method,
+        "metric": {"name": metric, "goal": "minimize" if metric.endswith("loss") else "maximize"},
+        "parameters": parameters,
+        "command": ["${env}", "${interpreter}", "-m", "compress_sweeps", f"sweep={name}", "${args_no_hyphens}"],
+    }
+
+
+def wandb_sweep_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="compress-sweeps wandb-sweep", description=__doc__)
+    parser.add_argument("sweep_file", type=Path, help="a file of sweeps/, e.g. sweeps/sparsity.yaml")
+    parser.add_argument("--method", choices=["grid", "random", "bayes"], default="grid")
+    parser.add_argument("--metric", default="eval/accuracy")
+    parser.add_argument("--out", type=Path, default=None, help="default: wandb_sweep_<name>.yaml here")
+    args = parser.parse_args(argv)
+    if not args.sweep_file.is_file():
+        parser.error(f"no such file: {args.sweep_file}")
+    config = wandb_sweep_config(args.sweep_file, args.method, args.metric)
+    out = args.out or Path(f"wandb_sweep_{args.sweep_file.stem}.yaml")
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    print(f"wrote {out}; start it with: wandb sweep {out}   then on each machine: wandb agent <sweep id>")
+    return 0

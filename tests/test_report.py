@@ -1,0 +1,147 @@
+"""The sweep report (table + plots) and the W&B sweep export, on real sweep folders and on hand-made ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from compress_sweeps.sweeps.plots import pareto_front
+from compress_sweeps.sweeps.report import load_jobs, summarize_jobs, write_report
+from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_job(
+    sweep: Path,
+    name: str,
+    overrides: dict,
+    accuracy: float,
+    *,
+    sparsity=0.0,
+    pattern=None,
+    seed=0,
+    pruner="none",
+    distiller="none",
+    status="completed",
+) -> None:
+    """A job folder as a run leaves it (only the files the report reads), with chosen figures."""
+    folder = sweep / name
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    choices = {"task": "bbc_news", "model": "minilm", "pruner": pruner, "quantizer": "none", "distiller": distiller}
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    results = {
+        "status": status,
+        "error": None if status == "completed" else "ValueError: boom",
+        "seed": seed,
+        "metrics": {"eval/accuracy": accuracy} if status == "completed" else {},
+        "compression": {
+            "sparsity": sparsity,
+            "pattern": pattern,
+            "bits": 32,
+            "size_bytes": int(4e6 * (1 - sparsity)) + 1,
+            "latency_ms": 5.0,
+        },
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_table_means_over_seeds_and_relative_drop(tmp_path):
+    for seed, accuracy in [(0, 0.90), (1, 0.92)]:
+        fake_job(tmp_path, f"dense{seed}", {"seed": seed}, accuracy, seed=seed)
+    for seed, accuracy in [(0, 0.88), (1, 0.86)]:
+        fake_job(
+            tmp_path,
+            f"p{seed}",
+            {"pruner": "magnitude", "pruner.target_sparsity": 0.8, "seed": seed},
+            accuracy,
+            sparsity=0.8,
+            pattern="4x1",
+            seed=seed,
+            pruner="magnitude",
+        )
+    fake_job(
+        tmp_path,
+        "bad",
+        {"pruner": "magnitude", "pruner.target_sparsity": 1.5},
+        0.0,
+        status="failed",
+        pruner="magnitude",
+    )
+    table = summarize_jobs(load_jobs(tmp_path))
+    pruned = table[table["pruner.target_sparsity"] == "0.8"].iloc[0]
+    assert pruned["accuracy"] == pytest.approx(0.87) and pruned["seeds"] == 2
+    assert pruned["accuracy_std"] == pytest.approx(pd.Series([0.88, 0.86]).std())
+    assert pruned["drop_rel_pct"] == pytest.approx((0.91 - 0.87) / 0.91 * 100)
+    out = write_report(tmp_path)
+    markdown = (out / "summary.md").read_text()
+    assert "0.8700 ± 0.0141" in markdown and "Failed jobs (1)" in markdown and "boom" in markdown
+    assert {"accuracy_vs_sparsity.png", "accuracy_vs_size.png", "jobs.csv", "summary.csv"} <= {
+        p.name for p in out.iterdir()
+    }
+
+
+def test_temperature_plot_and_pareto_front(tmp_path):
+    for t, accuracy in [(1, 0.80), (2, 0.84), (4, 0.83)]:
+        fake_job(tmp_path, f"t{t}", {"distiller.temperature": t}, accuracy, distiller="logits")
+    out = write_report(tmp_path)
+    assert (out / "accuracy_vs_temperature.png").stat().st_size > 10_000
+    points = pd.DataFrame({"size_mb": [1.0, 2.0, 3.0, 2.5], "accuracy": [0.8, 0.79, 0.9, 0.85]})
+    assert pareto_front(points)[["size_mb", "accuracy"]].values.tolist() == [[1.0, 0.8], [2.5, 0.85], [3.0, 0.9]]
+
+
+def test_report_command_on_a_real_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    run = [sys.executable, "-m", "compress_sweeps"]
+    smoke = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
+    done = subprocess.run(
+        [*run, "-m", *smoke, "trainer.lr=1e-3,3e-3", f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run([*run, "report", str(sweep)], capture_output=True, text=True, env=os.environ)
+    assert shown.returncode == 0, shown.stderr
+    table = pd.read_csv(sweep / "report" / "summary.csv")
+    accuracies = sorted(json.loads(p.read_text())["metrics"]["eval/accuracy"] for p in sweep.glob("*/results.json"))
+    assert sorted(table["accuracy"]) == pytest.approx(accuracies)
+    assert list(table["trainer.lr"]) == [0.001, 0.003]
+    missing = subprocess.run([*run, "report", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+@pytest.mark.parametrize("sweep_file", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_wandb_sweep_export(sweep_file, tmp_path):
+    method = "random" if "interval(" in sweep_file.read_text() else "grid"
+    out = tmp_path / "w.yaml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compress_sweeps",
+            "wandb-sweep",
+            str(sweep_file),
+            "--method",
+            method,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(out.read_text())
+    params = yaml.safe_load(sweep_file.read_text())["hydra"]["sweeper"]["params"]
+    assert set(config["parameters"]) == set(params)
+    assert config["command"][-1] == "${args_no_hyphens}" and f"sweep={sweep_file.stem}" in config["command"]
+    assert wandb_sweep_config(sweep_file, method) == config
