@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import CONF, compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 
 ROOT = CONF.parent
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -25,7 +26,10 @@ def sweep_points(name: str) -> dict[str, list[str]]:
     points = {}
     for key, value in params.items():
         override = parser.parse_override(f"{key}={value}")
-        points[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(value)]
+        if isinstance(override.value(), IntervalSweep):  # Optuna ranges: both ends must compose
+            points[key] = [str(override.value().start), str(override.value().end)]
+        else:
+            points[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(value)]
     return points
 
 

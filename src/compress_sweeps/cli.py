@@ -24,7 +24,7 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | tuple[float, ...]:
     """Run one job; return its optimized metric so Hydra sweepers (e.g. Optuna) can optimize it.
 
     In a sweep, a job whose folder already holds a completed run of the same config is skipped (resume), and a
@@ -35,12 +35,12 @@ def main(cfg: DictConfig) -> float:
     done = completed_result(HydraConfig.get().runtime.output_dir, cfg)
     if done is not None:
         print(f"skip: already completed in {HydraConfig.get().runtime.output_dir}")
-        return done["metrics"].get(cfg.optimized_metric, math.nan)
+        return train.objective(done, cfg.optimized_metric)
     try:
         return train.run(cfg)
     except Exception as error:  # recorded by train.run; the sweep summary reports it and exits non-zero
         print(f"job failed ({type(error).__name__}: {error}); the sweep goes on", file=sys.stderr)
-        return math.nan
+        return math.nan if isinstance(cfg.optimized_metric, str) else tuple(math.nan for _ in cfg.optimized_metric)
 
 
 def cli() -> None:

@@ -56,8 +56,9 @@ def run(cfg: DictConfig) -> float:
         compression = measure.measure(model, eval_set[0], task.input_keys)
         artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"status": "completed", "metrics": metrics | compressors.metrics(), "compression": compression}
-        print(f"{cfg.optimized_metric} = {metrics[cfg.optimized_metric]:.4f}  (results: {run_dir / artifacts.RESULTS})")
-        return metrics[cfg.optimized_metric]
+        value = objective(results, cfg.optimized_metric)
+        print(f"{cfg.optimized_metric} = {value}  (results: {run_dir / artifacts.RESULTS})")
+        return value
     except BaseException as error:
         results |= {
             "status": "failed",
@@ -77,3 +78,21 @@ def describe(error: BaseException) -> str:
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}"
+
+
+def objective(results: dict, optimized_metric: str | list[str]) -> float | tuple[float, ...]:
+    """The value(s) a sweeper optimizes: 'eval/accuracy' etc. from metrics, 'compression/<key>' from compression.
+
+    A list (e.g. [eval/accuracy, compression/size_bytes]) gives a tuple, for multi-objective sweepers.
+    """
+    keys = [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
+    values = []
+    for key in keys:
+        section, _, name = key.partition("/")
+        source = results["compression"] if section == "compression" else results["metrics"]
+        lookup = name if section == "compression" else key
+        if lookup not in source:
+            known = [f"compression/{k}" for k in results["compression"]] + list(results["metrics"])
+            raise ValueError(f"optimized_metric '{key}' is not measured by this run; known: {known}")
+        values.append(float(source[lookup]))
+    return values[0] if isinstance(optimized_metric, str) else tuple(values)
