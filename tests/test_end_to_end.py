@@ -155,3 +155,18 @@ def test_failed_run_records_the_error_and_reraises(tmp_path, text_csvs):
         if r.WhichOneof("record_type") == "exit"
     ]
     assert exits == [1]
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path):
+    outcomes = []
+    for name in ("a", "b"):
+        cfg = compose_cfg([*IMAGE_SMOKE, "trainer.max_steps=6"], output_dir=tmp_path / name)
+        train.run(cfg)
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        outcomes.append((results["metrics"], load_file(tmp_path / name / "model.safetensors")))
+    (metrics_a, weights_a), (metrics_b, weights_b) = outcomes
+    assert metrics_a == metrics_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    cfg = compose_cfg([*IMAGE_SMOKE, "trainer.max_steps=6", "seed=1"], output_dir=tmp_path / "c")
+    train.run(cfg)
+    assert not torch.equal(load_file(tmp_path / "c" / "model.safetensors")["fc.weight"], weights_a["fc.weight"])
