@@ -117,3 +117,12 @@ def test_submitit_local_launcher(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert sorted(r["status"] for r in job_results(sweep).values()) == ["completed", "completed"]
+
+
+@pytest.mark.parametrize(("preset", "gpus"), [("slurm_cpu", 0), ("slurm_gpu", 1)])
+def test_slurm_presets_compose_onto_submitit(preset, gpus):
+    cfg = compose_cfg([f"hydra/launcher={preset}", "hydra.launcher.partition=short"], keep_hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node) == ("short", gpus)
+    assert launcher.array_parallelism >= 1 and launcher.timeout_min > 0
