@@ -44,3 +44,16 @@ def test_cnn_handles_both_image_sizes(size):
 def test_cnn_rejects_bad_widths():
     with pytest.raises(ValueError, match="model.channels"):
         ConvNet(num_labels=10, channels=[])
+
+
+def test_hub_names_fail_fast_without_a_hub(monkeypatch, tiny_bert):
+    import time
+
+    from compress_sweeps.hub import check_hub_source
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: like a machine offline
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"model.name_or_path='prajjwal1/bert-mini'.*local folder"):
+        pretrained_classifier("prajjwal1/bert-mini", num_labels=2)
+    assert time.monotonic() - start < 10
+    check_hub_source(str(tiny_bert), "model.name_or_path", "")  # a local folder never needs the hub

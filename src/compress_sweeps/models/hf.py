@@ -12,6 +12,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from compress_sweeps.hub import check_hub_source
+
+LOCAL_MODEL_HINT = (
+    "Use a local folder holding config.json, the weights and the tokenizer instead (written by save_pretrained, "
+    "or a previous run's output folder), or model=minilm, which ships with the package."
+)
+
 
 def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | None = None) -> nn.Module:
     """A pretrained encoder with a fresh classification head of `num_labels` outputs.
@@ -20,6 +27,7 @@ def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | N
     `save_pretrained` (a previous run's output folder works too).
     """
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    check_hub_source(name_or_path, "model.name_or_path", LOCAL_MODEL_HINT)
     try:
         config = AutoConfig.from_pretrained(name_or_path, num_labels=num_labels, **overrides)
         return AutoModelForSequenceClassification.from_pretrained(
@@ -27,8 +35,7 @@ def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | N
         )
     except OSError as error:
         raise RuntimeError(
-            f"model.name_or_path='{name_or_path}' could not be loaded ({error}). Without internet, set it to a "
-            "local folder holding config.json, the weights and the tokenizer (e.g. written by save_pretrained)."
+            f"model.name_or_path='{name_or_path}' could not be loaded ({error}). {LOCAL_MODEL_HINT}"
         ) from error
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datasets
 
+from compress_sweeps.hub import check_hub_source
 from compress_sweeps.tasks.text import TextTask, subsample
 
 # text columns and the validation split of each GLUE task (test splits carry no labels)
@@ -18,6 +19,11 @@ GLUE_TASKS: dict[str, tuple[list[str], str]] = {
     "rte": (["sentence1", "sentence2"], "validation"),
     "wnli": (["sentence1", "sentence2"], "validation"),
 }
+
+LOCAL_DATA_HINT = (
+    "Point task.path at a local copy laid out like the hub's nyu-mll/glue (README.md configs + data files), or use "
+    "task=text_files with your own CSV/JSON/Parquet files."
+)
 
 
 def glue(
@@ -35,13 +41,11 @@ def glue(
     if name == "stsb":
         raise ValueError("task.name=stsb is a regression task; compress_sweeps trains classifiers only")
     text_columns, validation_split = GLUE_TASKS[name]
+    check_hub_source(path, "task.path", LOCAL_DATA_HINT, repo_type="dataset")
     try:
         splits = datasets.load_dataset(path, name)
     except (ConnectionError, OSError) as error:
-        raise RuntimeError(
-            f"could not load GLUE '{name}' from '{path}' ({error}). Without internet, point task.path at a local "
-            "copy of the dataset, or use task=text_files with your own CSV/JSON/Parquet files."
-        ) from error
+        raise RuntimeError(f"could not load GLUE '{name}' from '{path}' ({error}). {LOCAL_DATA_HINT}") from error
     label_names = splits["train"].features["label"].names
     return TextTask(
         name=f"glue_{name}",
