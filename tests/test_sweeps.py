@@ -62,13 +62,27 @@ def job_results(sweep: Path) -> dict[str, dict]:
 
 def test_failed_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     sweep = tmp_path / "sweep"
-    # the bad learning rate sits in the middle of the grid: the jobs after it must still run
-    done = cli("-m", *IMAGE_SMOKE, "trainer.lr=1e-3,-1,2e-3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    # the impossible split sits in the middle of the grid (the task is only built when its job runs, so the
+    # precheck lets it through): the jobs after it must still run
+    fractions = "task.validation_fraction=0.2,1.5,0.3"
+    done = cli("-m", *IMAGE_SMOKE, fractions, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 1
     statuses = sorted(r["status"] for r in job_results(sweep).values())
     assert statuses == ["completed", "completed", "failed"]
     assert "2 completed, 1 failed" in done.stdout
-    assert "FAILED" in done.stdout and "trainer.lr=-1 is out of range" in done.stdout
+    assert "FAILED" in done.stdout and "task.validation_fraction must be in (0, 1), got 1.5" in done.stdout
+
+
+def test_precheck_stops_a_sweep_with_bad_settings_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = cli(
+        "-m", *IMAGE_SMOKE, "trainer.lr=1e-3,-1", "trainer.warmup_ratio=0.1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "sweep not started: 3 of 4 jobs have invalid settings" in done.stderr
+    assert "trainer.lr=-1 is out of range: must be > 0" in done.stderr
+    assert "trainer.warmup_ratio=2 is out of range" in done.stderr
+    assert not list(sweep.glob("*/results.json"))  # nothing ran
 
 
 def test_relaunch_runs_only_unfinished_jobs(tmp_path):

@@ -1,0 +1,68 @@
+"""Check every point of a grid sweep before the first job starts, so a bad value fails in seconds, not at job 37.
+
+Each point's config is composed the way its job will be, and the parts that validate their own arguments — the
+trainer and the pruner, quantizer and distiller — are instantiated (cheap: no data or model is loaded). Checks that
+need the model (a regex that matches no layer, a shape a pattern does not divide) still run at each job's start.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+CHECKED_GROUPS = ("trainer", "pruner", "quantizer", "distiller")
+
+
+def grid_points(config: DictConfig) -> list[list[str]] | None:
+    """The override list of every job of a basic (grid) sweep; None for other sweepers (e.g. Optuna samples)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    return BasicSweeper.split_arguments(overrides, max_batch_size=None)[0]
+
+
+def point_error(config: DictConfig, point: list[str]) -> str | None:
+    """Compose one job's config and instantiate its self-validating parts; return the first error, if any."""
+    from compress_sweeps.train import describe
+
+    try:
+        job = GlobalHydra.instance().config_loader().load_sweep_config(config, point)
+        with open_dict(job):
+            del job["hydra"]
+        for group in CHECKED_GROUPS:
+            instantiate(job[group])
+        if not isinstance(job.seed, int) or job.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {job.seed!r}")
+    except Exception as error:  # every failure is reported, none is raised: the user sees them all at once
+        return describe(error)
+    return None
+
+
+class SweepPrecheck(Callback):
+    """Hydra callback: before a grid sweep launches, check all its points; stop with exit code 2 if any is bad."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        points = grid_points(config) if self.enabled else None
+        if not points:
+            return
+        errors = [(point, error) for point in points if (error := point_error(config, point))]
+        if errors:
+            print(f"sweep not started: {len(errors)} of {len(points)} jobs have invalid settings:", file=sys.stderr)
+            for point, error in errors:
+                print(f"  {' '.join(point)}\n    -> {error}", file=sys.stderr)
+            sys.exit(2)
+        print(f"sweep precheck: {len(points)} jobs, settings valid")
