@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -47,3 +48,10 @@ def test_wheel_ships_configs_and_console_script(tmp_path):
         check=True,
     ).stdout.strip()
     assert Path(found) == target / "compress_sweeps" / "conf"
+    # and a whole job runs from it, a named sweep included (conf/sweep holds copies of sweeps/)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    smoke = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
+    job = [sys.executable, "-m", "compress_sweeps", "-m", "sweep=seeds", *smoke, f"hydra.sweep.dir={tmp_path / 's'}"]
+    done = subprocess.run(job, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "s").glob("*/results.json"))) == 3
