@@ -74,11 +74,12 @@ def select_heads(
             if not all(hasattr(module, a) for a in (q, k, v, heads)) or not name_selected(name, include, exclude):
                 continue
             out_name = f"{name.rsplit('.', 1)[0]}.{out_path}" if nested else f"{name}.{out_path}"
-            if name in taken:
-                raise ValueError(f"attention block '{name}' is selected by two pruner groups")
-            taken.add(name)
             modules = {f"{name}.{a}": getattr(module, a) for a in (q, k, v)}
             modules[out_name] = model.get_submodule(out_name)
+            for layer in modules:  # each weight belongs to one group: its mask would be overwritten otherwise
+                if layer in taken:
+                    raise ValueError(f"layer '{layer}' is selected by two pruner groups; make them disjoint")
+                taken.add(layer)
             targets.append(HeadTarget(name, modules, int(getattr(module, heads)), reduce))
     if not targets:
         raise ValueError("pruner.pattern=head found no BERT-family attention blocks (query/key/value) to prune")
