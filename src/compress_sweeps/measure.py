@@ -46,8 +46,45 @@ def unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def compression_report(model: nn.Module, weights: Mapping[str, torch.Tensor] | None = None) -> dict:
-    """Sparsity over the prunable weights (overall and per layer), parameter counts and storage size."""
+def pattern_holds(weight: torch.Tensor, pattern: str) -> bool:
+    """Whether the zeros of `weight` (seen as `(out, in)`, conv kernels flattened) follow `pattern`.
+
+    `NxM`: every N-row x M-column block is all zero or free of zeros; `N:M`: every M consecutive input weights of a
+    row hold at most N non-zeros; `channel`: every output row is all zero or free of zeros. Counted from the
+    tensor alone, independently of the pruner's masks.
+    """
+    matrix = weight.reshape(weight.shape[0], -1) if weight.ndim > 1 else weight.reshape(1, -1)
+    out, inp = matrix.shape
+    text = str(pattern).strip().lower()
+    if text == "channel":
+        rows, cols = 1, inp
+    elif match := re.fullmatch(r"(\d+):(\d+)", text):
+        n, m = int(match[1]), int(match[2])
+        return inp % m == 0 and bool(((matrix != 0).reshape(out, inp // m, m).sum(-1) <= n).all())
+    elif match := re.fullmatch(r"(\d+)x(\d+)", text):
+        rows, cols = int(match[1]), int(match[2])
+    else:
+        raise ValueError(f"unknown sparsity pattern '{pattern}' (NxM, N:M or channel)")
+    if out % rows or inp % cols:
+        return False
+    zeros = (matrix == 0).reshape(out // rows, rows, inp // cols, cols).sum(dim=(1, 3))
+    return bool(((zeros == 0) | (zeros == rows * cols)).all())
+
+
+@torch.no_grad()
+def compression_report(
+    model: nn.Module,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    patterns: Mapping[str, str] | None = None,
+) -> dict:
+    """Sparsity over the prunable weights (overall and per layer), parameter counts and storage size.
+
+    `patterns` ({parameter name -> pattern}, from a pruner) makes those parameters the prunable weights and adds
+    `pattern` and `pattern_holds` (plus `pattern_violations`, the layers where it does not), re-counted here.
+    """
+    if patterns:
+        named = dict(model.named_parameters())
+        weights = {name: named[name] for name in patterns}
     weights = prunable_weights(model) if weights is None else weights
     zeros = {name: int((w == 0).sum()) for name, w in weights.items()}
     pruned_total = sum(w.numel() for w in weights.values())
@@ -62,6 +99,16 @@ def compression_report(model: nn.Module, weights: Mapping[str, torch.Tensor] | N
         "total_params": total,
         "nonzero_params": nonzero,
         "size_bytes": sum(t.numel() * t.element_size() for t in unique_tensors(model).values()),
+    } | (_pattern_report(weights, patterns) if patterns else {})
+
+
+def _pattern_report(weights: Mapping[str, torch.Tensor], patterns: Mapping[str, str]) -> dict:
+    labels = set(patterns.values())
+    violations = [name for name, label in patterns.items() if not pattern_holds(weights[name], label)]
+    return {
+        "pattern": labels.pop() if len(labels) == 1 else dict(patterns),
+        "pattern_holds": not violations,
+        "pattern_violations": violations,
     }
 
 
@@ -84,9 +131,14 @@ def latency_ms(model: nn.Module, inputs: Mapping[str, torch.Tensor], repeats: in
     return statistics.median(timings)
 
 
-def measure(model: nn.Module, example: Mapping[str, torch.Tensor], input_keys: Sequence[str]) -> dict:
+def measure(
+    model: nn.Module,
+    example: Mapping[str, torch.Tensor],
+    input_keys: Sequence[str],
+    patterns: Mapping[str, str] | None = None,
+) -> dict:
     """`compression_report` plus `latency_ms`: one forward pass on a single example (batch size 1)."""
-    report = compression_report(model)
+    report = compression_report(model, patterns=patterns)
     device = next(model.parameters()).device
     inputs = {k: example[k].unsqueeze(0).to(device) for k in input_keys if k in example}
     report["latency_ms"] = latency_ms(model, inputs)

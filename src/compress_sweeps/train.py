@@ -53,7 +53,9 @@ def run(cfg: DictConfig) -> float:
         timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
         model = compressors.finalize(model)
         metrics = trainer.evaluate(model, eval_set, task.input_keys)
-        compression = measure.measure(model, eval_set[0], task.input_keys)
+        # a pruner names the weights it pruned and their pattern; the report re-counts both from the weights
+        patterns = next((m.layer_patterns() for m in compressors.members if hasattr(m, "layer_patterns")), None)
+        compression = measure.measure(model, eval_set[0], task.input_keys, patterns=patterns)
         artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"status": "completed", "metrics": metrics | compressors.metrics(), "compression": compression}
         value = objective(results, cfg.optimized_metric)

@@ -1,0 +1,99 @@
+"""Train-step time with the iterative snip_momentum pruner divided by the plain step time.
+
+Two copies of the MiniLM student (2 layers, from the bundled all-MiniLM-L6-v2) train side by side in one process,
+one plain and one with `conf/pruner/snip_momentum.yaml` (4x1, target 0.8, iterative over the bench's steps), their
+steps interleaved so that both see the same machine load. Each step is what the trainer does: forward, cross
+entropy, backward, gradient clipping, hooks, AdamW, zero_grad. Batch 32, sequence length 64, random token ids.
+
+    PYTHONPATH=src python bench/prune_overhead.py [--steps 60] [--device cpu]
+
+Prints the ratio of the summed step times (mask updates included), the median per-step ratio (steady state)
+and the mean time of a mask-update step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from compress_sweeps.config import config_dir
+from compress_sweeps.hooks import Compressors, Passthrough, RunContext
+from compress_sweeps.models import student_from_teacher
+
+
+def one_step(model, optimizer, compressors, batch, step, device) -> float:
+    """One optimizer step as the trainer runs it; wall seconds (synchronised on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = compressors.loss(logits, batch, F.cross_entropy(logits, batch["labels"]))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    compressors.before_optimizer_step(step)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    compressors.after_optimizer_step(step)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per model (after warmup)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    models = [student_from_teacher(num_labels=5).to(device).train() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    config = OmegaConf.load(config_dir() / "pruner" / "snip_momentum.yaml")
+    config.target_sparsity = 0.8
+    pruner = instantiate(config)
+    runs = [Compressors([Passthrough()]), Compressors([pruner])]
+    context = RunContext(total_steps=args.steps, num_labels=5, device=device)
+    for model, compressors in zip(models, runs, strict=True):
+        compressors.attach(model, context)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=5e-5) for m in models]
+    vocab = models[0].config.vocab_size
+    times: list[list[float]] = [[], []]
+    for step in range(1 - args.warmup, args.steps + 1):
+        batch = {
+            "input_ids": torch.randint(1000, vocab, (args.batch_size, args.seq_len), device=device),
+            "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long, device=device),
+            "labels": torch.randint(0, 5, (args.batch_size,), device=device),
+        }
+        order = (0, 1) if step % 2 else (1, 0)  # alternate who goes first: neither always gets a warm cache
+        for i in order:
+            # warmup steps are numbered <= 0: the pruner's schedule (steps 1..steps) never sees them
+            elapsed = one_step(models[i], optimizers[i], runs[i], batch, max(step, 0), device)
+            if step >= 1:
+                times[i].append(elapsed)
+    plain, pruned = times
+    schedule = pruner.groups[0].schedule
+    updates = [t for s, t in zip(range(1, args.steps + 1), pruned, strict=True) if schedule.prunes_at(s)]
+    per_step = [b / a for a, b in zip(plain, pruned, strict=True)]
+    print(
+        f"device={device} threads={torch.get_num_threads()} steps={args.steps} batch={args.batch_size} "
+        f"seq={args.seq_len} prunable_weights={sum(w.numel() for w in pruner.groups[0].weights):,}"
+    )
+    print(f"plain step: mean {1e3 * statistics.mean(plain):.1f} ms, median {1e3 * statistics.median(plain):.1f} ms")
+    print(f"pruned step: mean {1e3 * statistics.mean(pruned):.1f} ms, median {1e3 * statistics.median(pruned):.1f} ms")
+    print(f"mask-update steps: {len(updates)}, mean {1e3 * statistics.mean(updates):.1f} ms")
+    print(f"achieved sparsity {pruner.metrics()['pruner/sparsity']:.4f}")
+    print(f"overhead, summed step times (mask updates included): {sum(pruned) / sum(plain):.3f}x")
+    print(f"overhead, median per-step ratio (steady state):      {statistics.median(per_step):.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Importance scores: which weights matter. Higher score = keep; the lowest-scoring groups are pruned.
+
+A criterion sees the selected weights as a list and keeps any running state itself. Gradient-based criteria are
+fed in `observe` (after backward, before the optimizer step); `scores` raises if they are asked for a score before
+any gradient was observed. `accumulates` criteria observe every step up to the last mask update; the others only
+at the steps where masks are updated, which keeps their per-step cost at zero.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CRITERIA = ("magnitude", "gradient", "snip", "snip_momentum", "movement")
+
+
+class Magnitude:
+    """|W|: small weights go first (no gradients needed)."""
+
+    needs_grad = False
+    accumulates = False
+
+    def observe(self, weights: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        pass
+
+    def scores(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [w.detach().abs() for w in weights]
+
+
+class _FromGradients:
+    """Shared bookkeeping of the gradient-based criteria: the scores so far, or None before any gradient."""
+
+    name = ""
+    needs_grad = True
+    accumulates = False
+
+    def __init__(self) -> None:
+        self.state: list[torch.Tensor] | None = None
+
+    def scores(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.state is None:
+            raise RuntimeError(
+                f"pruner.criterion='{self.name}' scores weights with their gradients, but pruning was asked before "
+                "any gradient existed (a mask update at step 0?). Start pruning at step >= 1 (pruner.start_step) "
+                "or use pruner.criterion=magnitude."
+            )
+        return self.state
+
+
+class Gradient(_FromGradients):
+    """|G| of the latest optimizer step before the mask update."""
+
+    name = "gradient"
+
+    def observe(self, weights: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        self.state = [g.abs() for g in grads]
+
+
+class Snip(_FromGradients):
+    """|W * G| (SNIP, Lee et al. 2019) of the latest optimizer step before the mask update."""
+
+    name = "snip"
+
+    def observe(self, weights: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        self.state = [(w.detach() * g).abs() for w, g in zip(weights, grads, strict=True)]
+
+
+class SnipMomentum(_FromGradients):
+    """score <- beta * score + alpha * |W * G| every step (Intel Neural Compressor's default criterion)."""
+
+    name = "snip_momentum"
+    accumulates = True
+
+    def __init__(self, alpha: float = 1.0, beta: float = 0.9) -> None:
+        super().__init__()
+        if alpha <= 0:
+            raise ValueError(f"pruner.alpha={alpha} must be > 0")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"pruner.beta={beta} must be in [0, 1]")
+        self.alpha, self.beta = alpha, beta
+
+    @torch.no_grad()
+    def observe(self, weights: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        # foreach kernels: one launch per op for all layers instead of one per layer
+        fresh = torch._foreach_mul([w.detach() for w in weights], grads)
+        torch._foreach_abs_(fresh)
+        if self.state is None:
+            self.state = [torch.zeros_like(f) for f in fresh]
+        torch._foreach_mul_(self.state, self.beta)
+        torch._foreach_add_(self.state, fresh, alpha=self.alpha)
+
+
+class Movement(_FromGradients):
+    """score <- score - W * G every step (movement pruning, Sanh et al. 2020): keep weights moving away from 0."""
+
+    name = "movement"
+    accumulates = True
+
+    @torch.no_grad()
+    def observe(self, weights: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        fresh = torch._foreach_mul([w.detach() for w in weights], grads)
+        if self.state is None:
+            self.state = [torch.zeros_like(f) for f in fresh]
+        torch._foreach_sub_(self.state, fresh)
+
+
+def make_criterion(name: str, alpha: float = 1.0, beta: float = 0.9):
+    """The criterion object for `pruner.criterion` (alpha/beta only matter to snip_momentum)."""
+    if name == "magnitude":
+        return Magnitude()
+    if name == "gradient":
+        return Gradient()
+    if name == "snip":
+        return Snip()
+    if name == "snip_momentum":
+        return SnipMomentum(alpha, beta)
+    if name == "movement":
+        return Movement()
+    raise ValueError(f"pruner.criterion must be one of {list(CRITERIA)}, got '{name}'")

@@ -1,0 +1,138 @@
+"""One pruner group: a criterion, a pattern, a schedule and a layer selection, with its targets and masks.
+
+A run may prune several groups at once (e.g. attention heads in one group, 4x1 blocks of the FFN in another);
+each group keeps its own scores, masks and schedule. The `Pruner` drives them through the hook protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from compress_sweeps.pruners.allocate import DOMAINS, allocate
+from compress_sweeps.pruners.criteria import make_criterion
+from compress_sweeps.pruners.heads import select_heads
+from compress_sweeps.pruners.patterns import REDUCTIONS, NMPattern, parse_pattern
+from compress_sweeps.pruners.schedules import Schedule
+from compress_sweeps.pruners.targets import layer_classes, mask_grads, select_layers
+
+DEFAULT_TARGET_SPARSITY = 0.9  # when target_sparsity is null and the pattern does not fix it (N:M does)
+
+
+class PruneGroup:
+    """Settings and state of one group; `key` is the config path its error messages name (e.g. `pruner.`)."""
+
+    def __init__(
+        self,
+        criterion: str,
+        alpha: float,
+        beta: float,
+        target_sparsity: float | None,
+        pattern: str,
+        block_reduce: str,
+        sparsity_decay: str,
+        start_step: int | float,
+        end_step: int | float,
+        update_frequency: int | float,
+        prune_domain: str,
+        layer_types: Sequence[str],
+        include: Sequence[str],
+        exclude: Sequence[str],
+        min_sparsity_per_layer: float,
+        max_sparsity_per_layer: float,
+        skip_incompatible: bool,
+        key: str = "pruner.",
+    ) -> None:
+        self.criterion = make_criterion(criterion, alpha, beta)
+        self.heads = str(pattern).strip().lower() == "head"
+        self.pattern = None if self.heads else parse_pattern(pattern, f"{key}pattern")
+        if isinstance(self.pattern, NMPattern):
+            implied = self.pattern.max_fraction
+            if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
+                raise ValueError(
+                    f"{key}target_sparsity={target_sparsity} contradicts {key}pattern={self.pattern.label}, which "
+                    f"prunes exactly 1 - N/M = {implied:g} of each layer; leave target_sparsity null or set {implied:g}"
+                )
+            target_sparsity = implied
+        self.target = DEFAULT_TARGET_SPARSITY if target_sparsity is None else float(target_sparsity)
+        if not 0.0 < self.target < 1.0:
+            raise ValueError(f"{key}target_sparsity={target_sparsity} must be in (0, 1)")
+        if block_reduce not in REDUCTIONS:
+            raise ValueError(f"{key}block_reduce must be one of {list(REDUCTIONS)}, got '{block_reduce}'")
+        if prune_domain not in DOMAINS:
+            raise ValueError(f"{key}prune_domain must be one of {list(DOMAINS)}, got '{prune_domain}'")
+        if not 0.0 <= min_sparsity_per_layer <= max_sparsity_per_layer <= 1.0:
+            raise ValueError(
+                f"{key}min_sparsity_per_layer={min_sparsity_per_layer} and {key}max_sparsity_per_layer="
+                f"{max_sparsity_per_layer} must satisfy 0 <= min <= max <= 1"
+            )
+        if self.target > max_sparsity_per_layer:
+            raise ValueError(
+                f"{key}target_sparsity={self.target:g} exceeds {key}max_sparsity_per_layer={max_sparsity_per_layer}"
+            )
+        self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay)
+        self.classes = layer_classes(list(layer_types), f"{key}layer_types")
+        self.include, self.exclude = list(include), list(exclude)
+        self.reduce, self.domain, self.skip = block_reduce, prune_domain, skip_incompatible
+        self.min_s, self.max_s = min_sparsity_per_layer, max_sparsity_per_layer
+        self.key = key
+        self.targets: list = []
+        self.skipped: list[str] = []
+        self.current = 0.0  # target sparsity of the latest mask update
+        self.pruned_any = False
+
+    def attach(self, model: nn.Module, total_steps: int, taken: set[str]) -> None:
+        """Select this group's layers (or attention blocks) and resolve its schedule against the run length."""
+        self.schedule.resolve(total_steps)
+        if self.heads:
+            self.targets = select_heads(model, self.include, self.exclude, self.reduce, taken)
+        else:
+            self.targets, self.skipped = select_layers(
+                model, self.classes, self.include, self.exclude, self.pattern, self.reduce, self.skip, taken
+            )
+        if not self.targets:
+            raise ValueError(f"{self.key}include/exclude/layer_types select no layers to prune")
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return [w for t in self.targets for w in t.weights]
+
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        return [m for t in self.targets for m in t.masks]
+
+    @torch.no_grad()
+    def before_optimizer_step(self, step: int) -> None:
+        """Feed gradients to the criterion when it needs them now; mask gradients while pruning."""
+        sched, crit = self.schedule, self.criterion
+        wanted = (crit.accumulates and step <= sched.end) or (crit.needs_grad and sched.prunes_at(step))
+        weights = self.weights
+        if wanted:
+            grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in weights]
+            crit.observe(weights, grads)
+        if self.pruned_any and sched.active(step):
+            mask_grads(weights, self.masks)
+
+    @torch.no_grad()
+    def update_masks(self, step: int) -> None:
+        """Recompute the masks at a scheduled step: scores -> group scores -> pruned groups -> masks."""
+        self.current = self.schedule.target(step, self.target)
+        scores = iter(self.criterion.scores(self.weights))
+        group_scores = [t.group_scores([next(scores) for _ in t.weights]) for t in self.targets]
+        caps = [min(self.max_s, t.max_fraction) for t in self.targets]
+        sizes = [t.group_size for t in self.targets]
+        pruned = allocate(group_scores, sizes, self.current, self.domain, self.min_s, caps)
+        for target, groups in zip(self.targets, pruned, strict=True):
+            target.set_pruned(groups)
+        self.pruned_any = True
+
+    @torch.no_grad()
+    def sparsity(self) -> float:
+        """Achieved sparsity over this group's weights, counted from the weights themselves."""
+        weights = self.weights
+        return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+    def labels(self) -> dict[str, str]:
+        return {name: label for t in self.targets for name, label in t.labels().items()}

@@ -1,0 +1,69 @@
+"""`PatternLock`: keep the zeros of an already pruned model fixed while it is trained further.
+
+For Prune-Once-for-All (prune upstream, then fine-tune or distil downstream) and for quantization-aware training
+after pruning: at attach, every selected weight's current zeros become its mask; gradients of locked weights are
+masked before each optimizer step and weights re-masked after it, so no zero is ever revived. Non-zero weights
+train freely (they may still become zero by chance; they are not locked then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress_sweeps.hooks import RunContext
+from compress_sweeps.pruners.pruner import DEFAULT_EXCLUDE
+from compress_sweeps.pruners.targets import MASK, layer_classes, mask_grads, name_selected, remove_mask
+
+
+class PatternLock:
+    """Lock the zero pattern of the Linear/Conv weights picked by `layer_types`, `include` and `exclude`."""
+
+    def __init__(
+        self,
+        layer_types: Sequence[str] = ("Linear", "Conv2d"),
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    ) -> None:
+        self.classes = layer_classes(list(layer_types), "pruner.layer_types")
+        self.include, self.exclude = list(include), list(exclude)
+        self.modules: dict[str, nn.Module] = {}
+
+    @torch.no_grad()
+    def attach(self, model: nn.Module, context: RunContext) -> None:
+        for name, module in model.named_modules():
+            if isinstance(module, self.classes) and name_selected(name, self.include, self.exclude):
+                module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
+                self.modules[f"{name}.weight"] = module
+        if not self.modules:
+            raise ValueError("pruner.include/exclude/layer_types select no layers to lock")
+        self._weights = [m.weight for m in self.modules.values()]
+        self._masks = [getattr(m, MASK) for m in self.modules.values()]
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    @torch.no_grad()
+    def before_optimizer_step(self, step: int) -> None:
+        mask_grads(self._weights, self._masks)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        torch._foreach_mul_(self._weights, self._masks)
+
+    @torch.no_grad()
+    def finalize(self, model: nn.Module) -> nn.Module:
+        for module in self.modules.values():
+            module.weight.mul_(getattr(module, MASK))
+            remove_mask(module)
+        return model
+
+    def metrics(self) -> dict[str, float]:
+        """Sparsity of the locked weights, counted from the weights."""
+        if not self.modules:
+            return {}
+        zeros = sum(int((w == 0).sum()) for w in self._weights)
+        return {"pruner/sparsity": zeros / sum(w.numel() for w in self._weights)}

@@ -1,0 +1,144 @@
+"""Sparsity patterns: which weights are pruned together, and how a layer's scores become per-group scores.
+
+Every pattern sees a weight as a 2-D matrix `(out, in)`: a Linear weight as is, a Conv2d weight flattened to
+`(out_channels, in_channels * kh * kw)`. A pattern cuts that matrix into equal-sized *groups*; masks prune whole
+groups, and the group score is the reduction (`mean` by default) of its elements' scores.
+
+- `NxM` (`BlockPattern`): blocks of N output rows by M input columns; `1x1` is unstructured, `4x1` takes four
+  consecutive output rows of one input column, `1x4` four consecutive input columns of one output row.
+- `N:M` (`NMPattern`): in every run of M consecutive input weights of a row at most N stay non-zero, so a fully
+  pruned layer ends at sparsity exactly 1 - N/M. Groups are single weights; only the M - N lowest-scoring weights
+  of each run are candidates, which is what makes the pattern hold at any intermediate target as well.
+- `channel` (`ChannelPattern`): whole output rows (output channels / neurons).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "max")
+
+
+def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
+    """The 2-D `(out, in)` view every pattern works on (Conv2d kernels flattened into the input columns)."""
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+def reduce_blocks(blocks: torch.Tensor, dims: tuple[int, ...], how: str) -> torch.Tensor:
+    if how == "mean":
+        return blocks.mean(dim=dims)
+    if how == "sum":
+        return blocks.sum(dim=dims)
+    return blocks.amax(dim=dims)
+
+
+@dataclass(frozen=True)
+class BlockPattern:
+    """Blocks of `rows` consecutive output rows x `cols` consecutive input columns (`NxM`)."""
+
+    rows: int
+    cols: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+    max_fraction = 1.0  # every block may be pruned
+
+    def problem(self, shape: tuple[int, int]) -> str | None:
+        """Why a `(out, in)` matrix cannot take this pattern, or None when it can."""
+        if shape[0] % self.rows or shape[1] % self.cols:
+            return f"shape {tuple(shape)} is not divisible by the {self.label} block"
+        return None
+
+    def group_size(self, shape: tuple[int, int]) -> int:
+        return self.rows * self.cols
+
+    def group_scores(self, scores: torch.Tensor, reduce: str) -> torch.Tensor:
+        """One score per block, flattened row-major over the block grid."""
+        out, inp = scores.shape
+        blocks = scores.reshape(out // self.rows, self.rows, inp // self.cols, self.cols)
+        return reduce_blocks(blocks, (1, 3), reduce).flatten()
+
+    def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """The `(out, in)` keep-mask (1.0 kept, 0.0 pruned) of a flat bool vector of pruned blocks."""
+        grid = (~pruned).reshape(shape[0] // self.rows, shape[1] // self.cols).float()
+        return grid.repeat_interleave(self.rows, 0).repeat_interleave(self.cols, 1)
+
+
+@dataclass(frozen=True)
+class ChannelPattern:
+    """Whole output rows: a pruned channel's weights are all zero."""
+
+    label = "channel"
+    max_fraction = 1.0
+
+    def problem(self, shape: tuple[int, int]) -> str | None:
+        return None
+
+    def group_size(self, shape: tuple[int, int]) -> int:
+        return shape[1]
+
+    def group_scores(self, scores: torch.Tensor, reduce: str) -> torch.Tensor:
+        return reduce_blocks(scores, (1,), reduce)
+
+    def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        return (~pruned).float().unsqueeze(1).expand(shape).contiguous()
+
+
+@dataclass(frozen=True)
+class NMPattern:
+    """At most `n` non-zeros in every `m` consecutive input weights of a row (`N:M`, e.g. 2:4)."""
+
+    n: int
+    m: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.n}:{self.m}"
+
+    @property
+    def max_fraction(self) -> float:
+        return 1.0 - self.n / self.m
+
+    def problem(self, shape: tuple[int, int]) -> str | None:
+        if shape[1] % self.m:
+            return f"{shape[1]} input columns are not divisible by M={self.m} of the {self.label} pattern"
+        return None
+
+    def group_size(self, shape: tuple[int, int]) -> int:
+        return 1
+
+    def group_scores(self, scores: torch.Tensor, reduce: str) -> torch.Tensor:
+        """Element scores, with the N highest of every run of M set to +inf so they are never pruned."""
+        runs = scores.reshape(-1, self.m)
+        keep = runs.topk(self.n, dim=1).indices
+        return runs.scatter(1, keep, float("inf")).flatten()
+
+    def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        return (~pruned).reshape(shape).float()
+
+
+Pattern = BlockPattern | ChannelPattern | NMPattern
+
+
+def parse_pattern(text: str, key: str = "pruner.pattern") -> Pattern:
+    """`"4x1"` -> BlockPattern(4, 1), `"2:4"` -> NMPattern(2, 4), `"channel"` -> ChannelPattern()."""
+    text = str(text).strip().lower()
+    if text == "channel":
+        return ChannelPattern()
+    if match := re.fullmatch(r"(\d+)x(\d+)", text):
+        rows, cols = int(match[1]), int(match[2])
+        if rows >= 1 and cols >= 1:
+            return BlockPattern(rows, cols)
+    if match := re.fullmatch(r"(\d+):(\d+)", text):
+        n, m = int(match[1]), int(match[2])
+        if 1 <= n < m:
+            return NMPattern(n, m)
+    raise ValueError(
+        f"{key}='{text}' is not a pattern; use NxM blocks (1x1 unstructured, 4x1, 1x4, 2x2, ...), "
+        "N:M with 1 <= N < M (2:4, 1:4, 4:8, ...), 'channel', or 'head' (attention heads)"
+    )

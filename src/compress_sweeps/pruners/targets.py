@@ -1,0 +1,114 @@
+"""What a pruner prunes: layers picked by type and name regexes, each holding its keep-mask as a buffer.
+
+A *target* owns one or more weights, cuts them into equal-sized groups (see patterns.py) and turns a vector of
+pruned groups into keep-masks. Masks live on the module as the non-persistent buffer `weight_mask`, so they move
+with `model.to(device)` and never leak into a saved state dict.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from compress_sweeps.pruners.patterns import Pattern, as_matrix
+
+LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}
+MASK = "weight_mask"
+
+
+def add_mask(module: nn.Module) -> torch.Tensor:
+    """Register (once) and return the all-ones keep-mask of `module.weight`."""
+    if not hasattr(module, MASK):
+        module.register_buffer(MASK, torch.ones_like(module.weight, dtype=module.weight.dtype), persistent=False)
+    return getattr(module, MASK)
+
+
+def remove_mask(module: nn.Module) -> None:
+    if hasattr(module, MASK):
+        delattr(module, MASK)
+
+
+@torch.no_grad()
+def mask_grads(weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> None:
+    """Zero the gradients of masked weights (one foreach kernel for all layers); weights without a grad are skipped."""
+    pairs = [(w.grad, m) for w, m in zip(weights, masks, strict=True) if w.grad is not None]
+    if pairs:
+        torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+def name_selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Included (by any `include` regex, or all when the list is empty) and matched by no `exclude` regex."""
+    if include and not any(re.search(p, name) for p in include):
+        return False
+    return not any(re.search(p, name) for p in exclude)
+
+
+def layer_classes(names: Sequence[str], key: str = "pruner.layer_types") -> tuple[type[nn.Module], ...]:
+    unknown = [n for n in names if n not in LAYER_TYPES]
+    if unknown or not names:
+        raise ValueError(f"{key}={list(names)} must be a non-empty list drawn from {list(LAYER_TYPES)}")
+    return tuple(LAYER_TYPES[n] for n in names)
+
+
+class LayerTarget:
+    """One Linear/Conv weight under an NxM, N:M or channel pattern."""
+
+    def __init__(self, name: str, module: nn.Module, pattern: Pattern, reduce: str) -> None:
+        self.name, self.pattern, self.reduce = name, pattern, reduce
+        self.modules = [module]
+        self.param_names = [f"{name}.weight" if name else "weight"]
+        self.weights = [module.weight]
+        self.masks = [add_mask(module)]
+        self.shape = tuple(as_matrix(module.weight).shape)
+        self.group_size = pattern.group_size(self.shape)
+        self.num_groups = module.weight.numel() // self.group_size
+        self.max_fraction = pattern.max_fraction
+
+    def labels(self) -> dict[str, str]:
+        return {self.param_names[0]: self.pattern.label}
+
+    @torch.no_grad()
+    def group_scores(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
+        # pruned weights score -inf: masks only grow, and an N:M run counts its pruned weights first
+        matrix = as_matrix(scores[0]).float().masked_fill(as_matrix(self.masks[0]) == 0, float("-inf"))
+        return self.pattern.group_scores(matrix, self.reduce)
+
+    @torch.no_grad()
+    def set_pruned(self, pruned: torch.Tensor) -> None:
+        self.masks[0].copy_(self.pattern.expand(pruned, self.shape).reshape(self.masks[0].shape))
+
+
+def select_layers(
+    model: nn.Module,
+    classes: tuple[type[nn.Module], ...],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    pattern: Pattern,
+    reduce: str,
+    skip_incompatible: bool,
+    taken: set[str],
+) -> tuple[list[LayerTarget], list[str]]:
+    """Targets for the selected layers, and the names of layers skipped because the pattern does not fit them.
+
+    A layer whose shape does not fit the pattern is an error naming it, unless `skip_incompatible` is set.
+    """
+    targets, skipped = [], []
+    for name, module in model.named_modules():
+        if not isinstance(module, classes) or not name_selected(name, include, exclude):
+            continue
+        if name in taken:
+            raise ValueError(f"layer '{name}' is selected by two pruner groups; make their include/exclude disjoint")
+        problem = pattern.problem(tuple(as_matrix(module.weight).shape))
+        if problem:
+            if not skip_incompatible:
+                raise ValueError(
+                    f"layer '{name}': {problem}; exclude it (pruner.exclude) or set pruner.skip_incompatible=true"
+                )
+            skipped.append(name)
+            continue
+        taken.add(name)
+        targets.append(LayerTarget(name, module, pattern, reduce))
+    return targets, skipped
