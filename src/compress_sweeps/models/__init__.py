@@ -2,5 +2,6 @@
 
 from compress_sweeps.models.cnn import ConvNet
 from compress_sweeps.models.hf import minilm, pretrained_classifier, student_from_teacher, tokenizer_for
+from compress_sweeps.models.runs import from_run
 
-__all__ = ["ConvNet", "minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]
+__all__ = ["ConvNet", "from_run", "minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]

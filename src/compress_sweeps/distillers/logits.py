@@ -1,0 +1,98 @@
+"""Logit distillation (Hinton et al.): loss = alpha_student * L_task + alpha_kd * sum_i w_i * KD_i.
+
+KD_i = T^2 * KL(softmax(t_i/T) || softmax(s/T)) for each teacher i (or the MSE between logits, `kd_loss=mse`).
+Several teachers are combined by their weights, summed or averaged (`combine`). The distiller only adds its term
+in `loss(...)`; the trainer keeps the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress_sweeps.distillers.losses import kd_kl
+from compress_sweeps.distillers.outputs import TeacherOutputs
+from compress_sweeps.distillers.teacher import Teacher
+from compress_sweeps.distillers.tracker import MeanTracker
+from compress_sweeps.hooks import RunContext
+from compress_sweeps.trainer import logits_of
+
+KD_LOSSES = ("kl", "mse")
+COMBINE = ("sum", "mean")
+
+
+def combine_terms(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float], how: str) -> torch.Tensor:
+    """sum_i w_i * term_i, divided by sum_i w_i when `how == "mean"`."""
+    total = sum(weights[name] * term for name, term in terms.items())
+    if how == "mean":
+        total = total / max(sum(weights[name] for name in terms), 1e-12)
+    return total
+
+
+class LogitsDistiller:
+    """Soft-target distillation from one or more frozen teachers (`distiller=logits`)."""
+
+    def __init__(
+        self,
+        teachers: Mapping[str, Teacher],
+        temperature: float = 2.0,
+        alpha_kd: float = 0.5,
+        alpha_student: float = 0.5,
+        kd_loss: str = "kl",
+        combine: str = "sum",
+        cache_teacher: bool = False,
+        cache_max_mb: float = 2000.0,
+        cache_batch_size: int = 64,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"distiller.temperature must be > 0, got {temperature}")
+        if alpha_kd < 0 or alpha_student < 0 or alpha_kd + alpha_student == 0:
+            raise ValueError(
+                f"distiller.alpha_kd and distiller.alpha_student must be >= 0 and not both 0, "
+                f"got {alpha_kd} and {alpha_student}"
+            )
+        if kd_loss not in KD_LOSSES:
+            raise ValueError(f"distiller.kd_loss must be one of {list(KD_LOSSES)}, got '{kd_loss}'")
+        if combine not in COMBINE:
+            raise ValueError(f"distiller.combine must be one of {list(COMBINE)}, got '{combine}'")
+        self.temperature, self.alpha_kd, self.alpha_student = temperature, alpha_kd, alpha_student
+        self.kd_loss, self.combine = kd_loss, combine
+        self.teachers = TeacherOutputs(teachers, cache_teacher, cache_max_mb, cache_batch_size)
+        self.weights = {name: teacher.weight for name, teacher in self.teachers.teachers.items()}
+        self.tracker = MeanTracker()
+
+    def attach(self, model: nn.Module, context: RunContext) -> None:
+        self.teachers.attach(context, lambda teacher, inputs: {"logits": logits_of(teacher(inputs))}, tag="logits")
+
+    def kd_term(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """One teacher's KD term for a batch of logits."""
+        if self.kd_loss == "mse":
+            return F.mse_loss(student_logits, teacher_logits)
+        return kd_kl(student_logits, teacher_logits, self.temperature)
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        student = logits_of(outputs)
+        terms = {name: self.kd_term(student, out["logits"]) for name, out in self.teachers(batch).items()}
+        kd = combine_terms(terms, self.weights, self.combine)
+        self.tracker.add({"kd/task_loss": loss, "kd/loss": kd, **{f"kd/loss_{n}": t for n, t in terms.items()}})
+        return self.alpha_student * loss + self.alpha_kd * kd
+
+    def before_optimizer_step(self, step: int) -> None:
+        pass
+
+    def after_optimizer_step(self, step: int) -> None:
+        pass
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        self.teachers.release()
+        return model
+
+    def metrics(self) -> dict[str, float]:
+        return self.tracker.means() | {
+            "kd/temperature": self.temperature,
+            "kd/teacher_forward_passes": float(self.teachers.forward_passes),
+        }

@@ -1,0 +1,88 @@
+"""What the teachers say about a training batch: read from the on-disk cache, or from a live forward pass."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache, dataset_digest
+from compress_sweeps.distillers.teacher import Teacher
+from compress_sweeps.hooks import RunContext
+
+# (teacher, model inputs) -> named teacher outputs (logits, hidden states...) for that batch
+Extract = Callable[[Teacher, Mapping[str, torch.Tensor]], Outputs]
+
+
+class TeacherOutputs:
+    """Loads every teacher at attach time and answers `outputs(batch) -> {teacher name -> Outputs}`.
+
+    With `cache=True` each teacher runs once over the whole training split (or not at all when a previous job
+    already did) and batches are answered by example `idx`, so a sweep over temperatures or alphas pays for the
+    teacher once. `tag` names what `extract` returns; it is part of the cache key.
+    """
+
+    def __init__(self, teachers: Mapping[str, Teacher], cache: bool, cache_max_mb: float, batch_size: int) -> None:
+        if not teachers:
+            raise ValueError("distiller.teachers must name at least one teacher")
+        if cache_max_mb <= 0 or batch_size < 1:
+            raise ValueError(
+                f"distiller.cache_max_mb must be > 0 and distiller.cache_batch_size >= 1, "
+                f"got {cache_max_mb} and {batch_size}"
+            )
+        self.teachers = dict(teachers)
+        self.cache, self.max_bytes, self.batch_size = cache, cache_max_mb * 1e6, batch_size
+        self.caches: dict[str, TeacherOutputCache | None] = {}
+        self.input_keys: tuple[str, ...] = ()
+        self.extract: Extract | None = None
+
+    def attach(
+        self, context: RunContext, extract: Extract, tag: str, on_load: Callable[[Teacher], None] | None = None
+    ) -> None:
+        """Load the teachers (`on_load` then sets up hooks on each), then fill or read the cache."""
+        self.input_keys, self.extract = tuple(context.input_keys), extract
+        needs_digest = self.cache or any(t.finetune is not None for t in self.teachers.values())
+        data = dataset_digest(context.train_set, self.input_keys) if needs_digest else ""
+        for name, teacher in self.teachers.items():
+            teacher.load(context, data)
+            if on_load is not None:
+                on_load(teacher)
+            if not self.cache:
+                continue
+            key = hashlib.sha256(f"{teacher.digest()}|{data}|{tag}".encode()).hexdigest()[:24]
+            folder = Path(context.cache_dir or ".").expanduser() / "teacher_outputs"
+            self.caches[name] = TeacherOutputCache.load_or_compute(
+                folder / (context.task_name or "task"),
+                key,
+                context.train_set,
+                lambda batch, t=teacher: extract(t, self._inputs(batch, context.device)),
+                self.batch_size,
+                self.max_bytes,
+            )
+
+    def _inputs(self, batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        return {k: batch[k].to(device) for k in self.input_keys if k in batch}
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, Outputs]:
+        """{teacher name -> outputs} for this batch (cached rows when available, else a live pass)."""
+        device = batch["labels"].device
+        answers = {}
+        for name, teacher in self.teachers.items():
+            cache = self.caches.get(name)
+            if cache is not None:
+                answers[name] = cache.lookup(batch["idx"], device)
+            else:
+                answers[name] = self.extract(teacher, self._inputs(batch, device))
+        return answers
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(t.forward_passes for t in self.teachers.values())
+
+    def release(self) -> None:
+        """Drop the teacher modules and cached tables once training is over (they can be large)."""
+        for teacher in self.teachers.values():
+            teacher.module = None
+        self.caches.clear()

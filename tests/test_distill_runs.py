@@ -1,0 +1,78 @@
+"""Distillation end to end on tiny models: experiments compose and run, the teacher is fine-tuned once and its
+outputs are computed once across the jobs of a temperature sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from conftest import compose_cfg
+from safetensors.torch import load_file
+
+from compress_sweeps import train
+
+POLINO_TINY = [
+    "experiment=polino_cnn",
+    "distiller.teachers.main.model.channels=[8]",
+    "distiller.teachers.main.model.convs_per_stage=1",
+    "distiller.teachers.main.model.hidden=16",
+    "distiller.teachers.main.finetune.max_steps=2",
+    "distiller.teachers.main.finetune.batch_size=8",
+    "distiller.teachers.main.finetune.progress=false",
+    "trainer.max_steps=3",
+    "trainer.batch_size=8",
+    "trainer.eval_max_batches=2",
+    "trainer.progress=false",
+    "logger=none",
+]
+
+
+def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_path, capsys):
+    passes = []
+    for job, temperature in enumerate([1, 4]):
+        cfg = compose_cfg([*POLINO_TINY, f"distiller.temperature={temperature}"], output_dir=tmp_path / str(job))
+        train.run(cfg)
+        results = json.loads((tmp_path / str(job) / "results.json").read_text())
+        assert results["status"] == "completed"
+        metrics = results["metrics"]
+        assert metrics["kd/temperature"] == temperature
+        assert {"kd/task_loss", "kd/loss", "kd/loss_main"} <= set(metrics)
+        passes.append(metrics["kd/teacher_forward_passes"])
+        assert not any("kd_" in name for name in load_file(tmp_path / str(job) / "model.safetensors"))
+    assert passes == [math.ceil(1437 / 64), 0]  # one pass over digits' training split, then none
+    printed = capsys.readouterr().out
+    assert printed.count("fine-tuning once") == 1 and printed.count("reusing the fine-tuned teacher") == 1
+
+
+def test_multilayer_text_run_with_attention_and_hidden_matches(tmp_path, tiny_bert, text_csvs):
+    matches = (
+        "[{teacher_layer:1,student_layer:0,feature:attention,loss:kl,weight:1.0},"
+        "{teacher_layer:-1,student_layer:0,feature:hidden,loss:cosine,weight:1.0},"
+        "{feature:logits,loss:ce,weight:1.0}]"
+    )
+    cfg = compose_cfg(
+        [
+            "task=text_files",
+            f"task.train_file={text_csvs[0]}",
+            f"task.validation_file={text_csvs[1]}",
+            "task.max_length=16",
+            "model=hf",
+            f"model.name_or_path={tiny_bert}",
+            "distiller=multilayer",
+            "model@distiller.teacher.model=hf",
+            f"distiller.teacher.model.name_or_path={tiny_bert}",
+            "distiller.teacher.finetune=null",
+            f"distiller.matches={matches}",
+            "distiller.cache_teacher=true",
+            "trainer=smoke",
+            "logger=none",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    train.run(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "completed", results.get("error")
+    metrics = results["metrics"]
+    assert {"kd/m0_attention_kl", "kd/m1_hidden_cosine", "kd/m2_logits_ce"} <= set(metrics)
+    # 48 rows in one cache batch of 64, plus one 2-row probe that finds the feature widths for projections
+    assert metrics["kd/teacher_forward_passes"] == 2
