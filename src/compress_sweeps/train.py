@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -13,6 +14,7 @@ from compress_sweeps import artifacts, measure
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
+from compress_sweeps.quantizers.export import int8_export_report, wants_int8_export
 from compress_sweeps.seeding import seed_everything
 
 
@@ -49,6 +51,9 @@ def run(cfg: DictConfig) -> float:
         model = compressors.finalize(model)
         metrics = trainer.evaluate(model, eval_set, task.input_keys)
         compression = measure.measure(model, eval_set[0], task.input_keys)
+        if wants_int8_export(compressors.members):  # the real int8 model, evaluated and timed against this one
+            evaluate = partial(trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
+            compression["int8_export"] = int8_export_report(model, evaluate, eval_set, task.input_keys, metrics)
         artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"status": "completed", "metrics": metrics | compressors.metrics(), "compression": compression}
         print(f"{cfg.optimized_metric} = {metrics[cfg.optimized_metric]:.4f}  (results: {run_dir / artifacts.RESULTS})")
