@@ -5,6 +5,7 @@ Nothing here reads the config or a compressor's bookkeeping: every figure is cou
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import time
@@ -91,7 +92,7 @@ def compression_report(
     parameters = dict(model.named_parameters())
     total = sum(p.numel() for p in parameters.values())
     nonzero = sum(int(p.count_nonzero()) for p in parameters.values())
-    return {
+    report = {
         "sparsity": sum(zeros.values()) / pruned_total if pruned_total else 0.0,
         "layers": {name: zeros[name] / w.numel() for name, w in weights.items()},
         "pattern": None,
@@ -110,6 +111,7 @@ def _pattern_report(weights: Mapping[str, torch.Tensor], patterns: Mapping[str, 
         "pattern_holds": not violations,
         "pattern_violations": violations,
     }
+    return report | quantized_report(model, weights)  # quantized weights counted at their measured bit-width
 
 
 @torch.no_grad()
@@ -143,3 +145,97 @@ def measure(
     inputs = {k: example[k].unsqueeze(0).to(device) for k in input_keys if k in example}
     report["latency_ms"] = latency_ms(model, inputs)
     return report
+
+
+# --- quantized storage: bit-width and size counted from the distinct values of each weight ---------------------
+
+MAX_QUANT_BITS = 8  # weights with more levels than this per group count as full precision
+QUANT_GROUPS: tuple[int | str | None, ...] = (None, "row", 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def _group_rows(weight: torch.Tensor, group: int | str | None) -> torch.Tensor:
+    """`weight` as rows of one group each: whole tensor, output channel, or buckets of consecutive values."""
+    flat = weight.detach().float().reshape(-1)
+    if group is None:
+        return flat.reshape(1, -1)
+    if group == "row":
+        return flat.reshape(weight.shape[0], -1)
+    pad = (-flat.numel()) % group
+    flat = torch.cat([flat, flat[-1:].expand(pad)]) if pad else flat  # repeats a value: adds no level
+    return flat.reshape(-1, group)
+
+
+def _levels(rows: torch.Tensor, tol: float = 1e-2) -> tuple[int, int | None]:
+    """Most distinct values in any row, and most grid points any row needs if every row's nonzero values lie on
+    a uniform grid (min + k * step; None if some row does not).
+
+    The grid step is the smallest gap between distinct values, or a 2..8-th of it when codes are skipped.
+    Exact zeros (pruned weights) are allowed off the grid: a row holding them spends one more level on them.
+    """
+    nonzero = rows != 0
+    has_zero = (~nonzero).any(dim=1).long()
+    anchor = rows.gather(1, rows.abs().argmax(dim=1, keepdim=True))  # a value each row has, used in place of zeros
+    values = torch.where(nonzero, rows, anchor).sort(dim=1).values
+    gaps = values.diff(dim=1)
+    distinct = gaps > 0
+    levels = int((distinct.sum(dim=1) + 1 + has_zero).amax())
+    min_gap = torch.where(distinct, gaps, torch.full_like(gaps, float("inf"))).amin(dim=1, keepdim=True)
+    span = values[:, -1] - values[:, 0]
+    grid = torch.zeros_like(has_zero)
+    unresolved = torch.ones_like(has_zero, dtype=torch.bool)
+    for divisor in range(1, 9):
+        step = min_gap / divisor
+        ratio = gaps / step
+        fits = torch.where(distinct, (ratio - ratio.round()).abs() <= tol, True).all(dim=1) & unresolved
+        points = torch.where(span > 0, span / step.squeeze(1), torch.zeros_like(span)).round().long() + 1
+        grid = torch.where(fits, points, grid)
+        unresolved &= ~fits
+    return levels, None if bool(unresolved.any()) else int((grid + has_zero).amax())
+
+
+def quantized_storage(weight: torch.Tensor) -> tuple[int, int]:
+    """(bits per weight, bytes) of the cheapest encoding that reproduces `weight` exactly.
+
+    Candidates: full precision; one codebook of all levels per tensor (indices + 4 bytes per level); or, for a
+    uniform grid per tensor, output channel or bucket of consecutive values, indices + a 4-byte scale and
+    offset per group. Bits = ceil(log2(most levels in a group)), only up to `MAX_QUANT_BITS`.
+    """
+    best_bits = torch.finfo(weight.dtype).bits if weight.is_floating_point() else 8 * weight.element_size()
+    best_bytes = weight.numel() * weight.element_size()
+    if not weight.is_floating_point() or weight.ndim < 2:
+        return best_bits, best_bytes
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    probe_rows = max(1, 4096 // rows.shape[1])
+    # the first rows are grouped as in the whole tensor: no encoding there means none for the whole (cheap exit)
+    if rows.shape[0] > probe_rows and quantized_storage(rows[:probe_rows])[0] > MAX_QUANT_BITS:
+        return best_bits, best_bytes
+    for group in QUANT_GROUPS:
+        rows = _group_rows(weight, group)
+        levels, grid = _levels(rows)
+        options = [] if grid is None else [(grid, len(rows) * 8)]  # uniform grid: a scale and offset per group
+        if group is None:
+            options.append((levels, levels * 4))  # one codebook of the tensor's distinct values
+        for count, overhead in options:
+            bits = max(1, math.ceil(math.log2(count)))
+            size = math.ceil(weight.numel() * bits / 8) + overhead
+            if bits <= MAX_QUANT_BITS and size < best_bytes:
+                best_bits, best_bytes = bits, size
+    return best_bits, best_bytes
+
+
+@torch.no_grad()
+def quantized_report(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> dict:
+    """`bits`, `layer_bits` (measured per weight of `weights`) and `size_bytes` with every Linear/Conv2d weight at
+    its measured width (plus scales or codebook); equal to the plain figures for a full-precision model."""
+    layers = [name for name, module in model.named_modules() if isinstance(module, DEFAULT_LAYER_TYPES)]
+    layer_weights = {f"{name}.weight" if name else "weight" for name in layers}
+    storage = {name: quantized_storage(t) for name, t in unique_tensors(model).items() if name in layer_weights}
+    size = sum(
+        storage[name][1] if name in storage else t.numel() * t.element_size()
+        for name, t in unique_tensors(model).items()
+    )
+    bits = {name: storage[name][0] if name in storage else quantized_storage(w)[0] for name, w in weights.items()}
+    # `bits`: the widest of the quantized weights (layers kept at full precision show in `layer_bits`)
+    quantized = [b for b in bits.values() if b <= MAX_QUANT_BITS]
+    widest = max(quantized) if quantized else max(bits.values(), default=32)
+    return {"bits": widest, "size_bytes": size, "layer_bits": bits}

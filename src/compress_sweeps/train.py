@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -14,6 +15,7 @@ from compress_sweeps import artifacts, measure
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
+from compress_sweeps.quantizers.export import int8_export_report, wants_int8_export
 from compress_sweeps.seeding import seed_everything
 from compress_sweeps.sweeps.jobs import job_id
 from compress_sweeps.sweeps.threads import set_threads
@@ -56,6 +58,9 @@ def run(cfg: DictConfig) -> float:
         # a pruner names the weights it pruned and their pattern; the report re-counts both from the weights
         patterns = next((m.layer_patterns() for m in compressors.members if hasattr(m, "layer_patterns")), None)
         compression = measure.measure(model, eval_set[0], task.input_keys, patterns=patterns)
+        if wants_int8_export(compressors.members):  # the real int8 model, evaluated and timed against this one
+            evaluate = partial(trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
+            compression["int8_export"] = int8_export_report(model, evaluate, eval_set, task.input_keys, metrics)
         artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"status": "completed", "metrics": metrics | compressors.metrics(), "compression": compression}
         value = objective(results, cfg.optimized_metric)

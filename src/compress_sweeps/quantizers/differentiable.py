@@ -1,0 +1,111 @@
+"""Polino, Pascanu & Alistarh (ICLR 2018) differentiable quantization: learn where the quantization points sit.
+
+Each selected layer gets 2^bits points, initialised at equally spaced quantiles of its weights; every weight is
+assigned to its nearest point and the layer computes with those point values. The loss gradient reaches a point
+as the sum of the gradients of the weights assigned to it, and the points move by Adam. The full-precision
+weights stay fixed (they only decide the assignment), as in the paper; pair it with a distiller for the paper's
+loss. A layer holding exact zeros (pruned) pins one point at 0, so its zeros stay zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress_sweeps.hooks import RunContext
+from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
+from compress_sweeps.quantizers.shadow import ShadowWeights
+
+
+def quantile_points(weight: torch.Tensor, count: int, pin_zero: bool) -> torch.Tensor:
+    """`count` points at the (i + 0.5) / count quantiles of `weight`; with `pin_zero` the first one is 0."""
+    learned = count - 1 if pin_zero else count
+    flat = weight.detach().float().reshape(-1)
+    if flat.numel() > 2**24:  # torch.quantile's input limit: a strided sample gives the same quantiles closely
+        flat = flat[:: flat.numel() // 2**24 + 1]
+    probs = (torch.arange(learned, device=flat.device, dtype=flat.dtype) + 0.5) / learned
+    points = torch.quantile(flat, probs)
+    return torch.cat([points.new_zeros(1), points]) if pin_zero else points
+
+
+def nearest(weight: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest point for every weight (by binary search over the sorted points)."""
+    order = torch.argsort(points)
+    sorted_points = points[order]
+    mids = (sorted_points[1:] + sorted_points[:-1]) / 2
+    return order[torch.bucketize(weight, mids)]
+
+
+class DifferentiableQuantization:
+    """Learned non-uniform quantization points per layer; see the module docstring."""
+
+    def __init__(
+        self,
+        bits: int = 4,
+        lr: float = 1.0e-4,
+        skip_first_last: bool = True,
+        layer_types: Sequence[str] = ("Linear", "Conv2d"),
+        include: Sequence[str] = (".*",),
+        exclude: Sequence[str] = (),
+        export_int8: bool = False,
+    ) -> None:
+        if not 1 <= bits <= 8:
+            raise ValueError(f"quantizer.bits must be in [1, 8], got {bits}")
+        if lr <= 0:
+            raise ValueError(f"quantizer.lr must be > 0, got {lr}")
+        self.bits, self.lr, self.skip_first_last = bits, lr, skip_first_last
+        self.layer_types = layer_types_from_names(layer_types, "quantizer.layer_types")
+        self.include = check_regexes(include, "quantizer.include")
+        self.exclude = check_regexes(exclude, "quantizer.exclude")
+        self.export_int8 = export_int8  # non-uniform points are not an int8 grid; the export would re-quantize
+        self.points: dict[str, torch.Tensor] = {}
+        self.assignment: dict[str, torch.Tensor] = {}
+        self.pinned: dict[str, bool] = {}
+        self.shadow = ShadowWeights({})
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def attach(self, model: nn.Module, context: RunContext) -> None:
+        layers = select_layers(model, self.layer_types, self.include, self.exclude, self.skip_first_last)
+        params = {f"{name}.weight": layer.weight for name, layer in layers.items()}
+        self.shadow = ShadowWeights(params)
+        for name, weight in params.items():
+            pin_zero = self.pinned[name] = bool((weight == 0).any())
+            self.points[name] = quantile_points(weight, 2**self.bits, pin_zero).requires_grad_(True)
+            self.assignment[name] = nearest(weight.detach(), self.points[name].detach())
+        self.optimizer = torch.optim.Adam(list(self.points.values()), lr=self.lr)
+        self.shadow.swap_in(self._quantize)
+
+    def _quantize(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        return self.points[name].detach()[self.assignment[name]].to(weight.dtype)
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    @torch.no_grad()
+    def before_optimizer_step(self, step: int) -> None:
+        for name, param in self.shadow.params.items():
+            if param.grad is None:
+                continue
+            grad = torch.zeros_like(self.points[name])
+            grad.index_add_(0, self.assignment[name].reshape(-1), param.grad.reshape(-1).to(grad.dtype))
+            if self.pinned[name]:
+                grad[0] = 0.0  # the zero point of a pruned layer stays at 0
+            self.points[name].grad = grad
+            param.grad = None  # the full-precision weights stay fixed: the trainer's optimizer skips them
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.shadow.restore()
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.shadow.swap_in(self._quantize)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        self.shadow.release()
+        return model
+
+    def metrics(self) -> dict[str, float]:
+        spread = [float(p.detach().std()) for p in self.points.values()]
+        return {"quant/bits": float(self.bits), "quant/points_std_mean": sum(spread) / max(len(spread), 1)}

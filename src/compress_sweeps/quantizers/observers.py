@@ -1,0 +1,32 @@
+"""Activation range observers: exponential moving averages of each batch's min and max (Q8BERT, Jacob et al.)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class EmaRange:
+    """Running [low, high] of a tensor stream: the first batch sets it, then x_t = d * x_(t-1) + (1 - d) * batch_x.
+
+    The range only moves when `observe` is called (in training); evaluation and the int8 export read it frozen.
+    """
+
+    def __init__(self, decay: float = 0.9999) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"quantizer.ema_decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.low: torch.Tensor | None = None
+        self.high: torch.Tensor | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.low is not None
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        low, high = x.detach().amin().float(), x.detach().amax().float()
+        if self.low is None:
+            self.low, self.high = low, high
+        else:
+            self.low = self.decay * self.low + (1.0 - self.decay) * low
+            self.high = self.decay * self.high + (1.0 - self.decay) * high

@@ -1,0 +1,87 @@
+"""Polino, Pascanu & Alistarh (ICLR 2018) quantized distillation: train with quantized weights, update full precision.
+
+Every step the forward and backward passes run with the selected weights quantized by the uniform bucketed
+quantizer (`bits`, `bucket_size`, `scaling`, optional stochastic rounding); the gradient then updates the
+full-precision shadow weights (see `shadow.py`). The paper pairs this with a distillation loss from a
+full-precision teacher: choose a distiller in the same run for that; alone it is quantization-aware training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress_sweeps.hooks import RunContext
+from compress_sweeps.quantizers.fake_quant import SCALINGS, uniform_quantize
+from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
+from compress_sweeps.quantizers.shadow import ShadowWeights
+
+
+class QuantizedDistillation:
+    """Uniform bucketed weight quantization with full-precision shadow weights; see the module docstring."""
+
+    def __init__(
+        self,
+        bits: int = 4,
+        bucket_size: int | None = 256,
+        scaling: str = "linear",
+        stochastic_rounding: bool = False,
+        skip_first_last: bool = True,
+        keep_zeros: bool = True,
+        layer_types: Sequence[str] = ("Linear", "Conv2d"),
+        include: Sequence[str] = (".*",),
+        exclude: Sequence[str] = (),
+        seed: int = 0,
+        export_int8: bool = True,
+    ) -> None:
+        if not 2 <= bits <= 16:
+            raise ValueError(f"quantizer.bits must be in [2, 16], got {bits}")
+        if bucket_size is not None and bucket_size < 2:
+            raise ValueError(f"quantizer.bucket_size must be >= 2 or null (whole tensor), got {bucket_size}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"quantizer.scaling must be one of {list(SCALINGS)}, got '{scaling}'")
+        self.bits, self.bucket_size, self.scaling = bits, bucket_size, scaling
+        self.stochastic_rounding, self.skip_first_last = stochastic_rounding, skip_first_last
+        self.keep_zeros = keep_zeros
+        self.layer_types = layer_types_from_names(layer_types, "quantizer.layer_types")
+        self.include = check_regexes(include, "quantizer.include")
+        self.exclude = check_regexes(exclude, "quantizer.exclude")
+        self.seed, self.export_int8 = seed, export_int8
+        self.generator: torch.Generator | None = None
+        self.layers: dict[str, nn.Module] = {}
+        self.shadow = ShadowWeights({})
+
+    def attach(self, model: nn.Module, context: RunContext) -> None:
+        self.layers = select_layers(model, self.layer_types, self.include, self.exclude, self.skip_first_last)
+        self.shadow = ShadowWeights({f"{name}.weight": layer.weight for name, layer in self.layers.items()})
+        # a dedicated generator keeps the stochastic rounding draws out of the data order's random stream
+        self.generator = torch.Generator(device=context.device).manual_seed(self.seed)
+        self.shadow.swap_in(self._quantize)
+
+    def _quantize(self, name: str, weight: torch.Tensor, stochastic: bool | None = None) -> torch.Tensor:
+        stochastic = self.stochastic_rounding if stochastic is None else stochastic
+        return uniform_quantize(
+            weight, self.bits, self.bucket_size, self.scaling, stochastic, self.keep_zeros, self.generator
+        )
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def before_optimizer_step(self, step: int) -> None:
+        self.shadow.restore()
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.shadow.swap_in(self._quantize)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        # the kept model is the deterministic rounding of the trained full-precision weights
+        self.shadow.restore()
+        self.shadow.swap_in(lambda name, weight: self._quantize(name, weight, stochastic=False))
+        self.shadow.release()
+        return model
+
+    def metrics(self) -> dict[str, float]:
+        return {"quant/bits": float(self.bits), "quant/layers": float(len(self.layers))}

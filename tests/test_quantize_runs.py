@@ -1,0 +1,74 @@
+"""End-to-end quantized runs on tiny models: results.json reports the measured bits, size and int8 export, and
+model.safetensors holds at most 2^bits levels per quantized tensor (per bucket where buckets are on)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import compose_cfg
+from safetensors.torch import load_file
+
+from compress_sweeps import train
+from compress_sweeps.quantizers.fake_quant import bucketed
+
+IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
+
+
+def finished(tmp_path, overrides: list[str]) -> tuple[dict, dict]:
+    train.run(compose_cfg(overrides, output_dir=tmp_path / "run"))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "completed"
+    return results, load_file(tmp_path / "run" / "model.safetensors")
+
+
+def max_levels(tensor, bucket_size=None) -> int:
+    return max(int(row.unique().numel()) for row in bucketed(tensor, bucket_size)[0])
+
+
+def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
+    overrides = [
+        "task=text_files",
+        f"task.train_file={text_csvs[0]}",
+        f"task.validation_file={text_csvs[1]}",
+        "task.max_length=16",
+        "model=hf",
+        f"model.name_or_path={tiny_bert}",
+        "trainer=smoke",
+        "logger=none",
+        "quantizer=q8bert",
+        "quantizer.bits=4",
+    ]
+    results, weights = finished(tmp_path, overrides)
+    compression = results["compression"]
+    assert compression["bits"] == 4
+    linear = [name for name in compression["layer_bits"]]  # encoder Linear weights, all quantized by default
+    assert linear and all(max_levels(weights[name]) <= 15 for name in linear)
+    assert all(compression["layer_bits"][name] == 4 for name in linear)
+    export = compression["int8_export"]
+    assert export["exact_layers"] > 0 and export["requantized_layers"] == 0
+    assert 0.0 <= export["eval/accuracy"] <= 1.0 and export["latency_ms_int8"] > 0
+    assert export["eval/accuracy_fp32"] == results["metrics"]["eval/accuracy"]
+    full_size = sum(t.numel() * t.element_size() for t in weights.values())
+    assert compression["size_bytes"] < full_size
+
+
+@pytest.mark.parametrize("bucket_size", [64, None])
+def test_quantized_distillation_image_run(tmp_path, bucket_size):
+    bucket = "null" if bucket_size is None else bucket_size
+    overrides = [*IMAGE_SMOKE, "quantizer=quantized_distillation", "quantizer.bits=3"]
+    overrides.append(f"quantizer.bucket_size={bucket}")
+    results, weights = finished(tmp_path, overrides)
+    layer_bits = results["compression"]["layer_bits"]
+    quantized = [name for name, bits in layer_bits.items() if bits < 32]
+    assert quantized and results["compression"]["bits"] == 3
+    assert all(max_levels(weights[name], bucket_size) <= 8 for name in quantized)
+    assert "features.0.weight" not in quantized  # the first layer stays in full precision (skip_first_last)
+
+
+def test_differentiable_image_run(tmp_path):
+    results, weights = finished(tmp_path, [*IMAGE_SMOKE, "quantizer=differentiable", "quantizer.bits=2"])
+    layer_bits = results["compression"]["layer_bits"]
+    quantized = [name for name, bits in layer_bits.items() if bits < 32]
+    assert quantized and all(max_levels(weights[name]) <= 4 for name in quantized)
+    assert "int8_export" not in results["compression"]

@@ -1,0 +1,212 @@
+"""Quantizers checked numerically: levels per tensor/bucket, the int8 grid, EMA ranges, stochastic rounding,
+straight-through gradients, pruned zeros kept, measured bits and size, and the int8 export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compress_sweeps.hooks import RunContext
+from compress_sweeps.measure import quantized_storage
+from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation
+from compress_sweeps.quantizers.export import to_int8
+from compress_sweeps.quantizers.fake_quant import (
+    asymmetric_qparams,
+    bucketed,
+    quantize_asymmetric,
+    quantize_symmetric,
+    ste,
+    stochastic_round,
+    symmetric_scale,
+    uniform_quantize,
+)
+from compress_sweeps.quantizers.observers import EmaRange
+
+CONTEXT = RunContext(total_steps=5, num_labels=3, device=torch.device("cpu"))
+
+
+def levels(t: torch.Tensor) -> int:
+    return int(t.unique().numel())
+
+
+def mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("bucket_size", [None, 64, 100])
+@pytest.mark.parametrize("scaling", ["linear", "absmax"])
+def test_uniform_quantizer_has_at_most_2_to_the_bits_levels_per_bucket(bits, bucket_size, scaling):
+    weight = torch.randn(37, 53)
+    quantized = uniform_quantize(weight, bits, bucket_size, scaling)
+    rows, _ = bucketed(quantized, bucket_size)
+    assert max(levels(row) for row in rows) <= 2**bits
+    if bucket_size is None and scaling == "linear":  # min and max of the tensor are levels themselves
+        assert quantized.min() == pytest.approx(float(weight.min()), abs=1e-6)
+        assert quantized.max() == pytest.approx(float(weight.max()), abs=1e-6)
+
+
+def test_symmetric_int8_maps_max_abs_to_level_127():
+    weight = torch.randn(64, 32)
+    scale = symmetric_scale(weight, 8)
+    quantized = quantize_symmetric(weight, scale, 8)
+    codes = quantized / scale
+    assert torch.allclose(codes, codes.round(), atol=1e-4) and float(codes.abs().max()) == pytest.approx(127.0)
+    assert float(weight.abs().max() / scale) == pytest.approx(127.0)
+    assert levels(quantized) <= 255 and (quantized == 0).sum() >= (weight == 0).sum()
+    per_channel = symmetric_scale(weight, 8, per_channel=True)
+    assert torch.allclose((weight.abs().amax(1, keepdim=True) / per_channel), torch.full((64, 1), 127.0))
+    four = quantize_symmetric(weight, symmetric_scale(weight, 4), 4)
+    assert levels(four) <= 15 and (four / symmetric_scale(weight, 4)).abs().max() == pytest.approx(7.0)
+
+
+def test_ema_range_follows_the_formula():
+    observer, decay = EmaRange(0.9), 0.9
+    batches = [torch.tensor([-1.0, 2.0]), torch.tensor([-3.0, 1.0]), torch.tensor([0.5, 4.0])]
+    low, high = -1.0, 2.0
+    observer.observe(batches[0])
+    for batch in batches[1:]:
+        observer.observe(batch)
+        low = decay * low + (1 - decay) * float(batch.min())
+        high = decay * high + (1 - decay) * float(batch.max())
+    assert float(observer.low) == pytest.approx(low) and float(observer.high) == pytest.approx(high)
+    with pytest.raises(ValueError, match="quantizer.ema_decay"):
+        EmaRange(1.0)
+
+
+def test_asymmetric_uint8_represents_zero_exactly_and_stays_in_range():
+    x = torch.linspace(-0.7, 3.1, 1000)
+    scale, zero_point = asymmetric_qparams(x.min(), x.max(), 8)
+    quantized = quantize_asymmetric(torch.cat([x, torch.zeros(1)]), scale, zero_point, 8)
+    assert quantized[-1] == 0 and levels(quantized) <= 256
+    assert (quantized - torch.cat([x, torch.zeros(1)])).abs().max() <= scale / 2 + 1e-6
+
+
+def test_stochastic_rounding_is_unbiased():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.tensor([0.3, -1.75, 2.5, 4.0])
+    draws = torch.stack([stochastic_round(x, generator) for _ in range(20000)])
+    assert torch.allclose(draws.mean(0), x, atol=0.02)
+    weight = torch.randn(256)
+    mean = torch.stack(
+        [uniform_quantize(weight, 2, None, "linear", stochastic=True, generator=generator) for _ in range(4000)]
+    ).mean(0)
+    assert torch.allclose(mean, weight, atol=0.05)  # grid step here is ~2, so nearest rounding is off by ~0.5
+
+
+def test_straight_through_estimator_passes_gradients():
+    x = torch.randn(10, requires_grad=True)
+    ste(x, torch.round(x * 3) / 3).mul(torch.arange(10.0)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(10.0))
+    model = mlp()
+    quantizer = Q8Bert()
+    quantizer.attach(model, CONTEXT)
+    inputs = torch.randn(8, 16, requires_grad=True)
+    model(inputs).sum().backward()
+    assert inputs.grad is not None and inputs.grad.abs().sum() > 0
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in quantizer.layers.values())
+
+
+def train_steps(model: nn.Module, quantizer, masks: dict[str, torch.Tensor], steps: int = 4) -> nn.Module:
+    """A few SGD steps driving the hooks as the trainer does, with a pattern-lock pruner's gradient masking."""
+    quantizer.attach(model, CONTEXT)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    params = dict(model.named_parameters())
+    for step in range(1, steps + 1):
+        torch.nn.functional.cross_entropy(model(torch.randn(16, 16)), torch.randint(0, 3, (16,))).backward()
+        for name, mask in masks.items():
+            params[name].grad.mul_(mask)
+        quantizer.before_optimizer_step(step)
+        optimizer.step()
+        optimizer.zero_grad()
+        quantizer.after_optimizer_step(step)
+    return quantizer.finalize(model)
+
+
+QUANTIZERS = {
+    "q8bert": lambda: Q8Bert(bits=8),
+    "q8bert_4bit_per_channel": lambda: Q8Bert(bits=4, per_channel=True),
+    "polino": lambda: QuantizedDistillation(bits=4, bucket_size=64, skip_first_last=False),
+    "polino_stochastic_absmax": lambda: QuantizedDistillation(
+        bits=2, bucket_size=None, scaling="absmax", stochastic_rounding=True, skip_first_last=False
+    ),
+    "differentiable": lambda: DifferentiableQuantization(bits=3, lr=1e-2, skip_first_last=False),
+}
+
+
+@pytest.mark.parametrize("name", list(QUANTIZERS))
+def test_zeros_of_a_pruned_model_stay_zero_and_levels_are_bounded(name):
+    model = mlp()
+    masks = {}
+    with torch.no_grad():
+        for layer_name, param in model.named_parameters():
+            if param.ndim == 2:
+                masks[layer_name] = (torch.rand_like(param) > 0.5).float()
+                param.mul_(masks[layer_name])
+    quantizer = QUANTIZERS[name]()
+    model = train_steps(model, quantizer, masks)
+    bits = quantizer.bits
+    bucket = getattr(quantizer, "bucket_size", None)
+    for layer_name, mask in masks.items():
+        weight = dict(model.named_parameters())[layer_name].detach()
+        assert torch.all(weight[mask == 0] == 0), f"{layer_name}: pruned weights moved"
+        if name == "q8bert_4bit_per_channel":
+            assert max(levels(row) for row in weight) <= 2**bits
+        else:
+            assert max(levels(row) for row in bucketed(weight, bucket)[0]) <= 2**bits
+        assert quantized_storage(weight)[0] <= bits + (0 if name.startswith("q8bert") else 1)
+    assert not getattr(quantizer, "handles", [])  # input hooks removed by finalize
+
+
+def test_quantized_distillation_trains_full_precision_shadow_weights():
+    model = mlp()
+    quantizer = QuantizedDistillation(bits=2, bucket_size=None, skip_first_last=True)
+    quantizer.attach(model, CONTEXT)
+    assert list(quantizer.layers) == ["2"]  # first and last Linear kept in full precision
+    assert levels(model[2].weight) <= 4 and levels(model[0].weight) == model[0].weight.numel()
+    torch.nn.functional.cross_entropy(model(torch.randn(16, 16)), torch.randint(0, 3, (16,))).backward()
+    quantizer.before_optimizer_step(1)
+    assert levels(model[2].weight) > 4  # the optimizer sees the full-precision values
+
+
+def test_measured_bits_and_size():
+    weight = torch.randn(128, 256)
+    assert quantized_storage(weight) == (32, weight.numel() * 4)
+    pruned = weight * (torch.rand_like(weight) > 0.9)
+    assert quantized_storage(pruned)[0] == 32
+    q8 = quantize_symmetric(weight, symmetric_scale(weight, 8), 8)
+    assert quantized_storage(q8) == (8, weight.numel() + 8)
+    polino = uniform_quantize(weight, 4, 256, "linear")
+    assert quantized_storage(polino) == (4, weight.numel() // 2 + 8 * weight.numel() // 256)
+
+
+def test_int8_export_stores_the_trained_grid_exactly():
+    model = mlp()
+    quantizer = Q8Bert(quantize_activations=False)
+    quantizer.attach(model, CONTEXT)
+    model = quantizer.finalize(model).eval()
+    int8, counts = to_int8(model)
+    assert counts == {"exact_layers": 3, "requantized_layers": 0}
+    weight = int8[2].weight().dequantize()
+    assert torch.equal(weight, model[2].weight.detach())
+    x = torch.randn(32, 16)
+    assert torch.allclose(int8(x), model(x), atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("factory", "key"),
+    [
+        (lambda: Q8Bert(bits=9), "quantizer.bits"),
+        (lambda: Q8Bert(start_step=-1), "quantizer.start_step"),
+        (lambda: Q8Bert(include=["("]), "quantizer.include"),
+        (lambda: QuantizedDistillation(scaling="log"), "quantizer.scaling"),
+        (lambda: QuantizedDistillation(bucket_size=1), "quantizer.bucket_size"),
+        (lambda: QuantizedDistillation(layer_types=["LSTM"]), "quantizer.layer_types"),
+        (lambda: DifferentiableQuantization(lr=0), "quantizer.lr"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(factory, key):
+    with pytest.raises(ValueError, match=key):
+        factory()
