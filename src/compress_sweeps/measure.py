@@ -101,6 +101,7 @@ def compression_report(
         "nonzero_params": nonzero,
         "size_bytes": sum(t.numel() * t.element_size() for t in unique_tensors(model).values()),
     } | (_pattern_report(weights, patterns) if patterns else {})
+    return report | quantized_report(model, weights)  # quantized weights counted at their measured bit-width
 
 
 def _pattern_report(weights: Mapping[str, torch.Tensor], patterns: Mapping[str, str]) -> dict:
@@ -111,7 +112,6 @@ def _pattern_report(weights: Mapping[str, torch.Tensor], patterns: Mapping[str, 
         "pattern_holds": not violations,
         "pattern_violations": violations,
     }
-    return report | quantized_report(model, weights)  # quantized weights counted at their measured bit-width
 
 
 @torch.no_grad()
