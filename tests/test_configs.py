@@ -22,6 +22,15 @@ def test_every_yaml_is_covered():
     assert on_disk == covered, f"configs outside the known groups: {on_disk - covered}"
 
 
+def digits_run(tmp_path: Path) -> Path:
+    """A finished smoke run (digits, cnn) to start from."""
+    from compress_sweeps import train
+
+    folder = tmp_path / "dense_run"
+    train.run(compose_cfg(["task=digits", "model=cnn", "trainer=smoke", "logger=none"], output_dir=folder))
+    return folder
+
+
 def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_path: Path) -> list[str]:
     """What a config needs from the user (`???` values) or that would reach the network in a test."""
     if (group, option) == ("task", "glue"):
@@ -30,6 +39,8 @@ def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_
         return [f"task.train_file={text_csvs[0]}", f"task.validation_file={text_csvs[1]}"]
     if (group, option) == ("model", "hf"):
         return [f"model.name_or_path={tiny_bert}"]
+    if (group, option) == ("model", "from_run"):
+        return [f"model.folder={digits_run(tmp_path)}"]
     if (group, option) == ("model", "minilm_student"):
         return [f"model.teacher={tiny_bert}", "model.num_layers=1"]
     return []
@@ -42,7 +53,7 @@ def test_config_composes_and_instantiates(group, option, tiny_bert, text_csvs, t
     if group == "experiment":
         return  # an experiment only overrides the other groups, which are instantiated here one by one
     node = cfg[group]
-    kwargs = {"num_labels": 3} if group == "model" else {}
+    kwargs = {"num_labels": 10 if option == "from_run" else 3} if group == "model" else {}
     obj = instantiate(node, **kwargs)
     if group in ("pruner", "quantizer", "distiller"):
         assert isinstance(obj, Compressor)
