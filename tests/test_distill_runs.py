@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from conftest import compose_cfg
 from safetensors.torch import load_file
 
@@ -28,20 +29,24 @@ POLINO_TINY = [
 
 
 def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_path, capsys):
-    passes = []
-    for job, temperature in enumerate([1, 4]):
-        cfg = compose_cfg([*POLINO_TINY, f"distiller.temperature={temperature}"], output_dir=tmp_path / str(job))
-        train.run(cfg)
+    runs = []
+    for job, (temperature, cache) in enumerate([(1, "true"), (4, "true"), (1, "false")]):
+        overrides = [*POLINO_TINY, f"distiller.temperature={temperature}", f"distiller.cache_teacher={cache}"]
+        train.run(compose_cfg(overrides, output_dir=tmp_path / str(job)))
         results = json.loads((tmp_path / str(job) / "results.json").read_text())
         assert results["status"] == "completed"
         metrics = results["metrics"]
         assert metrics["kd/temperature"] == temperature
         assert {"kd/task_loss", "kd/loss", "kd/loss_main"} <= set(metrics)
-        passes.append(metrics["kd/teacher_forward_passes"])
+        runs.append(metrics)
         assert not any("kd_" in name for name in load_file(tmp_path / str(job) / "model.safetensors"))
-    assert passes == [math.ceil(1437 / 64), 0]  # one pass over digits' training split, then none
+    # one pass over digits' training split, then none; without the cache: one per training batch
+    assert [m["kd/teacher_forward_passes"] for m in runs] == [math.ceil(1437 / 64), 0, 3]
+    # the cached teacher trains exactly the same student as the live teacher (same seed, same T)
+    assert runs[0]["eval/loss"] == pytest.approx(runs[2]["eval/loss"], rel=1e-5)
+    assert runs[0]["kd/loss"] == pytest.approx(runs[2]["kd/loss"], rel=1e-5)
     printed = capsys.readouterr().out
-    assert printed.count("fine-tuning once") == 1 and printed.count("reusing the fine-tuned teacher") == 1
+    assert printed.count("fine-tuning once") == 1 and printed.count("reusing the fine-tuned teacher") == 2
 
 
 def test_multilayer_text_run_with_attention_and_hidden_matches(tmp_path, tiny_bert, text_csvs):

@@ -116,7 +116,8 @@ class MultiLayerDistiller:
         tag = repr([(m.teacher_layer, m.feature) for m in self.matches])
         self.teachers.attach(context, self._extract, tag, on_load=self._on_teacher)
         if self.projection:
-            self._build_projections(model, context)
+            with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
+                self._build_projections(model, context)  # its DataLoader must not shift the student's RNG
 
     @torch.no_grad()
     def _build_projections(self, model: nn.Module, context: RunContext) -> None:

@@ -43,6 +43,15 @@ class TeacherOutputs:
     ) -> None:
         """Load the teachers (`on_load` then sets up hooks on each), then fill or read the cache."""
         self.input_keys, self.extract = tuple(context.input_keys), extract
+        # DataLoaders draw their base seed from the global RNG: isolate the teacher's work so the student's
+        # dropout and data order are the same with or without the cache, and with or without a cache hit
+        devices = [context.device] if context.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self._load_all(context, extract, tag, on_load)
+
+    def _load_all(
+        self, context: RunContext, extract: Extract, tag: str, on_load: Callable[[Teacher], None] | None
+    ) -> None:
         needs_digest = self.cache or any(t.finetune is not None for t in self.teachers.values())
         data = dataset_digest(context.train_set, self.input_keys) if needs_digest else ""
         for name, teacher in self.teachers.items():
