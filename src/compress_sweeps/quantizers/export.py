@@ -5,10 +5,11 @@ the scale is read back from the folded values, so the int8 codes are the ones tr
 or learned non-uniform grids) are re-quantized to int8 per output channel, and counted as such. Activations are
 quantized per batch at run time (dynamic quantization), so no calibration data is needed.
 
-Backend: `torch.ao.nn.quantized.dynamic.Linear` over the FBGEMM/oneDNN int8 GEMM kernels shipped in the CPU torch
-wheel. torchao's `Int8DynamicActivationInt8WeightConfig` (the maintained successor) was measured ~3x *slower*
-than fp32 in eager mode on this CPU (it has no fused CPU int8 GEMM without torch.compile), so it is not used
-here; see the README's quantization section.
+Backend: `torch.ao.nn.quantized.dynamic.Linear` over the FBGEMM int8 GEMM kernels shipped in the CPU torch wheel
+(deprecated with torch's quantized tensors, pytorch/pytorch#184982, but still the fast CPU path). torchao 0.18.0's
+`Int8DynamicActivationInt8WeightConfig` and `Int8WeightOnlyConfig` (the maintained successors) ran *slower* than
+fp32 in eager mode on our CPU (MiniLM, batch 32 x seq 64), so they are not used; see the README's Quantization
+section for the figures.
 """
 
 from __future__ import annotations
