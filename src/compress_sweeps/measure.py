@@ -230,12 +230,22 @@ def quantized_report(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> d
     layers = [name for name, module in model.named_modules() if isinstance(module, DEFAULT_LAYER_TYPES)]
     layer_weights = {f"{name}.weight" if name else "weight" for name in layers}
     storage = {name: quantized_storage(t) for name, t in unique_tensors(model).items() if name in layer_weights}
-    size = sum(
-        storage[name][1] if name in storage else t.numel() * t.element_size()
-        for name, t in unique_tensors(model).items()
+    tensors = unique_tensors(model)
+    size = sum(storage[name][1] if name in storage else t.numel() * t.element_size() for name, t in tensors.items())
+    sparse = sum(
+        sparse_storage(t, *storage[name]) if name in storage else t.numel() * t.element_size()
+        for name, t in tensors.items()
     )
     bits = {name: storage[name][0] if name in storage else quantized_storage(w)[0] for name, w in weights.items()}
     # `bits`: the widest of the quantized weights (layers kept at full precision show in `layer_bits`)
     quantized = [b for b in bits.values() if b <= MAX_QUANT_BITS]
     widest = max(quantized) if quantized else max(bits.values(), default=32)
-    return {"bits": widest, "size_bytes": size, "layer_bits": bits}
+    return {"bits": widest, "size_bytes": size, "sparse_size_bytes": sparse, "layer_bits": bits}
+
+
+def sparse_storage(weight: torch.Tensor, bits: int, dense_bytes: int) -> int:
+    """Bytes of `weight` stored as a bitmask of its non-zeros plus those values at `bits` each (and the same
+    scales/codebook overhead as its dense encoding of `dense_bytes`), or `dense_bytes` when that is smaller."""
+    overhead = dense_bytes - math.ceil(weight.numel() * bits / 8)
+    nonzero = int(weight.count_nonzero())
+    return min(dense_bytes, math.ceil(weight.numel() / 8) + math.ceil(nonzero * bits / 8) + overhead)

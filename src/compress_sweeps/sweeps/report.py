@@ -44,7 +44,7 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"] if hydra_file.is_file() else {}
         row |= {f"choice.{group}": choices.get(group) for group in CHOICES}
         metrics, compression = results.get("metrics") or {}, results.get("compression") or {}
-        size = compression.get("size_bytes")
+        size = compression.get("sparse_size_bytes", compression.get("size_bytes"))
         row |= {
             "status": results.get("status"),
             "seed": results.get("seed"),
