@@ -19,6 +19,7 @@ from compress_sweeps.quantizers.export import int8_export_report, wants_int8_exp
 from compress_sweeps.seeding import seed_everything
 from compress_sweeps.sweeps.jobs import job_id
 from compress_sweeps.sweeps.threads import set_threads
+from compress_sweeps.verify import failures, verify
 
 
 def run(cfg: DictConfig) -> float:
@@ -62,7 +63,11 @@ def run(cfg: DictConfig) -> float:
             evaluate = partial(trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
             compression["int8_export"] = int8_export_report(model, evaluate, eval_set, task.input_keys, metrics)
         artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
-        results |= {"status": "completed", "metrics": metrics | compressors.metrics(), "compression": compression}
+        results |= {"metrics": metrics | compressors.metrics(), "compression": compression}
+        results["verified"] = verify(run_dir, cfg, results)  # re-counted from the saved files, not our bookkeeping
+        if not results["verified"]["ok"]:
+            raise RuntimeError(f"verification failed: {failures(results['verified'])}")
+        results["status"] = "completed"
         value = objective(results, cfg.optimized_metric)
         print(f"{cfg.optimized_metric} = {value}  (results: {run_dir / artifacts.RESULTS})")
         return value

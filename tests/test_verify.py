@@ -1,0 +1,81 @@
+"""The verification gate re-counts runs from their saved files and fails runs whose files disagree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import compose_cfg
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from compress_sweeps import train
+from compress_sweeps.verify import block_sparsity, max_levels, nm_holds
+
+SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
+
+
+def test_unit_counters():
+    weight = torch.ones(4, 8)
+    weight[:2, :4] = 0  # one of the four 2x4 blocks
+    assert block_sparsity(weight, "2x4") == 0.25 and block_sparsity(weight, "channel") == 0.0
+    assert nm_holds(torch.tensor([[1.0, 0, 0, 2, 0, 3, 0, 0]]), 2, 4)
+    assert not nm_holds(torch.tensor([[1.0, 1, 1, 0, 0, 0, 0, 0]]), 2, 4)
+    levels = torch.tensor([0.0, 0.5, 0.5, -0.5, 1.0, 0.0, 2.0, 2.0])
+    assert max_levels(levels, None) == 4 and max_levels(levels, 4) == 2
+
+
+def run(tmp_path, *overrides: str):
+    folder = tmp_path / "run"
+    cfg = compose_cfg([*SMOKE, *overrides], output_dir=folder)
+    train.run(cfg)
+    (folder / ".hydra").mkdir()  # as the command line leaves it, for `compress-sweeps verify`
+    (folder / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return folder, json.loads((folder / "results.json").read_text())
+
+
+def verify_cli(folder):
+    return subprocess.run(
+        [sys.executable, "-m", "compress_sweeps", "verify", str(folder)], capture_output=True, text=True
+    )
+
+
+def test_pruned_run_verifies_and_a_revived_weight_fails_it(tmp_path):
+    folder, results = run(tmp_path, "pruner=magnitude", "pruner.target_sparsity=0.5", "pruner.pattern=4x1")
+    assert results["status"] == "completed" and results["verified"]["ok"]
+    assert {c["check"] for c in results["verified"]["checks"]} >= {"target_sparsity", "pattern 4x1"}
+    assert verify_cli(folder).returncode == 0
+    # revive some pruned weights, as a buggy export would
+    weights = load_file(folder / "model.safetensors")
+    fc = weights["fc.weight"]
+    fc[fc == 0] = 0.01
+    save_file(weights, str(folder / "model.safetensors"))
+    done = verify_cli(folder)
+    assert done.returncode == 1 and "FAIL layer fc.weight sparsity" in done.stdout
+    after = json.loads((folder / "results.json").read_text())
+    assert after["status"] == "failed" and after["error"].startswith("verification failed: layer fc.weight")
+
+
+def test_quantized_run_verifies_and_extra_levels_fail_it(tmp_path):
+    folder, results = run(tmp_path, "quantizer=q8bert", "quantizer.bits=4")
+    assert results["verified"]["ok"], results["verified"]
+    weights = load_file(folder / "model.safetensors")
+    weights["fc.weight"] += 1e-3 * torch.randn_like(weights["fc.weight"])  # off the 4-bit grid
+    save_file(weights, str(folder / "model.safetensors"))
+    done = verify_cli(folder)
+    assert done.returncode == 1 and "FAIL levels <= 2^4" in done.stdout
+
+
+def test_verify_names_a_folder_that_is_not_a_run(tmp_path):
+    done = verify_cli(tmp_path)
+    assert done.returncode == 2 and "not found" in done.stderr
+
+
+@pytest.mark.parametrize("pattern", ["2:4"])
+def test_nm_run_verifies(tmp_path, pattern):
+    _, results = run(tmp_path, "pruner=magnitude", f"pruner.pattern={pattern}", "pruner.skip_incompatible=true")
+    checks = {c["check"]: c for c in results["verified"]["checks"]}
+    assert checks[f"pattern {pattern}"]["ok"] and checks["target_sparsity"]["expected"] == 0.5
