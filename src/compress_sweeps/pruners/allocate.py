@@ -33,52 +33,52 @@ def allocate(
     max_s: Sequence[float],
 ) -> list[torch.Tensor]:
     """Bool vectors of pruned groups, one per target; `max_s[i]` is target i's cap (pattern limits included)."""
+    scores = [s.float() for s in scores]
     bounds = [group_bounds(len(s), target, min_s, cap) for s, cap in zip(scores, max_s, strict=True)]
-    ordered = [s.float().sort() for s in scores]
     if domain == "local":
         counts = [min(max(round(target * len(s)), low), high) for s, (low, high) in zip(scores, bounds, strict=True)]
-    else:
-        counts = _global_counts([o.values for o in ordered], group_sizes, bounds, target)
+        return [_lowest(s, k) for s, k in zip(scores, counts, strict=True)]
+    threshold, counts = _global_threshold(scores, group_sizes, bounds, target)
     pruned = []
-    for (_, order), count in zip(ordered, counts, strict=True):
-        mask = torch.zeros(len(order), dtype=torch.bool, device=order.device)
-        mask[order[:count]] = True
-        pruned.append(mask)
+    for s, count in zip(scores, counts, strict=True):
+        below = s < threshold
+        # a cap moved this target's count off the threshold: take exactly its `count` lowest groups instead
+        pruned.append(below if int(below.sum()) == count else _lowest(s, count))
     return pruned
 
 
-def _global_counts(
-    sorted_scores: Sequence[torch.Tensor], group_sizes: Sequence[int], bounds: Sequence[tuple[int, int]], target: float
-) -> list[int]:
-    """Per-target group counts under the largest threshold whose pruned weights stay within the budget."""
-    budget = round(target * sum(len(s) * size for s, size in zip(sorted_scores, group_sizes, strict=True)))
-    candidates = torch.cat([s.cpu() for s in sorted_scores]).sort().values
-    candidates = candidates[torch.isfinite(candidates) | (candidates < 0)]  # +inf marks groups never to prune
+def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    mask = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
+    mask[scores.topk(count, largest=False).indices] = True
+    return mask
 
-    def counts_at(threshold: float) -> list[int]:
-        counts = []
-        for s, (low, high) in zip(sorted_scores, bounds, strict=True):
-            below = int(torch.searchsorted(s, torch.tensor([threshold], device=s.device, dtype=s.dtype)))
-            counts.append(min(max(below, low), high))
-        return counts
 
-    def weights_at(counts: list[int]) -> int:
-        return sum(c * size for c, size in zip(counts, group_sizes, strict=True))
+def _global_threshold(
+    scores: Sequence[torch.Tensor], group_sizes: Sequence[int], bounds: Sequence[tuple[int, int]], target: float
+) -> tuple[float, list[int]]:
+    """The largest threshold whose pruned weights stay within the budget, and each target's clamped count there.
 
-    # threshold index i: prune the groups scoring below candidates[i] (i == last: below +inf); the pruned weight
-    # count never decreases with i, so bisection finds the largest threshold within the budget
-    last = len(candidates)
+    Candidate thresholds are the sorted scores (one values-only sort; +inf marks groups never to prune); the count
+    of a target at a threshold is a compare-and-sum, cheaper than sorting every target.
+    """
+    budget = round(target * sum(len(s) * size for s, size in zip(scores, group_sizes, strict=True)))
+    candidates = torch.cat(list(scores)).sort().values
+    last = int((candidates != float("inf")).sum())
 
     def threshold(index: int) -> float:
         return float("inf") if index == last else float(candidates[index])
 
-    lo, hi = 0, last  # invariant: threshold(lo) fits the budget (or lo == 0, the least that caps allow)
-    if weights_at(counts_at(threshold(hi))) <= budget:
-        return counts_at(threshold(hi))
+    def counts_at(index: int) -> list[int]:
+        at = threshold(index)
+        return [min(max(int((s < at).sum()), low), high) for s, (low, high) in zip(scores, bounds, strict=True)]
+
+    def fits(index: int) -> bool:
+        return sum(c * size for c, size in zip(counts_at(index), group_sizes, strict=True)) <= budget
+
+    lo, hi = 0, last  # invariant: lo fits (or is 0, the least the min caps allow); hi does not, unless hi == last
+    if fits(hi):
+        lo = hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if weights_at(counts_at(threshold(mid))) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return counts_at(threshold(lo))
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return threshold(lo), counts_at(lo)
