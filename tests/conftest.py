@@ -120,3 +120,15 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture
 def text_csvs(tmp_path) -> tuple[Path, Path]:
     return write_csv(tmp_path / "train.csv", text_rows(48)), write_csv(tmp_path / "dev.csv", text_rows(24, seed=1))
+
+
+def tiny_text_overrides(text_csvs: tuple[Path, Path], model: Path) -> list[str]:
+    """Overrides for a text run on the CSV fixtures with a local Hugging Face model (e.g. the tiny BERT)."""
+    return [
+        "task=text_files",
+        f"task.train_file={text_csvs[0]}",
+        f"task.validation_file={text_csvs[1]}",
+        "task.max_length=16",
+        "model=hf",
+        f"model.name_or_path={model}",
+    ]

@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train
@@ -57,12 +57,7 @@ def test_multilayer_text_run_with_attention_and_hidden_matches(tmp_path, tiny_be
     )
     cfg = compose_cfg(
         [
-            "task=text_files",
-            f"task.train_file={text_csvs[0]}",
-            f"task.validation_file={text_csvs[1]}",
-            "task.max_length=16",
-            "model=hf",
-            f"model.name_or_path={tiny_bert}",
+            *tiny_text_overrides(text_csvs, tiny_bert),
             "distiller=multilayer",
             "model@distiller.teacher.model=hf",
             f"distiller.teacher.model.name_or_path={tiny_bert}",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, tiny_text_overrides
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from wandb_records import history, records, run_file, wait_for_exit
@@ -83,12 +83,7 @@ def test_bad_input_fails_before_training(tmp_path, override, message):
 def test_text_run_with_hf_model_and_wandb_offline(tmp_path, tiny_bert, text_csvs):
     cfg = compose_cfg(
         [
-            "task=text_files",
-            f"task.train_file={text_csvs[0]}",
-            f"task.validation_file={text_csvs[1]}",
-            "task.max_length=16",
-            "model=hf",
-            f"model.name_or_path={tiny_bert}",
+            *tiny_text_overrides(text_csvs, tiny_bert),
             "trainer=smoke",
             "trainer.eval_every=2",
             "trainer.max_steps=4",

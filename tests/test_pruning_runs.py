@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 from wandb_records import history, run_file
 
@@ -20,12 +20,7 @@ from compress_sweeps import train
 def text_run(tmp_path: Path, name: str, text_csvs, model: Path, *overrides: str) -> dict:
     cfg = compose_cfg(
         [
-            "task=text_files",
-            f"task.train_file={text_csvs[0]}",
-            f"task.validation_file={text_csvs[1]}",
-            "task.max_length=16",
-            "model=hf",
-            f"model.name_or_path={model}",
+            *tiny_text_overrides(text_csvs, model),
             "trainer=smoke",
             "trainer.max_steps=4",
             "logger=none",

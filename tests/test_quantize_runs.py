@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train
@@ -28,12 +28,7 @@ def max_levels(tensor, bucket_size=None) -> int:
 
 def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
     overrides = [
-        "task=text_files",
-        f"task.train_file={text_csvs[0]}",
-        f"task.validation_file={text_csvs[1]}",
-        "task.max_length=16",
-        "model=hf",
-        f"model.name_or_path={tiny_bert}",
+        *tiny_text_overrides(text_csvs, tiny_bert),
         "trainer=smoke",
         "logger=none",
         "quantizer=q8bert",
