@@ -140,3 +140,37 @@ def test_slurm_presets_compose_onto_submitit(preset, gpus):
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node) == ("short", gpus)
     assert launcher.array_parallelism >= 1 and launcher.timeout_min > 0
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    args = [
+        sys.executable,
+        "-m",
+        "compress_sweeps",
+        "-m",
+        *IMAGE_SMOKE,
+        "trainer.max_steps=150",
+        "seed=0,1,2,3",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = subprocess.Popen(
+        args, cwd=tmp_path, env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while len(list(sweep.glob("*/results.json"))) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # half-way: some jobs finished, the rest never started or were cut off
+    first.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("*/results.json")}
+    assert 1 <= len(finished) < 4
+    second = cli("-m", *IMAGE_SMOKE, "trainer.max_steps=150", "seed=0,1,2,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    after = {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("*/results.json")}
+    assert len(after) == 4 and all(r["status"] == "completed" for r in job_results(sweep).values())
+    rerun = [job for job in finished if after[job] != finished[job]]
+    assert rerun == [], f"completed jobs ran twice: {rerun}"
+    assert second.stdout.count("skip: already completed") == len(finished)
