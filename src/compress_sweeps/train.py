@@ -56,6 +56,7 @@ def run(cfg: DictConfig) -> float:
         timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
         model = compressors.finalize(model)
         metrics = trainer.evaluate(model, eval_set, task.input_keys)
+        logger.log(metrics, step=context.total_steps)  # the finalized model's scores end the W&B history too
         # a pruner names the weights it pruned and their pattern; the report re-counts both from the weights
         patterns = next((m.layer_patterns() for m in compressors.members if hasattr(m, "layer_patterns")), None)
         compression = measure.measure(model, eval_set[0], task.input_keys, patterns=patterns)
@@ -69,7 +70,8 @@ def run(cfg: DictConfig) -> float:
             raise RuntimeError(f"verification failed: {failures(results['verified'])}")
         results["status"] = "completed"
         value = objective(results, cfg.optimized_metric)
-        print(f"{cfg.optimized_metric} = {value}  (results: {run_dir / artifacts.RESULTS})")
+        shown = f"{value:.4f}" if isinstance(value, float) else ", ".join(f"{v:.4g}" for v in value)
+        print(f"{cfg.optimized_metric} = {shown}  (results: {run_dir / artifacts.RESULTS})")
         return value
     except BaseException as error:
         results |= {
