@@ -174,3 +174,20 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     rerun = [job for job in finished if after[job] != finished[job]]
     assert rerun == [], f"completed jobs ran twice: {rerun}"
     assert second.stdout.count("skip: already completed") == len(finished)
+
+
+def test_each_sweep_job_is_its_own_wandb_run_in_the_sweep_group(tmp_path):
+    from wandb_records import run_file, wait_for_exit
+
+    sweep = tmp_path / "sweep"
+    smoke = [o for o in IMAGE_SMOKE if o != "logger=none"]
+    done = cli("-m", *smoke, "logger=wandb", "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    files = sorted(Path(os.environ["WANDB_DIR"]).rglob("run-*.wandb"))
+    assert len(files) == 2 and run_file(Path(os.environ["WANDB_DIR"])) in files
+    for path in files:
+        found = {r.WhichOneof("record_type"): r for r in wait_for_exit(path)}
+        assert found["run"].run.run_group == sweep.name  # grouped per sweep
+        assert found["exit"].exit.exit_code == 0  # each job finished its own run
+        columns = {item.key for item in found["run"].run.config.update}
+        assert {"seed", "trainer.max_steps", "model.channels"} <= columns
