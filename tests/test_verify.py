@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from compress_sweeps import train
-from compress_sweeps.verify import block_sparsity, max_levels, nm_holds
+from compress_sweeps.measure import pattern_holds
+from compress_sweeps.verify import max_levels, zero_units
 
 SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
 
@@ -21,9 +22,9 @@ SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.pr
 def test_unit_counters():
     weight = torch.ones(4, 8)
     weight[:2, :4] = 0  # one of the four 2x4 blocks
-    assert block_sparsity(weight, "2x4") == 0.25 and block_sparsity(weight, "channel") == 0.0
-    assert nm_holds(torch.tensor([[1.0, 0, 0, 2, 0, 3, 0, 0]]), 2, 4)
-    assert not nm_holds(torch.tensor([[1.0, 1, 1, 0, 0, 0, 0, 0]]), 2, 4)
+    assert zero_units(weight, "2x4") == (1, 4) and zero_units(weight, "channel") == (0, 4)
+    assert pattern_holds(torch.tensor([[1.0, 0, 0, 2, 0, 3, 0, 0]]), "2:4")
+    assert not pattern_holds(torch.tensor([[1.0, 1, 1, 0, 0, 0, 0, 0]]), "2:4")
     levels = torch.tensor([0.0, 0.5, 0.5, -0.5, 1.0, 0.0, 2.0, 2.0])
     assert max_levels(levels, None) == 4 and max_levels(levels, 4) == 2
 
@@ -79,3 +80,19 @@ def test_nm_run_verifies(tmp_path, pattern):
     _, results = run(tmp_path, "pruner=magnitude", f"pruner.pattern={pattern}", "pruner.skip_incompatible=true")
     checks = {c["check"]: c for c in results["verified"]["checks"]}
     assert checks[f"pattern {pattern}"]["ok"] and checks["target_sparsity"]["expected"] == 0.5
+
+
+def test_pruned_and_quantized_run_counts_whole_zero_blocks(tmp_path):
+    # 4-bit rounding zeroes stray weights inside kept blocks: the gate counts whole zero blocks against the target
+    _, results = run(
+        tmp_path,
+        "pruner=magnitude",
+        "pruner.target_sparsity=0.5",
+        "pruner.pattern=4x1",
+        "quantizer=q8bert",
+        "quantizer.bits=4",
+        "quantizer.include=[fc]",
+    )
+    checks = {c["check"]: c for c in results["verified"]["checks"]}
+    assert results["status"] == "completed", results["verified"]
+    assert checks["pattern 4x1"]["ok"] and checks["pattern 4x1"]["measured"] >= 0.495

@@ -92,7 +92,4 @@ class LogitsDistiller:
         return model
 
     def metrics(self) -> dict[str, float]:
-        return self.tracker.means() | {
-            "kd/temperature": self.temperature,
-            "kd/teacher_forward_passes": float(self.teachers.forward_passes),
-        }
+        return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes)

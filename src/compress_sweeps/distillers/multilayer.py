@@ -191,7 +191,4 @@ class MultiLayerDistiller:
         return model
 
     def metrics(self) -> dict[str, float]:
-        return self.tracker.means() | {
-            "kd/temperature": self.temperature,
-            "kd/teacher_forward_passes": float(self.teachers.forward_passes),
-        }
+        return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes)

@@ -21,6 +21,13 @@ class MeanTracker:
             self.sums[name] = self.sums.get(name, 0.0) + value
             self.counts[name] = self.counts.get(name, 0) + 1
 
+    def kd_metrics(self, temperature: float, teacher_forward_passes: int) -> dict[str, float]:
+        """What every distiller logs: the loss-term means, the temperature, and how often teachers really ran."""
+        return self.means() | {
+            "kd/temperature": temperature,
+            "kd/teacher_forward_passes": float(teacher_forward_passes),
+        }
+
     def means(self) -> dict[str, float]:
         if self.sums:
             self.last = {name: total / self.counts[name] for name, total in self.sums.items()}
