@@ -8,9 +8,11 @@ CONSTRAINTS := .ci/constraints.txt
 ARGS ?=
 SWEEP ?= seeds
 SWEEP_DIR ?= $(lastword $(sort $(wildcard outputs/sweeps/*)))
+RESULTS_DIR ?= $(or $(COMPRESS_SWEEPS_OUTPUTS),outputs)/results
+RESULTS_ARGS ?= logger=none
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report test test-full lint format clean
+.PHONY: help install run sweep report results test test-full lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +35,13 @@ sweep: install ## a named sweep from sweeps/: make sweep SWEEP=seeds ARGS="task=
 report: install ## table + plots of a sweep folder: make report SWEEP_DIR=outputs/sweeps/<date> (default: newest)
 	@test -n "$(SWEEP_DIR)" || { echo "no sweep folder under outputs/sweeps: run make sweep first"; exit 2; }
 	$(PY) -m compress_sweeps report $(SWEEP_DIR)
+
+# Both sweeps run every recipe of conf/recipe/ for 2 seeds; a failed job does not stop the table (it shows there).
+# Re-running skips finished jobs. W&B runs too: make results RESULTS_ARGS=logger=wandb
+results: install ## the README's results table: text + image sweeps of conf/recipe/, 2 seeds (about 1 h on 2 cores)
+	-$(PY) -m compress_sweeps -m sweep=results_text $(RESULTS_ARGS)
+	-$(PY) -m compress_sweeps -m sweep=results_image $(RESULTS_ARGS)
+	$(PY) -m compress_sweeps results $(RESULTS_DIR)/text $(RESULTS_DIR)/image --readme README.md --out $(RESULTS_DIR)/results.md
 
 test: install ## the test suite without the tests marked slow (what CI runs)
 	$(PY) -m pytest -m "not slow" -q

@@ -1,7 +1,8 @@
 """`compress-sweeps [overrides]` / `python -m compress_sweeps [overrides]`: one run, or a sweep with -m.
 
 `compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots;
-`compress-sweeps verify <run folder>` re-counts a run from its saved files; `compress-sweeps wandb-sweep
+`compress-sweeps verify <run folder>` re-counts a run from its saved files; `compress-sweeps results <sweep
+folders>` writes the README's results table from the `results_*` sweeps; `compress-sweeps wandb-sweep
 sweeps/<name>.yaml` writes the equivalent W&B sweep configuration. The Hydra task function
 lives here, in an importable module, so launchers that pickle it (joblib, submitit) import this module in their
 workers, which registers the config resolvers there too.
@@ -55,6 +56,10 @@ def cli() -> None:
         from compress_sweeps.verify import verify_main
 
         sys.exit(verify_main(sys.argv[2:]))
+    if command == "results":
+        from compress_sweeps.sweeps.results_table import results_main
+
+        sys.exit(results_main(sys.argv[2:]))
     if command == "wandb-sweep":
         from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_main
 
