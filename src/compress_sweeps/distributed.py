@@ -115,9 +115,8 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 class ShardSampler(Sampler[int]):
     """Rank r's share (every world-th index from r) of one shuffled permutation that all ranks draw alike."""
 
-    def __init__(self, size: int, generator: torch.Generator) -> None:
-        self.size, self.generator = size, generator
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+    def __init__(self, size: int, generator: torch.Generator, rank: int, world: int) -> None:
+        self.size, self.generator, self.rank, self.world = size, generator, rank, world
 
     def __iter__(self):
         yield from torch.randperm(self.size, generator=self.generator)[self.rank :: self.world].tolist()
@@ -131,7 +130,9 @@ def shuffled(dataset: Dataset, generator: torch.Generator) -> Sampler[int]:
 
     `generator` is seeded alike on every rank, so the ranks' shards of an epoch never overlap.
     """
-    return ShardSampler(len(dataset), generator) if active() else RandomSampler(dataset, generator=generator)
+    if not active():
+        return RandomSampler(dataset, generator=generator)
+    return ShardSampler(len(dataset), generator, dist.get_rank(), dist.get_world_size())
 
 
 def on_rank_zero(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
