@@ -5,7 +5,8 @@
 folders>` writes the README's results table from the `results_*` sweeps; `compress-sweeps wandb-sweep
 sweeps/<name>.yaml` writes the equivalent W&B sweep configuration. The Hydra task function
 lives here, in an importable module, so launchers that pickle it (joblib, submitit) import this module in their
-workers, which registers the config resolvers there too.
+workers, which registers the config resolvers there too. Under `torchrun --nproc_per_node N` every process
+runs this same CLI; see distributed.py for what they share.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from compress_sweeps import train
+from compress_sweeps import distributed, train
 from compress_sweeps.config import config_dir
 from compress_sweeps.sweeps import completed_result, register_resolvers
 
@@ -64,4 +65,9 @@ def cli() -> None:
         from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_main
 
         sys.exit(wandb_sweep_main(sys.argv[2:]))
-    main()
+    distributed.setup()  # under torchrun: join the process group before Hydra names the run folder
+    sys.argv += distributed.rank_overrides()
+    try:
+        main()
+    finally:
+        distributed.teardown()

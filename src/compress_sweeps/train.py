@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from compress_sweeps import artifacts, measure
+from compress_sweeps import artifacts, distributed, measure
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> float:
     logger: RunLogger = NullLogger()
     started = time.perf_counter()
     try:
-        logger = instantiate(cfg.logger)
+        logger = instantiate(cfg.logger) if distributed.is_main() else NullLogger()  # one W&B run per job
         logger.start(config, run_dir)
         seed_everything(cfg.seed)
         results["threads"] = set_threads(cfg.threads)
@@ -54,6 +54,10 @@ def run(cfg: DictConfig) -> float:
         timing["setup_s"] = time.perf_counter() - started
         trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed)
         timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
+        if distributed.active():  # masks, observers, buffers and weights must agree on every rank
+            results["distributed"] = distributed.check_state(model, compressors)
+            if not results["distributed"]["state_identical"]:
+                raise RuntimeError(f"ranks disagree on {results['distributed']['differing']}")
         model = compressors.finalize(model)
         metrics = trainer.evaluate(model, eval_set, task.input_keys)
         logger.log(metrics, step=context.total_steps)  # the finalized model's scores end the W&B history too
@@ -63,15 +67,18 @@ def run(cfg: DictConfig) -> float:
         if wants_int8_export(compressors.members):  # the real int8 model, evaluated and timed against this one
             evaluate = partial(trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
             compression["int8_export"] = int8_export_report(model, evaluate, eval_set, task.input_keys, metrics)
-        artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
+        if distributed.is_main():
+            artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"metrics": metrics | compressors.metrics(), "compression": compression}
-        results["verified"] = verify(run_dir, cfg, results)  # re-counted from the saved files, not our bookkeeping
+        # re-counted from the saved files, not our bookkeeping (by rank 0, which wrote them)
+        results["verified"] = distributed.on_rank_zero(verify, run_dir, cfg, results)
         if not results["verified"]["ok"]:
             raise RuntimeError(f"verification failed: {failures(results['verified'])}")
         results["status"] = "completed"
         value = objective(results, cfg.optimized_metric)
         shown = f"{value:.4f}" if isinstance(value, float) else ", ".join(f"{v:.4g}" for v in value)
-        print(f"{cfg.optimized_metric} = {shown}  (results: {run_dir / artifacts.RESULTS})")
+        if distributed.is_main():
+            print(f"{cfg.optimized_metric} = {shown}  (results: {run_dir / artifacts.RESULTS})")
         return value
     except BaseException as error:
         results |= {
@@ -79,11 +86,14 @@ def run(cfg: DictConfig) -> float:
             "error": describe(error),
             "traceback": traceback.format_exc(),
         }
+        if distributed.world_size() > 1:
+            results["failed_rank"] = distributed.rank()
         raise
     finally:
         timing["total_s"] = time.perf_counter() - started
         results["timing"] = timing
-        artifacts.write_json_atomic(run_dir / artifacts.RESULTS, results)
+        if distributed.is_main() or results["status"] == "failed":  # a failing rank > 0 stops rank 0 too
+            artifacts.write_json_atomic(run_dir / artifacts.RESULTS, results)
         logger.finish(results, exit_code=0 if results["status"] == "completed" else 1)
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from compress_sweeps import distributed
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers.base import RunLogger
 
@@ -27,10 +28,10 @@ def logits_of(outputs) -> torch.Tensor:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.device='{device}' but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(device)
+    return distributed.local_device(torch.device(device))
 
 
 class Trainer:
@@ -87,10 +88,10 @@ class Trainer:
         self.device = resolve_device(device)
 
     def total_steps(self, train_size: int) -> int:
-        """Optimizer steps of the run: `max_steps`, or `epochs` worth of accumulated batches."""
+        """Optimizer steps of the run: `max_steps`, or `epochs` worth of accumulated batches (of all processes)."""
         if self.max_steps is not None:
             return self.max_steps
-        batches = math.ceil(train_size / self.batch_size)
+        batches = math.ceil(train_size / (self.batch_size * distributed.world_size()))
         return max(1, math.ceil(self.epochs * batches / self.grad_accum_steps))
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -103,9 +104,10 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.lr)
 
     def _batches(self, dataset: Dataset, generator: torch.Generator):
-        """Shuffled micro-batches forever (a new permutation each epoch)."""
+        """Shuffled micro-batches forever (a new permutation each epoch; this process's shard of it if distributed)."""
         while True:
-            yield from DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator)
+            sampler = distributed.shuffled(dataset, generator)
+            yield from DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=generator)
 
     def fit(
         self,
@@ -121,16 +123,23 @@ class Trainer:
         total, input_keys = context.total_steps, context.input_keys
         model.to(self.device).train()
         compressors.attach(model, context)
+        net = distributed.wrap(model, self.device)  # after attach: the compressors see the plain model
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)
         batches = self._batches(train_set, torch.Generator().manual_seed(seed))
-        bar = tqdm(total=total, desc="train", unit="step", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            desc="train",
+            unit="step",
+            disable=not self.progress or not distributed.is_main(),
+            dynamic_ncols=True,
+        )
         metrics: dict[str, float] = {}
         running, since_log, seen, started = 0.0, 0, 0, time.perf_counter()
         for step in range(1, total + 1):
             for _ in range(self.grad_accum_steps):
                 batch = {k: v.to(self.device) for k, v in next(batches).items()}
-                outputs = model(**{k: batch[k] for k in input_keys if k in batch})
+                outputs = net(**{k: batch[k] for k in input_keys if k in batch})
                 loss = F.cross_entropy(logits_of(outputs), batch["labels"])
                 loss = compressors.loss(outputs, batch, loss)
                 if not torch.isfinite(loss):
@@ -160,12 +169,20 @@ class Trainer:
                 logger.log(metrics, step=step)
                 model.train()
         bar.close()
+        distributed.sync_running_stats(model)
         return metrics
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
-        """Accuracy, macro-F1 and mean cross-entropy on (the first `eval_max_batches` batches of) `eval_set`."""
+        """Accuracy, macro-F1 and mean cross-entropy on (the first `eval_max_batches` batches of) `eval_set`.
+
+        In a distributed run rank 0 evaluates and every rank returns its numbers.
+        """
+        distributed.sync_running_stats(model)
         model.to(self.device).eval()
+        return distributed.on_rank_zero(self._evaluate, model, eval_set, input_keys)
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
         predictions, labels, loss_sum = [], [], 0.0
         for i, batch in enumerate(DataLoader(eval_set, batch_size=self.eval_batch_size)):
             if self.eval_max_batches is not None and i >= self.eval_max_batches:

@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from compress_sweeps import distributed
+
 Outputs = dict[str, torch.Tensor]
 
 
@@ -53,7 +55,8 @@ class TeacherOutputCache:
         """Load `<folder>/<key>.safetensors`, or run `compute` over `dataset` once and save it there.
 
         Returns None (with a warning) when the outputs would take more than `max_bytes`: the caller then runs
-        the teacher live, which costs time but not memory.
+        the teacher live, which costs time but not memory. In a distributed run every rank computes the outputs
+        (no rank waits on another) and only rank 0 saves them.
         """
         path = Path(folder).expanduser() / f"{key}.safetensors"
         if path.is_file():
@@ -73,8 +76,9 @@ class TeacherOutputCache:
                 tables = {n: torch.zeros((len(dataset), *v.shape[1:]), dtype=v.dtype) for n, v in outputs.items()}
             for name, value in outputs.items():
                 tables[name][batch["idx"]] = value
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(tables, str(tmp))
-        os.replace(tmp, path)  # parallel jobs of a sweep never read a half-written file
+        if distributed.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            save_file(tables, str(tmp))
+            os.replace(tmp, path)  # parallel jobs of a sweep never read a half-written file
         return cls(tables)

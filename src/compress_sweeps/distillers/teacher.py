@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from compress_sweeps import artifacts
+from compress_sweeps import artifacts, distributed
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.models.runs import from_run
@@ -97,13 +97,16 @@ class Teacher:
         key = repr((describe(self.build), context.task_name, data_digest, settings, self.finetune_seed))
         folder = Path(context.cache_dir or ".").expanduser() / "teachers"
         folder = folder / f"{context.task_name or 'task'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-        if not (folder / artifacts.WEIGHTS).is_file():
+        # rank 0 decides for all ranks: they fine-tune together (each on its shard) or all load
+        if not distributed.on_rank_zero((folder / artifacts.WEIGHTS).is_file):
             model = self.build(num_labels=context.num_labels)
             train_set, steps = context.train_set, self.finetune.total_steps(len(context.train_set))
             print(f"teacher: fine-tuning once for {steps} steps -> {folder}")
             own = RunContext(**{**vars(context), "total_steps": steps})
             self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), self.finetune_seed)
-            _save_once(model, folder, describe(self.build), context.num_labels)
+            if distributed.is_main():
+                _save_once(model, folder, describe(self.build), context.num_labels)
+            distributed.barrier()  # the other ranks load rank 0's copy below
         else:
             print(f"teacher: reusing the fine-tuned teacher in {folder}")
         return from_run(str(folder), context.num_labels)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from compress_sweeps.distributed import global_min_max
+
 
 class EmaRange:
     """Running [low, high] of a tensor stream: the first batch sets it, then x_t = d * x_(t-1) + (1 - d) * batch_x.
 
     The range only moves when `observe` is called (in training); evaluation and the int8 export read it frozen.
+    In a distributed run the batch min/max are taken over all ranks' batches, so every rank keeps the same range.
     """
 
     def __init__(self, decay: float = 0.9999) -> None:
@@ -24,7 +27,7 @@ class EmaRange:
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        low, high = x.detach().amin().float(), x.detach().amax().float()
+        low, high = global_min_max(x.detach().amin().float(), x.detach().amax().float())
         if self.low is None:
             self.low, self.high = low, high
         else:

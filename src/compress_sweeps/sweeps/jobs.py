@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from compress_sweeps import distributed
 from compress_sweeps.artifacts import RESULTS
 
 # keys that say where and how a job reports, not what it computes
@@ -40,9 +41,10 @@ def job_dir_name(override_dirname: str, *, _root_: DictConfig) -> str:
 
 
 def register_resolvers() -> None:
-    """Make the `cs_job_dir` resolver known to OmegaConf (idempotent; needed in every process that composes)."""
+    """Make `cs_job_dir` and `cs_now` known to OmegaConf (idempotent; needed in every process that composes)."""
     if not OmegaConf.has_resolver("cs_job_dir"):
         OmegaConf.register_new_resolver("cs_job_dir", job_dir_name)
+    distributed.register_resolver()
 
 
 def completed_result(run_dir: Path, cfg: DictConfig) -> dict | None:
