@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.measure import compression_report, pattern_holds
 from compress_sweeps.pruners import PatternLock, Pruner, parse_pattern
-from compress_sweeps.pruners.criteria import SnipMomentum
+from compress_sweeps.pruners.criteria import SnipMomentum, make_criterion
 from compress_sweeps.pruners.schedules import Schedule, decayed_target
 
 
@@ -263,12 +264,12 @@ def test_head_pruning_zeroes_whole_heads(tiny_bert):
     ("kwargs", "message"),
     [
         ({"pattern": "2:4", "target_sparsity": 0.8}, "contradicts pruner.pattern=2:4"),
-        ({"pattern": "3x"}, "pruner.pattern='3x'"),
+        ({"pattern": "3x"}, "pruner.pattern=3x is not a pattern"),
         ({"pattern": "4x1", "target_sparsity": 1.2}, "pruner.target_sparsity=1.2"),
         ({"criterion": "taylor"}, "pruner.criterion"),
         ({"prune_domain": "everywhere"}, "pruner.prune_domain"),
         ({"sparsity_decay": "step"}, "pruner.sparsity_decay"),
-        ({"groups": [{"pattren": "2:4"}]}, "pruner.groups[0] has unknown keys ['pattren']"),
+        ({"groups": [{"pattren": "2:4"}]}, "pruner.groups[0]=[pattren] has unknown keys"),
     ],
 )
 def test_bad_values_are_named(kwargs, message):
@@ -285,9 +286,10 @@ def test_incompatible_layers_are_named_or_skipped():
 
 
 def test_gradient_criteria_refuse_to_prune_before_any_gradient():
-    pruner = Pruner(criterion="snip", start_step=0, end_step=0)
-    with pytest.raises(RuntimeError, match="before any gradient"):
-        pruner.attach(Net(), context())
+    with pytest.raises(ConfigError, match="pruner.start_step=0 prunes before any gradient"):
+        Pruner(criterion="snip", start_step=0, end_step=0)  # at construction: before any model or data is loaded
+    with pytest.raises(RuntimeError, match="before any gradient"):  # the criterion itself refuses too
+        make_criterion("snip").scores([torch.ones(2, 2)])
 
 
 def test_parse_pattern_convention():

@@ -75,13 +75,14 @@ def test_failed_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
 
 def test_precheck_stops_a_sweep_with_bad_settings_before_any_job(tmp_path):
     sweep = tmp_path / "sweep"
-    done = cli(
-        "-m", *IMAGE_SMOKE, "trainer.lr=1e-3,-1", "trainer.warmup_ratio=0.1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path
-    )
+    # a pruning schedule ending at step 10 of a 3-step run is only wrong given the trainer: a cross-group check
+    grid = ["trainer.lr=1e-3,-1", "trainer.warmup_ratio=0.1,2", "pruner=magnitude", "pruner.end_step=2,10"]
+    done = cli("-m", *IMAGE_SMOKE, *grid, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 2
-    assert "sweep not started: 3 of 4 jobs have invalid settings" in done.stderr
+    assert "sweep not started: 7 of 8 jobs have invalid settings" in done.stderr
     assert "trainer.lr=-1 is out of range: must be > 0" in done.stderr
     assert "trainer.warmup_ratio=2 is out of range" in done.stderr
+    assert "pruner.end_step=10 is beyond the run: must resolve to a step <= 3" in done.stderr
     assert not list(sweep.glob("*/results.json"))  # nothing ran
 
 

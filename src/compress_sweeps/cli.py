@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from compress_sweeps import distributed, train
+from compress_sweeps.checks import config_error
 from compress_sweeps.config import config_dir
 from compress_sweeps.sweeps import completed_result, register_resolvers
 
@@ -31,10 +32,17 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
     """Run one job; return its optimized metric so Hydra sweepers (e.g. Optuna) can optimize it.
 
     In a sweep, a job whose folder already holds a completed run of the same config is skipped (resume), and a
-    job that fails is recorded (results.json, W&B) without stopping the jobs after it.
+    job that fails is recorded (results.json, W&B) without stopping the jobs after it. A single run with a bad
+    setting (a ConfigError) prints one `error: <key>=<value> ...` line and exits with code 2, no traceback.
     """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return train.run(cfg)
+        try:
+            return train.run(cfg)
+        except Exception as error:
+            if (problem := config_error(error)) is None:
+                raise
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)  # SystemExit passes through Hydra, which would print its own wrapper of the error
     done = completed_result(HydraConfig.get().runtime.output_dir, cfg)
     if done is not None:
         print(f"skip: already completed in {HydraConfig.get().runtime.output_dir}")

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import artifacts, distributed, measure
+from compress_sweeps.checks import check_config
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
@@ -36,7 +37,8 @@ def run(cfg: DictConfig) -> float:
         logger.start(config, run_dir)
         seed_everything(cfg.seed)
         results["threads"] = set_threads(cfg.threads)
-        trainer = instantiate(cfg.trainer)  # first, so a bad trainer value fails before any loading
+        check_config(cfg)  # every check that needs no data and no model: a bad value fails before any loading
+        trainer = instantiate(cfg.trainer)
         task = instantiate(cfg.task)
         model = instantiate(cfg.model, num_labels=task.num_labels)
         tokenizer = tokenizer_for(model)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from compress_sweeps import distributed
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers.base import RunLogger
 
@@ -30,7 +31,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device='{device}' but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(
+            "trainer.device", device, "must be auto or cpu here", problem="needs CUDA, which is not available"
+        )
     return distributed.local_device(torch.device(device))
 
 
@@ -60,7 +63,13 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         if (max_steps is None) == (epochs is None):
-            raise ValueError(f"set exactly one of trainer.max_steps and trainer.epochs (got {max_steps}, {epochs})")
+            raise ConfigError(
+                "trainer.max_steps",
+                max_steps,
+                f"must be set when trainer.epochs is null and null when it is set "
+                f"(trainer.epochs={'null' if epochs is None else epochs})",
+                problem="clashes with trainer.epochs",
+            )
         checks = {  # key: (value, allowed?, what is allowed)
             "max_steps": (max_steps, max_steps is None or max_steps >= 1, "an integer >= 1 or null"),
             "epochs": (epochs, epochs is None or epochs > 0, "> 0 or null"),
@@ -77,9 +86,9 @@ class Trainer:
         }
         for key, (value, ok, allowed) in checks.items():
             if not ok:
-                raise ValueError(f"trainer.{key}={value} is out of range: must be {allowed}")
+                raise ConfigError(f"trainer.{key}", value, f"must be {allowed}")
         if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"trainer.lr_schedule must be one of {list(LR_SCHEDULES)}, got '{lr_schedule}'")
+            raise ConfigError("trainer.lr_schedule", lr_schedule, f"must be one of {list(LR_SCHEDULES)}", "is unknown")
         self.max_steps, self.epochs, self.batch_size = max_steps, epochs, batch_size
         self.grad_accum_steps, self.eval_batch_size = grad_accum_steps, eval_batch_size
         self.lr, self.weight_decay, self.warmup_ratio, self.lr_schedule = lr, weight_decay, warmup_ratio, lr_schedule

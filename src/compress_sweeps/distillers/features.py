@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
+
 FEATURES = ("hidden", "attention", "embedding", "logits")
 
 
@@ -28,18 +30,26 @@ def _blocks(model: nn.Module) -> tuple[str, int] | None:
     return None
 
 
-def module_name(model: nn.Module, feature: str, layer: int | str | None) -> str:
-    """The submodule whose output is `feature` at `layer` (negative indices count from the top block)."""
+def module_name(model: nn.Module, feature: str, layer: int | str | None, key: str = "layer") -> str:
+    """The submodule whose output is `feature` at `layer` (negative indices count from the top block).
+
+    `key` is the config key that named the layer (e.g. `distiller.matches[0].student_layer`), for errors.
+    """
+    kind = type(model).__name__
     if isinstance(layer, str):
+        if layer not in dict(model.named_modules()):
+            some = [n for n, _ in model.named_children()]
+            raise ConfigError(key, layer, f"must name a module of this {kind}, e.g. {some}", "is not a layer")
         return layer
     blocks = _blocks(model)
     if blocks is None:
-        raise ValueError(f"{type(model).__name__} has no encoder blocks: name its modules (e.g. 'features.3')")
+        some = [n for n, _ in model.named_modules() if n][:6]
+        raise ConfigError(key, layer, f"must be a module name of this {kind} (no encoder blocks), e.g. {some}")
     prefix, depth = blocks
     if feature == "embedding":
         return f"{model.base_model_prefix}.embeddings"
     if layer is None or not -depth <= layer < depth:
-        raise ValueError(f"layer {layer} is out of range for a {depth}-block {type(model).__name__}")
+        raise ConfigError(key, layer, f"must be a block index in [{-depth}, {depth - 1}] of this {depth}-block {kind}")
     index = layer % depth
     return f"{prefix}.{index}.attention.self" if feature == "attention" else f"{prefix}.{index}"
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.distillers.losses import kd_kl
 from compress_sweeps.distillers.outputs import TeacherOutputs
 from compress_sweeps.distillers.teacher import Teacher
@@ -49,16 +50,17 @@ class LogitsDistiller:
         cache_batch_size: int = 64,
     ) -> None:
         if temperature <= 0:
-            raise ValueError(f"distiller.temperature must be > 0, got {temperature}")
+            raise ConfigError("distiller.temperature", temperature, "must be > 0")
         if alpha_kd < 0 or alpha_student < 0 or alpha_kd + alpha_student == 0:
-            raise ValueError(
-                f"distiller.alpha_kd and distiller.alpha_student must be >= 0 and not both 0, "
-                f"got {alpha_kd} and {alpha_student}"
+            raise ConfigError(
+                "distiller.alpha_kd", alpha_kd, f"must be >= 0, and > 0 when distiller.alpha_student={alpha_student}"
             )
         if kd_loss not in KD_LOSSES:
-            raise ValueError(f"distiller.kd_loss must be one of {list(KD_LOSSES)}, got '{kd_loss}'")
+            raise ConfigError("distiller.kd_loss", kd_loss, f"must be one of {list(KD_LOSSES)}", problem="is unknown")
         if combine not in COMBINE:
-            raise ValueError(f"distiller.combine must be one of {list(COMBINE)}, got '{combine}'")
+            raise ConfigError("distiller.combine", combine, f"must be one of {list(COMBINE)}", problem="is unknown")
+        for name, teacher in teachers.items():
+            teacher.key = f"distiller.teachers.{name}"
         self.temperature, self.alpha_kd, self.alpha_student = temperature, alpha_kd, alpha_student
         self.kd_loss, self.combine = kd_loss, combine
         self.teachers = TeacherOutputs(teachers, cache_teacher, cache_max_mb, cache_batch_size)

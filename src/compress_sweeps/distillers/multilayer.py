@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from compress_sweeps.checks import ConfigError, show
 from compress_sweeps.distillers import losses
 from compress_sweeps.distillers.features import FEATURES, FeatureTap, module_name, use_eager_attention
 from compress_sweeps.distillers.outputs import TeacherOutputs
@@ -45,14 +46,14 @@ class LayerMatch:
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
-            raise ValueError(f"distiller.matches[].feature must be one of {list(FEATURES)}, got '{self.feature}'")
-        if self.loss not in LOSSES[self.feature]:
-            raise ValueError(
-                f"distiller.matches[].loss for feature '{self.feature}' must be one of "
-                f"{list(LOSSES[self.feature])}, got '{self.loss}'"
+            raise ConfigError(
+                "distiller.matches[].feature", self.feature, f"must be one of {list(FEATURES)}", "is unknown"
             )
+        if self.loss not in LOSSES[self.feature]:
+            allowed = f"must be one of {list(LOSSES[self.feature])} for feature {self.feature}"
+            raise ConfigError("distiller.matches[].loss", self.loss, allowed, problem="is unknown")
         if self.weight < 0:
-            raise ValueError(f"distiller.matches[].weight must be >= 0, got {self.weight}")
+            raise ConfigError("distiller.matches[].weight", self.weight, "must be >= 0")
 
 
 def _project(projection: nn.Linear, feature: torch.Tensor) -> torch.Tensor:
@@ -77,12 +78,20 @@ class MultiLayerDistiller:
         cache_batch_size: int = 64,
     ) -> None:
         if not matches:
-            raise ValueError("distiller.matches must list at least one {teacher_layer, student_layer, ...} match")
+            raise ConfigError("distiller.matches", [], "must list at least one {teacher_layer, student_layer, ...}")
         if alpha_student < 0:
-            raise ValueError(f"distiller.alpha_student must be >= 0, got {alpha_student}")
+            raise ConfigError("distiller.alpha_student", alpha_student, "must be >= 0")
         if temperature <= 0:
-            raise ValueError(f"distiller.temperature must be > 0, got {temperature}")
-        self.matches = [m if isinstance(m, LayerMatch) else LayerMatch(**m) for m in matches]
+            raise ConfigError("distiller.temperature", temperature, "must be > 0")
+        self.matches = []
+        for i, match in enumerate(matches):
+            try:
+                self.matches.append(match if isinstance(match, LayerMatch) else LayerMatch(**match))
+            except ConfigError as error:
+                raise ConfigError(
+                    error.key.replace("[]", f"[{i}]"), error.value, error.allowed, error.problem
+                ) from None
+        teacher.key = "distiller.teacher"
         self.alpha_student, self.temperature, self.projection = alpha_student, temperature, projection
         self.teachers = TeacherOutputs({"teacher": teacher}, cache_teacher, cache_max_mb, cache_batch_size)
         self.keys = [f"m{i}" for i in range(len(self.matches))]
@@ -94,10 +103,11 @@ class MultiLayerDistiller:
 
     def _wanted(self, model: nn.Module, side: str) -> dict[str, tuple[str, str]]:
         wanted = {}
-        for key, match in zip(self.keys, self.matches, strict=True):
+        for i, (key, match) in enumerate(zip(self.keys, self.matches, strict=True)):
             if match.feature != "logits":
                 layer = match.teacher_layer if side == "teacher" else match.student_layer
-                wanted[key] = (match.feature, module_name(model, match.feature, layer))
+                name = module_name(model, match.feature, layer, f"distiller.matches[{i}].{side}_layer")
+                wanted[key] = (match.feature, name)
         return wanted
 
     def _on_teacher(self, teacher: Teacher) -> None:
@@ -115,13 +125,16 @@ class MultiLayerDistiller:
         self.student_tap = FeatureTap(model, self._wanted(model, "student"))
         tag = repr([(m.teacher_layer, m.feature) for m in self.matches])
         self.teachers.attach(context, self._extract, tag, on_load=self._on_teacher)
-        if self.projection:
-            with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
-                self._build_projections(model, context)  # its DataLoader must not shift the student's RNG
+        with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
+            self._build_projections(model, context)  # its DataLoader must not shift the student's RNG
 
     @torch.no_grad()
     def _build_projections(self, model: nn.Module, context: RunContext) -> None:
-        """Probe one small batch for feature widths; add a projection wherever the student is narrower/wider."""
+        """Probe one small batch for feature shapes; add a projection wherever the student is narrower/wider.
+
+        Without `projection`, or where a projection cannot help (attention maps), differing shapes are a ConfigError
+        now, before the first optimizer step.
+        """
         batch = next(iter(DataLoader(context.train_set, batch_size=2)))
         inputs = {k: batch[k].to(context.device) for k in context.input_keys if k in batch}
         was_training = model.training
@@ -129,13 +142,24 @@ class MultiLayerDistiller:
         model(**inputs)
         model.train(was_training)
         teacher = self.teachers.extract(self.teachers.teachers["teacher"], inputs)
-        for key, match in zip(self.keys, self.matches, strict=True):
-            if match.feature not in ("hidden", "embedding"):
-                continue
+        for i, (key, match) in enumerate(zip(self.keys, self.matches, strict=True)):
+            if match.feature == "logits":
+                continue  # the teacher's label count is checked when it loads
             student, target = self.student_tap.captured[key], teacher[key]
-            dim = 1 if student.ndim == 4 else -1
-            if student.shape[dim] != target.shape[dim]:
+            if student.shape == target.shape:
+                continue
+            dim = 1 if student.ndim == 4 else student.ndim - 1
+            widths_only = student.shape[:dim] + student.shape[dim + 1 :] == target.shape[:dim] + target.shape[dim + 1 :]
+            if self.projection and match.feature in ("hidden", "embedding") and widths_only:
                 self.projections[key] = nn.Linear(student.shape[dim], target.shape[dim]).to(context.device)
+                continue
+            fix = "set distiller.projection=true" if widths_only and not self.projection else "match other layers"
+            raise ConfigError(
+                f"distiller.matches[{i}]",
+                f"{{teacher_layer: {show(match.teacher_layer)}, student_layer: {show(match.student_layer)}}}",
+                f"must pair {match.feature} features of one shape, or {fix}",
+                problem=f"pairs a student {tuple(student.shape[1:])} with a teacher {tuple(target.shape[1:])} feature",
+            )
         if len(self.projections):
             model.add_module(PROJECTIONS, self.projections)  # so the trainer's optimizer trains them too
 

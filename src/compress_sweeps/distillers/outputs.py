@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache, dataset_digest
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.hooks import RunContext
@@ -26,12 +27,11 @@ class TeacherOutputs:
 
     def __init__(self, teachers: Mapping[str, Teacher], cache: bool, cache_max_mb: float, batch_size: int) -> None:
         if not teachers:
-            raise ValueError("distiller.teachers must name at least one teacher")
-        if cache_max_mb <= 0 or batch_size < 1:
-            raise ValueError(
-                f"distiller.cache_max_mb must be > 0 and distiller.cache_batch_size >= 1, "
-                f"got {cache_max_mb} and {batch_size}"
-            )
+            raise ConfigError("distiller.teachers", {}, "must name at least one teacher", problem="is empty")
+        if cache_max_mb <= 0:
+            raise ConfigError("distiller.cache_max_mb", cache_max_mb, "must be > 0")
+        if batch_size < 1:
+            raise ConfigError("distiller.cache_batch_size", batch_size, "must be an integer >= 1")
         self.teachers = dict(teachers)
         self.cache, self.max_bytes, self.batch_size = cache, cache_max_mb * 1e6, batch_size
         self.caches: dict[str, TeacherOutputCache | None] = {}

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from compress_sweeps import artifacts, distributed
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.models.runs import from_run
@@ -59,10 +60,11 @@ class Teacher:
         finetune_seed: int = 0,
     ) -> None:
         if not callable(model):
-            raise ValueError("distiller.teachers.<name>.model must be a model config with `_partial_: true`")
+            raise ConfigError("distiller.teachers.<name>.model", model, "must be a model config with _partial_: true")
         if weight < 0:
-            raise ValueError(f"distiller.teachers.<name>.weight must be >= 0, got {weight}")
+            raise ConfigError("distiller.teachers.<name>.weight", weight, "must be >= 0")
         self.build, self.weight, self.finetune, self.finetune_seed = model, weight, finetune, finetune_seed
+        self.key = "distiller.teacher"  # the config key of this teacher, set by its distiller (for errors)
         self.module: nn.Module | None = None
         self.forward_passes = 0  # counted so a sweep can show the output cache saving teacher work
 
@@ -72,10 +74,13 @@ class Teacher:
         devices = [context.device] if context.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.finetune_seed)
-            if self.finetune is None:
-                model = self.build(num_labels=context.num_labels)
-            else:
-                model = self._finetuned(context, data_digest)
+            try:
+                if self.finetune is None:
+                    model = self.build(num_labels=context.num_labels)
+                else:
+                    model = self._finetuned(context, data_digest)
+            except ConfigError as error:  # e.g. a previous run's head with another label set: name this teacher
+                raise (error.under(f"{self.key}.") if error.key.startswith("model.") else error) from None
         model.to(context.device).eval().requires_grad_(False)
         self.module = model
         return model

@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
+
 # the file names written by compress_sweeps.artifacts.save_model (not imported: artifacts imports models)
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.yaml"
@@ -29,7 +31,12 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
     config = OmegaConf.load(config_path)
     saved_labels = config.pop("num_labels", num_labels)
     if saved_labels != num_labels:
-        raise ValueError(f"folder='{folder}' holds a model with {saved_labels} labels; this task has {num_labels}")
+        raise ConfigError(
+            "model.folder",
+            folder,
+            f"must hold a model with this task's {num_labels} labels; it holds {saved_labels} labels",
+            problem="has another label set",
+        )
     model = instantiate(config, num_labels=num_labels)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return model

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from compress_sweeps.checks import ConfigError
+
 CRITERIA = ("magnitude", "gradient", "snip", "snip_momentum", "movement")
 
 
@@ -70,12 +72,12 @@ class SnipMomentum(_FromGradients):
     name = "snip_momentum"
     accumulates = True
 
-    def __init__(self, alpha: float = 1.0, beta: float = 0.9) -> None:
+    def __init__(self, alpha: float = 1.0, beta: float = 0.9, key: str = "pruner.") -> None:
         super().__init__()
         if alpha <= 0:
-            raise ValueError(f"pruner.alpha={alpha} must be > 0")
+            raise ConfigError(f"{key}alpha", alpha, "must be > 0")
         if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"pruner.beta={beta} must be in [0, 1]")
+            raise ConfigError(f"{key}beta", beta, "must be in [0, 1]")
         self.alpha, self.beta = alpha, beta
 
     @torch.no_grad()
@@ -102,7 +104,7 @@ class Movement(_FromGradients):
             score.addcmul_(w, g, value=-1.0)
 
 
-def make_criterion(name: str, alpha: float = 1.0, beta: float = 0.9):
+def make_criterion(name: str, alpha: float = 1.0, beta: float = 0.9, key: str = "pruner."):
     """The criterion object for `pruner.criterion` (alpha/beta only matter to snip_momentum)."""
     if name == "magnitude":
         return Magnitude()
@@ -111,7 +113,7 @@ def make_criterion(name: str, alpha: float = 1.0, beta: float = 0.9):
     if name == "snip":
         return Snip()
     if name == "snip_momentum":
-        return SnipMomentum(alpha, beta)
+        return SnipMomentum(alpha, beta, key)
     if name == "movement":
         return Movement()
-    raise ValueError(f"pruner.criterion must be one of {list(CRITERIA)}, got '{name}'")
+    raise ConfigError(f"{key}criterion", name, f"must be one of {list(CRITERIA)}", problem="is unknown")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError, no_layer_error
 from compress_sweeps.pruners.allocate import DOMAINS, allocate
 from compress_sweeps.pruners.criteria import make_criterion
 from compress_sweeps.pruners.heads import select_heads
@@ -45,34 +46,45 @@ class PruneGroup:
         skip_incompatible: bool,
         key: str = "pruner.",
     ) -> None:
-        self.criterion = make_criterion(criterion, alpha, beta)
+        self.criterion = make_criterion(criterion, alpha, beta, key)
+        if self.criterion.needs_grad and type(start_step) is int and start_step == 0:
+            raise ConfigError(
+                f"{key}start_step",
+                0,
+                f"must be >= 1 (or a fraction of the run) with {key}criterion={criterion}, which scores weights by "
+                f"their gradients; step 0 is before any gradient (or use {key}criterion=magnitude)",
+                problem="prunes before any gradient",
+            )
         self.heads = str(pattern).strip().lower() == "head"
         self.pattern = None if self.heads else parse_pattern(pattern, f"{key}pattern")
         if isinstance(self.pattern, NMPattern):
             implied = self.pattern.max_fraction
             if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
-                raise ValueError(
-                    f"{key}target_sparsity={target_sparsity} contradicts {key}pattern={self.pattern.label}, which "
-                    f"prunes exactly 1 - N/M = {implied:g} of each layer; leave target_sparsity null or set {implied:g}"
+                raise ConfigError(
+                    f"{key}target_sparsity",
+                    target_sparsity,
+                    f"must be null or {implied:g}: {key}pattern={self.pattern.label} prunes exactly 1 - N/M of a layer",
+                    problem=f"contradicts {key}pattern={self.pattern.label}",
                 )
             target_sparsity = implied
         self.target = DEFAULT_TARGET_SPARSITY if target_sparsity is None else float(target_sparsity)
         if not 0.0 < self.target < 1.0:
-            raise ValueError(f"{key}target_sparsity={target_sparsity} must be in (0, 1)")
+            raise ConfigError(f"{key}target_sparsity", target_sparsity, "must be in (0, 1) or null")
         if block_reduce not in REDUCTIONS:
-            raise ValueError(f"{key}block_reduce must be one of {list(REDUCTIONS)}, got '{block_reduce}'")
+            raise ConfigError(f"{key}block_reduce", block_reduce, f"must be one of {list(REDUCTIONS)}", "is unknown")
         if prune_domain not in DOMAINS:
-            raise ValueError(f"{key}prune_domain must be one of {list(DOMAINS)}, got '{prune_domain}'")
+            raise ConfigError(f"{key}prune_domain", prune_domain, f"must be one of {list(DOMAINS)}", "is unknown")
         if not 0.0 <= min_sparsity_per_layer <= max_sparsity_per_layer <= 1.0:
-            raise ValueError(
-                f"{key}min_sparsity_per_layer={min_sparsity_per_layer} and {key}max_sparsity_per_layer="
-                f"{max_sparsity_per_layer} must satisfy 0 <= min <= max <= 1"
+            raise ConfigError(
+                f"{key}min_sparsity_per_layer",
+                min_sparsity_per_layer,
+                f"must satisfy 0 <= min <= {key}max_sparsity_per_layer={max_sparsity_per_layer} <= 1",
             )
         if self.target > max_sparsity_per_layer:
-            raise ValueError(
-                f"{key}target_sparsity={self.target:g} exceeds {key}max_sparsity_per_layer={max_sparsity_per_layer}"
+            raise ConfigError(
+                f"{key}target_sparsity", self.target, f"must be <= {key}max_sparsity_per_layer={max_sparsity_per_layer}"
             )
-        self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay)
+        self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay, key)
         self.classes = layer_classes(list(layer_types), f"{key}layer_types")
         self.include, self.exclude = list(include), list(exclude)
         self.reduce, self.domain, self.skip = block_reduce, prune_domain, skip_incompatible
@@ -87,13 +99,14 @@ class PruneGroup:
         """Select this group's layers (or attention blocks) and resolve its schedule against the run length."""
         self.schedule.resolve(total_steps)
         if self.heads:
-            self.targets = select_heads(model, self.include, self.exclude, self.reduce, taken)
+            self.targets = select_heads(model, self.include, self.exclude, self.reduce, taken, self.key)
         else:
             self.targets, self.skipped = select_layers(
-                model, self.classes, self.include, self.exclude, self.pattern, self.reduce, self.skip, taken
+                model, self.classes, self.include, self.exclude, self.pattern, self.reduce, self.skip, taken, self.key
             )
         if not self.targets:
-            raise ValueError(f"{self.key}include/exclude/layer_types select no layers to prune")
+            kinds = [c.__name__ for c in self.classes]
+            raise no_layer_error(model, self.key, self.include, self.exclude, kinds)
 
     @property
     def weights(self) -> list[torch.Tensor]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.pruners.patterns import reduce_blocks
 from compress_sweeps.pruners.targets import add_mask, name_selected
 
@@ -65,7 +66,7 @@ class HeadTarget:
 
 
 def select_heads(
-    model: nn.Module, include: Sequence[str], exclude: Sequence[str], reduce: str, taken: set[str]
+    model: nn.Module, include: Sequence[str], exclude: Sequence[str], reduce: str, taken: set[str], key: str = "pruner."
 ) -> list[HeadTarget]:
     """One target per attention block whose self-attention module name passes include/exclude."""
     targets = []
@@ -78,9 +79,19 @@ def select_heads(
             modules[out_name] = model.get_submodule(out_name)
             for layer in modules:  # each weight belongs to one group: its mask would be overwritten otherwise
                 if layer in taken:
-                    raise ValueError(f"layer '{layer}' is selected by two pruner groups; make them disjoint")
+                    raise ConfigError(
+                        f"{key}include",
+                        list(include),
+                        "must be disjoint from the other groups' layers",
+                        f"takes '{layer}' again",
+                    )
                 taken.add(layer)
             targets.append(HeadTarget(name, modules, int(getattr(module, heads)), reduce))
     if not targets:
-        raise ValueError("pruner.pattern=head found no BERT-family attention blocks (query/key/value) to prune")
+        raise ConfigError(
+            f"{key}pattern",
+            "head",
+            f"needs BERT-family attention blocks (query/key/value) selected by {key}include/{key}exclude",
+            problem=f"finds no attention block in this {type(model).__name__}",
+        )
     return targets

@@ -14,9 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress_sweeps.checks import no_layer_error
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.pruner import DEFAULT_EXCLUDE
-from compress_sweeps.pruners.targets import MASK, layer_classes, mask_grads, name_selected, remove_mask
+from compress_sweeps.pruners.targets import (
+    MASK,
+    layer_classes,
+    mask_grads,
+    name_selected,
+    remove_mask,
+)
 
 
 class PatternLock:
@@ -39,7 +46,8 @@ class PatternLock:
                 module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
                 self.modules[f"{name}.weight"] = module
         if not self.modules:
-            raise ValueError("pruner.include/exclude/layer_types select no layers to lock")
+            kinds = [c.__name__ for c in self.classes]
+            raise no_layer_error(model, "pruner.", self.include, self.exclude, kinds)
         self._weights = [m.weight for m in self.modules.values()]
         self._masks = [getattr(m, MASK) for m in self.modules.values()]
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from compress_sweeps.checks import ConfigError
+
 REDUCTIONS = ("mean", "sum", "max")
 
 
@@ -138,7 +140,10 @@ def parse_pattern(text: str, key: str = "pruner.pattern") -> Pattern:
         n, m = int(match[1]), int(match[2])
         if 1 <= n < m:
             return NMPattern(n, m)
-    raise ValueError(
-        f"{key}='{text}' is not a pattern; use NxM blocks (1x1 unstructured, 4x1, 1x4, 2x2, ...), "
-        "N:M with 1 <= N < M (2:4, 1:4, 4:8, ...), 'channel', or 'head' (attention heads)"
+    raise ConfigError(
+        key,
+        text,
+        "must be NxM blocks with N, M >= 1 (1x1 unstructured, 4x1, 1x4, 2x2, ...), N:M with 1 <= N < M "
+        "(2:4, 1:4, 4:8, ...), channel, or head (attention heads)",
+        problem="is not a pattern",
     )

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.group import PruneGroup
 from compress_sweeps.pruners.targets import remove_mask
@@ -64,7 +65,7 @@ class Pruner:
             key = "pruner." if not groups else f"pruner.groups[{i}]."
             unknown = sorted(set(spec) - set(GROUP_KEYS))
             if unknown:
-                raise ValueError(f"{key[:-1]} has unknown keys {unknown}; allowed: {list(GROUP_KEYS)}")
+                raise ConfigError(key[:-1], unknown, f"must use only {list(GROUP_KEYS)}", problem="has unknown keys")
             self.groups.append(PruneGroup(**(defaults | spec), key=key))
         self.total_steps = 0
 

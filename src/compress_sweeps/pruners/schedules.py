@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 
+from compress_sweeps.checks import ConfigError
+
 DECAYS = ("linear", "cos", "exp", "cube")
 
 
@@ -35,16 +37,17 @@ def decayed_target(final: float, progress: float, decay: str) -> float:
         return 1.0 - (1.0 - final) ** p
     if decay == "cube":
         return final * (1.0 - (1.0 - p) ** 3)
-    raise ValueError(f"pruner.sparsity_decay must be one of {list(DECAYS)}, got '{decay}'")
+    raise ConfigError("pruner.sparsity_decay", decay, f"must be one of {list(DECAYS)}", problem="is unknown")
+
+
+STEP = "an int step >= 0 or a float fraction of the run in [0, 1]"
 
 
 def _check_step(key: str, value: int | float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"pruner.{key}={value!r} must be an int step or a float fraction in [0, 1]")
-    if isinstance(value, float) and not 0.0 <= value <= 1.0:
-        raise ValueError(f"pruner.{key}={value} as a fraction of the run must be in [0, 1] (or give an int step)")
-    if isinstance(value, int) and value < 0:
-        raise ValueError(f"pruner.{key}={value} must be >= 0")
+        raise ConfigError(key, value, f"must be {STEP}", problem="is not a step")
+    if (isinstance(value, float) and not 0.0 <= value <= 1.0) or (isinstance(value, int) and value < 0):
+        raise ConfigError(key, value, f"must be {STEP}")
 
 
 class Schedule:
@@ -56,27 +59,44 @@ class Schedule:
         end_step: int | float = 0.7,
         update_frequency: int | float = 0.05,
         sparsity_decay: str = "exp",
+        key: str = "pruner.",
     ) -> None:
-        for key, value in (("start_step", start_step), ("end_step", end_step), ("update_frequency", update_frequency)):
-            _check_step(key, value)
+        steps = {"start_step": start_step, "end_step": end_step, "update_frequency": update_frequency}
+        for name, value in steps.items():
+            _check_step(f"{key}{name}", value)
         if update_frequency == 0:
-            raise ValueError("pruner.update_frequency must be >= 1 step (or a fraction > 0)")
-        decayed_target(0.5, 0.5, sparsity_decay)  # validates the name
+            raise ConfigError(f"{key}update_frequency", update_frequency, "must be an int step >= 1 or a fraction > 0")
+        if type(start_step) is type(end_step) and end_step < start_step:  # mixed int/fraction: checked in resolve
+            raise ConfigError(f"{key}end_step", end_step, f"must be >= {key}start_step={start_step}")
+        if sparsity_decay not in DECAYS:
+            decayed_target(0.5, 0.5, sparsity_decay)  # raises, naming the allowed curves
         self.spec = (start_step, end_step, update_frequency)
-        self.decay = sparsity_decay
+        self.decay, self.key = sparsity_decay, key
         self.start = self.end = self.every = 0
 
     @staticmethod
     def _steps(value: int | float, total: int) -> int:
         return value if isinstance(value, int) else max(1, round(value * total))
 
-    def resolve(self, total_steps: int) -> Schedule:
-        """Turn fractions into steps of a run of `total_steps` optimizer steps; check the order."""
+    def resolve(self, total_steps: int, how: str = "") -> Schedule:
+        """Turn fractions into steps of a run of `total_steps` optimizer steps; check the order.
+
+        `how` says how the run's steps were counted (e.g. `trainer.max_steps=300`), for the error message.
+        """
         start, end, every = (self._steps(v, total_steps) for v in self.spec)
-        if not start <= end <= total_steps:
-            raise ValueError(
-                f"pruner.start_step={self.spec[0]} and pruner.end_step={self.spec[1]} resolve to steps {start} and "
-                f"{end} of a {total_steps}-step run; need 0 <= start_step <= end_step <= {total_steps}"
+        run = f"the run's {total_steps} optimizer steps" + (f" ({how})" if how else "")
+        if end > total_steps:
+            raise ConfigError(
+                f"{self.key}end_step",
+                self.spec[1],
+                f"must resolve to a step <= {total_steps}, {run}",
+                "is beyond the run",
+            )
+        if start > end:
+            raise ConfigError(
+                f"{self.key}end_step",
+                self.spec[1],
+                f"must resolve to a step >= {self.key}start_step={self.spec[0]} (steps {end} < {start} of {run})",
             )
         self.start, self.end, self.every = start, end, max(1, every)
         return self

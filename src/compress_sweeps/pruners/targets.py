@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.pruners.patterns import Pattern, as_matrix
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}
@@ -49,7 +50,7 @@ def name_selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> 
 def layer_classes(names: Sequence[str], key: str = "pruner.layer_types") -> tuple[type[nn.Module], ...]:
     unknown = [n for n in names if n not in LAYER_TYPES]
     if unknown or not names:
-        raise ValueError(f"{key}={list(names)} must be a non-empty list drawn from {list(LAYER_TYPES)}")
+        raise ConfigError(key, list(names), f"must be a non-empty list drawn from {list(LAYER_TYPES)}")
     return tuple(LAYER_TYPES[n] for n in names)
 
 
@@ -90,6 +91,7 @@ def select_layers(
     reduce: str,
     skip_incompatible: bool,
     taken: set[str],
+    key: str = "pruner.",
 ) -> tuple[list[LayerTarget], list[str]]:
     """Targets for the selected layers, and the names of layers skipped because the pattern does not fit them.
 
@@ -100,12 +102,21 @@ def select_layers(
         if not isinstance(module, classes) or not name_selected(name, include, exclude):
             continue
         if name in taken:
-            raise ValueError(f"layer '{name}' is selected by two pruner groups; make their include/exclude disjoint")
+            raise ConfigError(
+                f"{key}include",
+                list(include),
+                "must be disjoint from the other groups' layers",
+                f"takes layer '{name}' again",
+            )
         problem = pattern.problem(tuple(as_matrix(module.weight).shape))
         if problem:
             if not skip_incompatible:
-                raise ValueError(
-                    f"layer '{name}': {problem}; exclude it (pruner.exclude) or set pruner.skip_incompatible=true"
+                raise ConfigError(
+                    f"{key}pattern",
+                    pattern.label,
+                    f"must divide every selected layer ({problem}); exclude the layer ({key}exclude) or set "
+                    f"{key}skip_incompatible=true",
+                    problem=f"does not fit layer '{name}'",
                 )
             skipped.append(name)
             continue

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
@@ -53,9 +54,9 @@ class DifferentiableQuantization:
         export_int8: bool = False,
     ) -> None:
         if not 1 <= bits <= 8:
-            raise ValueError(f"quantizer.bits must be in [1, 8], got {bits}")
+            raise ConfigError("quantizer.bits", bits, "must be an integer in [1, 8]")
         if lr <= 0:
-            raise ValueError(f"quantizer.lr must be > 0, got {lr}")
+            raise ConfigError("quantizer.lr", lr, "must be > 0")
         self.bits, self.lr, self.skip_first_last = bits, lr, skip_first_last
         self.layer_types = layer_types_from_names(layer_types, "quantizer.layer_types")
         self.include = check_regexes(include, "quantizer.include")

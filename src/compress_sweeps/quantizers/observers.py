@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.distributed import global_min_max
 
 
@@ -16,7 +17,7 @@ class EmaRange:
 
     def __init__(self, decay: float = 0.9999) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"quantizer.ema_decay must be in [0, 1), got {decay}")
+            raise ConfigError("quantizer.ema_decay", decay, "must be in [0, 1)")
         self.decay = decay
         self.low: torch.Tensor | None = None
         self.high: torch.Tensor | None = None

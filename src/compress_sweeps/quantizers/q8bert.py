@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError, check_quantizer_start
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
@@ -42,11 +43,11 @@ class Q8Bert:
         export_int8: bool = True,
     ) -> None:
         if not 2 <= bits <= 8:
-            raise ValueError(f"quantizer.bits must be in [2, 8], got {bits}")
+            raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 8]")
         if not 2 <= activation_bits <= 8:
-            raise ValueError(f"quantizer.activation_bits must be in [2, 8], got {activation_bits}")
+            raise ConfigError("quantizer.activation_bits", activation_bits, "must be an integer in [2, 8]")
         if start_step < 0:
-            raise ValueError(f"quantizer.start_step must be >= 0, got {start_step}")
+            raise ConfigError("quantizer.start_step", start_step, "must be an integer step >= 0")
         EmaRange(ema_decay)  # validates quantizer.ema_decay now, not at attach
         self.bits, self.per_channel = bits, per_channel
         self.quantize_activations, self.activation_bits = quantize_activations, activation_bits
@@ -60,6 +61,7 @@ class Q8Bert:
         self.active = False
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
+        check_quantizer_start(self.start_step, context.total_steps)
         self.layers = select_layers(model, (nn.Linear,), self.include, self.exclude)
         self.shadow = ShadowWeights({f"{name}.weight": layer.weight for name, layer in self.layers.items()})
         if self.quantize_activations:

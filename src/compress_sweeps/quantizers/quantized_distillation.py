@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.fake_quant import SCALINGS, uniform_quantize
 from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
@@ -38,11 +39,11 @@ class QuantizedDistillation:
         export_int8: bool = True,
     ) -> None:
         if not 2 <= bits <= 16:
-            raise ValueError(f"quantizer.bits must be in [2, 16], got {bits}")
+            raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 16]")
         if bucket_size is not None and bucket_size < 2:
-            raise ValueError(f"quantizer.bucket_size must be >= 2 or null (whole tensor), got {bucket_size}")
+            raise ConfigError("quantizer.bucket_size", bucket_size, "must be >= 2 or null (one bucket per tensor)")
         if scaling not in SCALINGS:
-            raise ValueError(f"quantizer.scaling must be one of {list(SCALINGS)}, got '{scaling}'")
+            raise ConfigError("quantizer.scaling", scaling, f"must be one of {list(SCALINGS)}", problem="is unknown")
         self.bits, self.bucket_size, self.scaling = bits, bucket_size, scaling
         self.stochastic_rounding, self.skip_first_last = stochastic_rounding, skip_first_last
         self.keep_zeros = keep_zeros

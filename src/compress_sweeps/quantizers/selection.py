@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from compress_sweeps.checks import ConfigError, no_layer_error
+
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d}
 
 
@@ -14,7 +16,7 @@ def layer_types_from_names(names: Sequence[str], key: str) -> tuple[type[nn.Modu
     """Map config names (`Linear`, `Conv2d`) to classes, failing loudly on an unknown one."""
     unknown = [n for n in names if n not in LAYER_TYPES]
     if unknown or not names:
-        raise ValueError(f"{key} must be a non-empty list from {list(LAYER_TYPES)}, got {list(names)}")
+        raise ConfigError(key, list(names), f"must be a non-empty list drawn from {list(LAYER_TYPES)}")
     return tuple(LAYER_TYPES[n] for n in names)
 
 
@@ -43,7 +45,8 @@ def select_layers(
         for name in names[:1] + names[-1:]:
             chosen.pop(name)
     if not chosen:
-        raise ValueError("the quantizer's include/exclude patterns and layer types select no layer of this model")
+        kinds = sorted({t.__name__ for t in layer_types})
+        raise no_layer_error(model, "quantizer.", list(include), list(exclude), kinds)
     return chosen
 
 
@@ -53,5 +56,7 @@ def check_regexes(patterns: Sequence[str], key: str) -> list[str]:
         try:
             re.compile(pattern)
         except re.error as error:
-            raise ValueError(f"{key} holds an invalid regex '{pattern}': {error}") from error
+            raise ConfigError(
+                key, list(patterns), f"must hold valid regexes ('{pattern}': {error})", "is invalid"
+            ) from None
     return list(patterns)

@@ -1,8 +1,9 @@
 """Check every point of a grid sweep before the first job starts, so a bad value fails in seconds, not at job 37.
 
-Each point's config is composed the way its job will be, and the parts that validate their own arguments — the
-trainer and the pruner, quantizer and distiller — are instantiated (cheap: no data or model is loaded). Checks that
-need the model (a regex that matches no layer, a shape a pattern does not divide) still run at each job's start.
+Each point's config is composed the way its job will be and goes through the job's own `check_config` (cheap: no
+data or model is loaded): the trainer and the pruner, quantizer and distiller validate their arguments, and the
+cross-group checks run (schedule steps beyond the run's steps, QAT on a pruned model without pattern_lock). Checks
+that need the model (a regex that matches no layer, a shape a pattern does not divide) still run at each job's start.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Any
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-CHECKED_GROUPS = ("trainer", "pruner", "quantizer", "distiller")
+from compress_sweeps.checks import check_config
 
 
 def grid_points(config: DictConfig) -> list[list[str]] | None:
@@ -33,17 +33,12 @@ def grid_points(config: DictConfig) -> list[list[str]] | None:
 
 
 def point_error(config: DictConfig, point: list[str]) -> str | None:
-    """Compose one job's config and instantiate its self-validating parts; return the first error, if any."""
+    """Compose one job's config and run the job's own `check_config` on it; return the first error, if any."""
     from compress_sweeps.train import describe
 
     try:
         job = GlobalHydra.instance().config_loader().load_sweep_config(config, point)
-        with open_dict(job):
-            del job["hydra"]
-        for group in CHECKED_GROUPS:
-            instantiate(job[group])
-        if not isinstance(job.seed, int) or job.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {job.seed!r}")
+        check_config(job)  # with the job's hydra node, so errors name the options it picked (pruner=none...)
     except Exception as error:  # every failure is reported, none is raised: the user sees them all at once
         return describe(error)
     return None
