@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("overrides", nargs="*", help=f"config overrides after {list(DEFAULT_OVERRIDES)}")
     parser.add_argument("--model", default=None, help="local model folder (save_pretrained); default: bundled MiniLM")
-    parser.add_argument("--max-steps", type=int, default=150, help="optimizer steps")
+    parser.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=64, help="tokens per article")
