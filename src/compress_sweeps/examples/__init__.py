@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m compress_sweeps.examples.<name> --help`."""
