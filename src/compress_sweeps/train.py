@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import artifacts, measure
+from compress_sweeps.checkpoint import Checkpoints
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
@@ -28,6 +29,7 @@ def run(cfg: DictConfig) -> float:
     config = OmegaConf.to_container(cfg, resolve=True)
     results: dict = {"status": "running", "error": None, "seed": cfg.seed, "job_id": job_id(cfg)}
     results |= {"metrics": {}, "compression": {}}
+    checkpoints = Checkpoints(run_dir, results["job_id"])  # resume from / save to <run_dir>/checkpoint/last.pt
     timing: dict[str, float] = {}
     logger: RunLogger = NullLogger()
     started = time.perf_counter()
@@ -52,7 +54,7 @@ def run(cfg: DictConfig) -> float:
             cache_dir=cfg.paths.cache_dir,
         )
         timing["setup_s"] = time.perf_counter() - started
-        trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed)
+        trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed, checkpoints=checkpoints)
         timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
         model = compressors.finalize(model)
         metrics = trainer.evaluate(model, eval_set, task.input_keys)
@@ -83,7 +85,10 @@ def run(cfg: DictConfig) -> float:
     finally:
         timing["total_s"] = time.perf_counter() - started
         results["timing"] = timing
+        results["resumed_from_step"] = checkpoints.resumed_from  # null: trained from step 1
         artifacts.write_json_atomic(run_dir / artifacts.RESULTS, results)
+        if results["status"] == "completed":  # after results.json: a completed run never resumes
+            checkpoints.remove()
         logger.finish(results, exit_code=0 if results["status"] == "completed" else 1)
 
 
