@@ -27,8 +27,9 @@ def job_id(cfg: DictConfig) -> str:
         for key in cfg
         if key not in NOT_IDENTITY
     }
-    if isinstance(identity.get("trainer"), dict):
+    if isinstance(identity.get("trainer"), dict):  # display and checkpoint cadence do not change the numbers
         identity["trainer"].pop("progress", None)
+        identity["trainer"].pop("checkpoint_every", None)
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
