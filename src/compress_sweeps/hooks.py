@@ -2,6 +2,11 @@
 
 A method never owns the loop: the trainer calls these six hooks at fixed points, so any combination of a pruner,
 a quantizer and a distiller composes in one run (prune + KD + QAT = Prune-Once-for-All).
+
+Outside the six hooks, a compressor that keeps state in Python objects (masks in non-persistent buffers, running
+scores, observer ranges, full-precision shadow weights, its own optimizer or generator) also implements the
+optional `Stateful` pair, so a checkpoint can restore it (checkpoint.py). State held in the model's parameters,
+persistent buffers or submodules is already in `model.state_dict()` and needs nothing more.
 """
 
 from __future__ import annotations
@@ -49,6 +54,20 @@ class Compressor(Protocol):
 
     def metrics(self) -> dict[str, float]:
         """What this method wants logged now (targets, achieved sparsity, bits, KD loss terms...)."""
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Optional, outside the hook protocol (like torch's `Stateful`): what a checkpoint saves and restores.
+
+    `state_dict` returns tensors and plain Python values (a checkpoint loads with `weights_only=True`);
+    `load_state_dict` is called after `attach` and after the model's own state dict was loaded, so it may copy
+    into the buffers and parameters `attach` set up. Tensors may come back on the CPU: move them where they live.
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 class Passthrough:
@@ -109,3 +128,17 @@ class Compressors:
         for member in self.members:
             merged.update(member.metrics())
         return merged
+
+    def state_dict(self) -> dict[str, Any]:
+        """{'<position>.<class name>': state} of the `Stateful` members."""
+        return {key: member.state_dict() for key, member in self._stateful().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        members = self._stateful()
+        if set(state) != set(members):
+            raise ValueError(f"the checkpoint holds compressors {sorted(state)}, this run has {sorted(members)}")
+        for key, member in members.items():
+            member.load_state_dict(state[key])
+
+    def _stateful(self) -> dict[str, Stateful]:
+        return {f"{i}.{type(m).__name__}": m for i, m in enumerate(self.members) if isinstance(m, Stateful)}

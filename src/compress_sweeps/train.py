@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import artifacts, distributed, measure
+from compress_sweeps.checkpoint import Checkpoints
 from compress_sweeps.checks import check_config
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
@@ -29,6 +30,7 @@ def run(cfg: DictConfig) -> float:
     config = OmegaConf.to_container(cfg, resolve=True)
     results: dict = {"status": "running", "error": None, "seed": cfg.seed, "job_id": job_id(cfg)}
     results |= {"metrics": {}, "compression": {}}
+    checkpoints = Checkpoints(run_dir, results["job_id"])  # resume from / save to <run_dir>/checkpoint/last.pt
     timing: dict[str, float] = {}
     logger: RunLogger = NullLogger()
     started = time.perf_counter()
@@ -54,7 +56,7 @@ def run(cfg: DictConfig) -> float:
             cache_dir=cfg.paths.cache_dir,
         )
         timing["setup_s"] = time.perf_counter() - started
-        trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed)
+        trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed, checkpoints=checkpoints)
         timing["train_s"] = time.perf_counter() - started - timing["setup_s"]
         if distributed.active():  # masks, observers, buffers and weights must agree on every rank
             results["distributed"] = distributed.check_state(model, compressors)
@@ -94,8 +96,11 @@ def run(cfg: DictConfig) -> float:
     finally:
         timing["total_s"] = time.perf_counter() - started
         results["timing"] = timing
+        results["resumed_from_step"] = checkpoints.resumed_from  # null: trained from step 1
         if distributed.is_main() or results["status"] == "failed":  # a failing rank > 0 stops rank 0 too
             artifacts.write_json_atomic(run_dir / artifacts.RESULTS, results)
+        if results["status"] == "completed" and distributed.is_main():  # after results.json: never resumed
+            checkpoints.remove()
         logger.finish(results, exit_code=0 if results["status"] == "completed" else 1)
 
 

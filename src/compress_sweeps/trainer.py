@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from compress_sweeps import distributed
+from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers.base import RunLogger
@@ -59,6 +60,7 @@ class Trainer:
         eval_every: int | None = 100,
         eval_max_batches: int | None = None,
         log_every: int = 10,
+        checkpoint_every: int | None = 50,
         device: str = "auto",
         progress: bool = True,
     ) -> None:
@@ -83,6 +85,7 @@ class Trainer:
             "eval_every": (eval_every, eval_every is None or eval_every >= 1, "an integer >= 1 or null"),
             "eval_max_batches": (eval_max_batches, eval_max_batches is None or eval_max_batches >= 1, ">= 1 or null"),
             "log_every": (log_every, log_every >= 1, "an integer >= 1"),
+            "checkpoint_every": (checkpoint_every, checkpoint_every is None or checkpoint_every >= 1, ">= 1 or null"),
         }
         for key, (value, ok, allowed) in checks.items():
             if not ok:
@@ -93,7 +96,7 @@ class Trainer:
         self.grad_accum_steps, self.eval_batch_size = grad_accum_steps, eval_batch_size
         self.lr, self.weight_decay, self.warmup_ratio, self.lr_schedule = lr, weight_decay, warmup_ratio, lr_schedule
         self.max_grad_norm, self.eval_every, self.eval_max_batches = max_grad_norm, eval_every, eval_max_batches
-        self.log_every, self.progress = log_every, progress
+        self.log_every, self.progress, self.checkpoint_every = log_every, progress, checkpoint_every
         self.device = resolve_device(device)
 
     def total_steps(self, train_size: int) -> int:
@@ -112,11 +115,15 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.lr)
 
-    def _batches(self, dataset: Dataset, generator: torch.Generator):
-        """Shuffled micro-batches forever (a new permutation each epoch; this process's shard of it if distributed)."""
-        while True:
+    def _batches(self, dataset: Dataset, generator: torch.Generator) -> EpochBatches:
+        """Shuffled micro-batches forever (a new permutation each epoch; this process's shard of it if distributed),
+        resumable from a checkpoint."""
+
+        def loader(epoch: int) -> DataLoader:
             sampler = distributed.shuffled(dataset, generator)
-            yield from DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=generator)
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=generator)
+
+        return EpochBatches(loader, generator)
 
     def fit(
         self,
@@ -127,8 +134,12 @@ class Trainer:
         context: RunContext,
         logger: RunLogger,
         seed: int = 0,
+        checkpoints: Checkpoints | None = None,
     ) -> dict[str, float]:
-        """Attach the compressors, train, evaluate every `eval_every` steps; return the last eval metrics."""
+        """Attach the compressors, train, evaluate every `eval_every` steps; return the last eval metrics.
+
+        With `checkpoints`, continue from the run folder's checkpoint if it holds one, and save one when it is due.
+        """
         total, input_keys = context.total_steps, context.input_keys
         model.to(self.device).train()
         compressors.attach(model, context)
@@ -136,8 +147,11 @@ class Trainer:
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)
         batches = self._batches(train_set, torch.Generator().manual_seed(seed))
+        training = TrainingState(model, optimizer, scheduler, batches, compressors)
+        start = checkpoints.resume(training) if checkpoints is not None else 0
         bar = tqdm(
             total=total,
+            initial=start,
             desc="train",
             unit="step",
             disable=not self.progress or not distributed.is_main(),
@@ -145,7 +159,7 @@ class Trainer:
         )
         metrics: dict[str, float] = {}
         running, since_log, seen, started = 0.0, 0, 0, time.perf_counter()
-        for step in range(1, total + 1):
+        for step in range(start + 1, total + 1):
             for _ in range(self.grad_accum_steps):
                 batch = {k: v.to(self.device) for k, v in next(batches).items()}
                 outputs = net(**{k: batch[k] for k in input_keys if k in batch})
@@ -177,6 +191,9 @@ class Trainer:
                 bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 logger.log(metrics, step=step)
                 model.train()
+            saving = checkpoints is not None and self.checkpoint_every and step % self.checkpoint_every == 0
+            if saving and distributed.is_main():  # ranks hold the same weights and masks; one file
+                checkpoints.save(step, training)
         bar.close()
         distributed.sync_running_stats(model)
         return metrics

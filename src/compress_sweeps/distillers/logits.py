@@ -93,5 +93,13 @@ class LogitsDistiller:
         self.teachers.release()
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        """Logged running means and teacher pass counts (for checkpoints; the teachers are rebuilt at attach)."""
+        return {"tracker": self.tracker.state_dict(), "teachers": self.teachers.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+        self.teachers.load_state_dict(state["teachers"])
+
     def metrics(self) -> dict[str, float]:
         return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes)

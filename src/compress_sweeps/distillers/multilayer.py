@@ -214,5 +214,13 @@ class MultiLayerDistiller:
         self.teachers.release()
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        """Logged running means and teacher pass counts; learned projections are model submodules (its state dict)."""
+        return {"tracker": self.tracker.state_dict(), "teachers": self.teachers.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.tracker.load_state_dict(state["tracker"])
+        self.teachers.load_state_dict(state["teachers"])
+
     def metrics(self) -> dict[str, float]:
         return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes)

@@ -90,6 +90,14 @@ class TeacherOutputs:
     def forward_passes(self) -> int:
         return sum(t.forward_passes for t in self.teachers.values())
 
+    def state_dict(self) -> dict[str, int]:
+        """Forward passes so far per teacher (a metric); the teachers themselves are rebuilt at attach."""
+        return {name: teacher.forward_passes for name, teacher in self.teachers.items()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for name, teacher in self.teachers.items():
+            teacher.forward_passes = state[name]
+
     def release(self) -> None:
         """Drop the teacher modules and cached tables once training is over (they can be large)."""
         for teacher in self.teachers.values():

@@ -98,7 +98,7 @@ class Teacher:
         return tensors_digest(self.module.state_dict())
 
     def _finetuned(self, context: RunContext, data_digest: str) -> nn.Module:
-        settings = {k: v for k, v in vars(self.finetune).items() if k not in ("device", "progress")}
+        settings = {k: v for k, v in vars(self.finetune).items() if k not in ("device", "progress", "checkpoint_every")}
         key = repr((describe(self.build), context.task_name, data_digest, settings, self.finetune_seed))
         folder = Path(context.cache_dir or ".").expanduser() / "teachers"
         folder = folder / f"{context.task_name or 'task'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"

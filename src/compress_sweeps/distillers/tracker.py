@@ -28,6 +28,12 @@ class MeanTracker:
             "kd/teacher_forward_passes": float(teacher_forward_passes),
         }
 
+    def state_dict(self) -> dict[str, dict]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts), "last": dict(self.last)}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        self.sums, self.counts, self.last = dict(state["sums"]), dict(state["counts"]), dict(state["last"])
+
     def means(self) -> dict[str, float]:
         if self.sums:
             self.last = {name: total / self.counts[name] for name, total in self.sums.items()}

@@ -27,6 +27,12 @@ class Magnitude:
     def scores(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
         return [w.detach().abs() for w in weights]
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, weights: list[torch.Tensor]) -> None:
+        pass
+
 
 class _FromGradients:
     """Shared bookkeeping of the gradient-based criteria: the scores so far, or None before any gradient."""
@@ -46,6 +52,14 @@ class _FromGradients:
                 "or use pruner.criterion=magnitude."
             )
         return self.state
+
+    def state_dict(self) -> dict:
+        """The running scores (a checkpoint restores them: momentum criteria carry them across every step)."""
+        return {"scores": self.state}
+
+    def load_state_dict(self, state: dict, weights: list[torch.Tensor]) -> None:
+        scores = state["scores"]
+        self.state = None if scores is None else [s.to(w.device) for s, w in zip(scores, weights, strict=True)]
 
 
 class Gradient(_FromGradients):

@@ -147,5 +147,17 @@ class PruneGroup:
         weights = self.weights
         return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
+    def state_dict(self) -> dict:
+        """Masks (non-persistent buffers, so not in the model's state dict), scores and schedule position."""
+        state = {"masks": self.masks, "criterion": self.criterion.state_dict()}
+        return state | {"current": self.current, "pruned": self.pruned_any}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        for mask, saved in zip(self.masks, state["masks"], strict=True):
+            mask.copy_(saved)
+        self.criterion.load_state_dict(state["criterion"], self.weights)
+        self.current, self.pruned_any = state["current"], state["pruned"]
+
     def labels(self) -> dict[str, str]:
         return {name: label for t in self.targets for name, label in t.labels().items()}

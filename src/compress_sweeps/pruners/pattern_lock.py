@@ -62,6 +62,15 @@ class PatternLock:
     def after_optimizer_step(self, step: int) -> None:
         torch._foreach_mul_(self._weights, self._masks)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The locked masks (taken at attach; kept so a resumed run never re-derives them from trained weights)."""
+        return {"masks": list(self._masks)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for mask, saved in zip(self._masks, state["masks"], strict=True):
+            mask.copy_(saved)
+
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
         for module in self.modules.values():

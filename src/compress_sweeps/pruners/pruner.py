@@ -103,6 +103,14 @@ class Pruner:
                     remove_mask(module)
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each group's masks, criterion scores and latest target (for checkpoints; see hooks.Stateful)."""
+        return {"groups": [g.state_dict() for g in self.groups]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for group, saved in zip(self.groups, state["groups"], strict=True):
+            group.load_state_dict(saved)
+
     def layer_patterns(self) -> dict[str, str]:
         """{parameter name -> pattern label} of every pruned weight (for results.json and its pattern check)."""
         return {name: label for g in self.groups for name, label in g.labels().items()}

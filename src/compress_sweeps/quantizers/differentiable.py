@@ -107,6 +107,23 @@ class DifferentiableQuantization:
         self.shadow.release()
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        """The learned points, their Adam state, the assignments and the full-precision shadow weights."""
+        return {
+            "points": {name: p.detach() for name, p in self.points.items()},
+            "assignment": self.assignment,
+            "optimizer": self.optimizer.state_dict(),
+            "shadow": self.shadow.state_dict(),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, points in self.points.items():  # in place: the Adam optimizer holds these tensors
+            points.copy_(state["points"][name])
+            self.assignment[name] = state["assignment"][name].to(points.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.shadow.load_state_dict(state["shadow"])
+
     def metrics(self) -> dict[str, float]:
         spread = [float(p.detach().std()) for p in self.points.values()]
         return {"quant/bits": float(self.bits), "quant/points_std_mean": sum(spread) / max(len(spread), 1)}

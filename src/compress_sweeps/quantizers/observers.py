@@ -26,6 +26,12 @@ class EmaRange:
     def ready(self) -> bool:
         return self.low is not None
 
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        return {"low": self.low, "high": self.high}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | None], device: torch.device) -> None:
+        self.low, self.high = (None if v is None else v.to(device) for v in (state["low"], state["high"]))
+
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
         low, high = global_min_max(x.detach().amin().float(), x.detach().amax().float())

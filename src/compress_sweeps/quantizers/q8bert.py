@@ -110,6 +110,17 @@ class Q8Bert:
         self.handles.clear()
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        """Whether quantization started, the activation ranges and the full-precision shadow weights."""
+        observers = {name: observer.state_dict() for name, observer in self.observers.items()}
+        return {"active": self.active, "observers": observers, "shadow": self.shadow.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.active = state["active"]
+        for name, observer in self.observers.items():
+            observer.load_state_dict(state["observers"][name], self.layers[name].weight.device)
+        self.shadow.load_state_dict(state["shadow"])
+
     def metrics(self) -> dict[str, float]:
         ready = [o for o in self.observers.values() if o.ready]
         out = {"quant/bits": float(self.bits), "quant/active": float(self.active), "quant/layers": len(self.layers)}

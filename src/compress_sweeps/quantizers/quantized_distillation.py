@@ -84,5 +84,13 @@ class QuantizedDistillation:
         self.shadow.release()
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stochastic rounding generator and the full-precision shadow weights."""
+        return {"generator": self.generator.get_state(), "shadow": self.shadow.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.shadow.load_state_dict(state["shadow"])
+
     def metrics(self) -> dict[str, float]:
         return {"quant/bits": float(self.bits), "quant/layers": float(len(self.layers))}

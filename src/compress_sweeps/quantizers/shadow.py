@@ -42,6 +42,13 @@ class ShadowWeights:
                 param.copy_(self.full[name])
         self.full.clear()
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The full-precision values while quantized ones are swapped in (the model's state dict holds the latter)."""
+        return dict(self.full)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.full = {name: value.to(self.params[name].device) for name, value in state.items()}
+
     def release(self) -> None:
         """Forget the full-precision copies, leaving the quantized values in place (the fold of `finalize`)."""
         self.full.clear()

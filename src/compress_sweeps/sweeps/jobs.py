@@ -19,6 +19,17 @@ from compress_sweeps.artifacts import RESULTS
 
 # keys that say where and how a job reports, not what it computes
 NOT_IDENTITY = ("hydra", "paths", "logger")
+# how often a trainer (the run's, or a teacher's fine-tuning) saves a checkpoint, at any depth: resuming is exact,
+# so the cadence never changes a result, and ids from before the key existed stay the same
+CADENCE = "checkpoint_every"
+
+
+def _without_cadence(tree: object) -> object:
+    if isinstance(tree, dict):
+        return {k: _without_cadence(v) for k, v in tree.items() if k != CADENCE}
+    if isinstance(tree, list):
+        return [_without_cadence(v) for v in tree]
+    return tree
 
 
 def job_id(cfg: DictConfig) -> str:
@@ -30,7 +41,7 @@ def job_id(cfg: DictConfig) -> str:
     }
     if isinstance(identity.get("trainer"), dict):
         identity["trainer"].pop("progress", None)
-    blob = json.dumps(identity, sort_keys=True, default=str)
+    blob = json.dumps(_without_cadence(identity), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
