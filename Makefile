@@ -36,11 +36,13 @@ report: install ## table + plots of a sweep folder: make report SWEEP_DIR=output
 	@test -n "$(SWEEP_DIR)" || { echo "no sweep folder under outputs/sweeps: run make sweep first"; exit 2; }
 	$(PY) -m compress_sweeps report $(SWEEP_DIR)
 
-# Both sweeps run every recipe of conf/recipe/ for 2 seeds; a failed job does not stop the table (it shows there).
-# Re-running skips finished jobs. W&B runs too: make results RESULTS_ARGS=logger=wandb
-results: install ## the README's results table: text + image sweeps of conf/recipe/, 2 seeds (about 1 h on 2 cores)
-	-$(PY) -m compress_sweeps -m sweep=results_text $(RESULTS_ARGS)
-	-$(PY) -m compress_sweeps -m sweep=results_image $(RESULTS_ARGS)
+# Two sweeps (every recipe of conf/recipe/, 2 seeds each), each on 2 joblib workers with one torch thread per job;
+# a failed job does not stop the table (it shows there). Re-running skips finished jobs.
+# With W&B too: make results RESULTS_ARGS="logger=wandb"
+RESULTS_LAUNCH := threads=1 hydra/launcher=joblib hydra.launcher.n_jobs=2
+results: install ## the README's results table: text + image sweeps of conf/recipe/, 2 seeds (under 1 h on 2 cores)
+	-$(PY) -m compress_sweeps -m sweep=results_text $(RESULTS_LAUNCH) $(RESULTS_ARGS)
+	-$(PY) -m compress_sweeps -m sweep=results_image $(RESULTS_LAUNCH) $(RESULTS_ARGS)
 	$(PY) -m compress_sweeps results $(RESULTS_DIR)/text $(RESULTS_DIR)/image --readme README.md --out $(RESULTS_DIR)/results.md
 
 test: install ## the test suite without the tests marked slow (what CI runs)
