@@ -77,8 +77,8 @@ def test_results_table_means_drops_and_goals(tmp_path):
     text = results_table.render([sweep])
     assert "| snip_momentum 80% 4x1 + KD | 0.9525 ± 0.0035 | 2 | -1.80% | 0.800 | 4x1 holds |" in text
     assert "| snip_momentum 2:4 | failed (1 jobs) |" in text
-    assert "- 80% 4x1 with KD: relative drop +1.80% (goal <= 1.0%): missed by 0.80 points of %" in text
-    assert "- int8 export vs fp32 of the same run: +0.20 points (goal <= 0.5): met" in text
+    assert "- 80% 4x1 with KD: relative drop +1.80% (goal <= 1.0%): missed by 0.80 percentage points" in text
+    assert "- int8 export: accuracy drop vs fp32 of the same run +0.20 points (goal <= 0.5): met" in text
 
 
 def test_results_command_replaces_only_the_readme_section(tmp_path):

@@ -120,7 +120,8 @@ def to_markdown(rows: list[dict]) -> str:
     lines = []
     for row in rows:
         if "accuracy" not in row:
-            lines.append(f"| {row['label']} | failed ({row['failed']} jobs) | 0 |  |  |  |  |  |  |  |")
+            state = f"failed ({row['failed']} jobs)" if row["failed"] else "not run"
+            lines.append(f"| {row['label']} | {state} | 0 |  |  |  |  |  |  |  |")
             continue
         change = f"{row['change_pct']:+.2f}%" if "change_pct" in row else ""
         sparsity = f"{row['sparsity']:.3f}" if "sparsity" in row else ""
@@ -153,14 +154,14 @@ def goal_lines(rows: list[dict]) -> list[str]:
         if "change_pct" not in row:
             continue
         drop = -row["change_pct"]
-        verdict = "met" if drop <= limit else f"missed by {drop - limit:.2f} points of %"
+        verdict = "met" if drop <= limit else f"missed by {drop - limit:.2f} percentage points"
         lines.append(f"- {what}: relative drop {drop:+.2f}% (goal <= {limit}%): {verdict}")
     int8 = by_recipe.get("q8bert", {})
     if "int8_drop_points" in int8:
         drop = int8["int8_drop_points"]
         verdict = "met" if drop <= INT8_GOAL_POINTS else f"missed by {drop - INT8_GOAL_POINTS:.2f} points"
         goal = f"goal <= {INT8_GOAL_POINTS}"
-        lines.append(f"- int8 export vs fp32 of the same run: {drop:+.2f} points ({goal}): {verdict}")
+        lines.append(f"- int8 export: accuracy drop vs fp32 of the same run {drop:+.2f} points ({goal}): {verdict}")
     return lines
 
 
