@@ -64,18 +64,25 @@ def no_layer_error(
     )
 
 
-def config_error(error: BaseException) -> ConfigError | None:
-    """The ConfigError behind `error`, also when Hydra wrapped it in an InstantiationException; else None."""
+def root_cause(error: BaseException) -> BaseException:
+    """`error` without Hydra's InstantiationException wrappers around it."""
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__
+    return error
+
+
+def config_error(error: BaseException) -> ConfigError | None:
+    """The ConfigError behind `error`, also when Hydra wrapped it in an InstantiationException; else None."""
+    error = root_cause(error)
     return error if isinstance(error, ConfigError) else None
 
 
-def check_config(cfg: DictConfig, train_size: int | None = None) -> None:
+def check_config(cfg: DictConfig, train_size: int | None = None) -> dict[str, Any]:
     """Every check that needs no data and no model; raise ConfigError on the first bad setting.
 
-    `train_size` (examples in the training split) lets an epochs-based run count its optimizer steps; without it
-    such a run's schedule steps are checked at attach time instead.
+    Returns the objects it built and checked, {group: object} for the trainer, pruner, quantizer and distiller, so
+    the run uses them instead of building them again. `train_size` (examples in the training split) lets an
+    epochs-based run count its optimizer steps; without it such a run's schedule steps are checked at attach time.
     """
     missing = sorted(missing_keys(cfg))
     if missing:
@@ -87,6 +94,7 @@ def check_config(cfg: DictConfig, train_size: int | None = None) -> None:
     if total is not None:
         check_steps(parts, *total)
     check_qat_on_pruned(cfg, parts)
+    return parts
 
 
 def missing_keys(cfg: DictConfig) -> set[str]:

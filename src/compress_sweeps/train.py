@@ -7,13 +7,12 @@ import traceback
 from functools import partial
 from pathlib import Path
 
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import artifacts, distributed, measure
 from compress_sweeps.checkpoint import Checkpoints
-from compress_sweeps.checks import check_config
+from compress_sweeps.checks import check_config, root_cause
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
@@ -39,13 +38,15 @@ def run(cfg: DictConfig) -> float:
         logger.start(config, run_dir)
         seed_everything(cfg.seed)
         results["threads"] = set_threads(cfg.threads)
-        check_config(cfg)  # every check that needs no data and no model: a bad value fails before any loading
-        trainer = instantiate(cfg.trainer)
+        # every check that needs no data and no model: a bad value fails before any loading; the trainer and the
+        # compressors it built and checked are the run's own
+        parts = check_config(cfg)
+        trainer = parts["trainer"]
         task = instantiate(cfg.task)
         model = instantiate(cfg.model, num_labels=task.num_labels)
         tokenizer = tokenizer_for(model)
         train_set, eval_set = task.datasets(tokenizer)
-        compressors = Compressors(instantiate(cfg[group]) for group in ("pruner", "quantizer", "distiller"))
+        compressors = Compressors(parts[group] for group in ("pruner", "quantizer", "distiller"))
         context = RunContext(
             total_steps=trainer.total_steps(len(train_set)),
             num_labels=task.num_labels,
@@ -106,8 +107,7 @@ def run(cfg: DictConfig) -> float:
 
 def describe(error: BaseException) -> str:
     """'ValueError: trainer.lr=-1 is out of range...': the root cause, not Hydra's instantiation wrapper."""
-    while isinstance(error, InstantiationException) and error.__cause__ is not None:
-        error = error.__cause__
+    error = root_cause(error)
     return f"{type(error).__name__}: {error}"
 
 

@@ -27,19 +27,24 @@ def _value(text: str):
         return text
 
 
+def job_overrides(folder: Path) -> dict:
+    """A job folder's command-line overrides ({key: value}, `+`/`~` dropped) from its `.hydra/overrides.yaml`."""
+    overrides_file = Path(folder) / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    pairs = (override.lstrip("+~").partition("=") for override in overrides or [])
+    return {key: _value(value) for key, _, value in pairs}
+
+
 def load_jobs(sweep_dir: Path) -> pd.DataFrame:
     """One row per job folder: its overrides as columns, then status and the measured figures."""
     rows = []
     for path in sorted(Path(sweep_dir).glob(f"*/{RESULTS}")):
         folder = path.parent
         results = json.loads(path.read_text())
-        overrides_file = folder / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         row = {"job": folder.name}
-        for override in overrides or []:
-            key, _, value = override.lstrip("+~").partition("=")
+        for key, value in job_overrides(folder).items():
             if key not in ("sweep", "logger", "trainer.progress") and not key.startswith("hydra"):
-                row[key] = _value(value)
+                row[key] = value
         hydra_file = folder / ".hydra" / "hydra.yaml"
         choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"] if hydra_file.is_file() else {}
         row |= {f"choice.{group}": choices.get(group) for group in CHOICES}

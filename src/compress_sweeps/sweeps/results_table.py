@@ -17,9 +17,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from compress_sweeps.artifacts import RESULTS, write_text_atomic
+from compress_sweeps.sweeps.report import job_overrides
 
 # recipe -> label, in the order of the table
 RECIPES = {
@@ -41,16 +40,6 @@ DROP_GOALS = [("snip80_4x1_kd", "80% 4x1 with KD", 1.0), ("nm24", "2:4", 0.3), (
 INT8_GOAL_POINTS = 0.5
 
 
-def _recipe(folder: Path) -> str | None:
-    overrides_file = folder / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    for override in overrides or []:
-        key, _, value = override.lstrip("+").partition("=")
-        if key == "recipe":
-            return value
-    return None
-
-
 def _verified(results: dict, check: str):
     """A value the verification gate measured from the saved model (None when it did not check it)."""
     for entry in (results.get("verified") or {}).get("checks", []):
@@ -63,9 +52,9 @@ def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:
     """recipe -> the results.json of each of its jobs (every status) in `sweep_dir`."""
     runs: dict[str, list[dict]] = {}
     for path in sorted(Path(sweep_dir).glob(f"*/{RESULTS}")):
-        recipe = _recipe(path.parent)
+        recipe = job_overrides(path.parent).get("recipe")
         if recipe is not None:
-            runs.setdefault(recipe, []).append(json.loads(path.read_text()))
+            runs.setdefault(str(recipe), []).append(json.loads(path.read_text()))
     if not runs:
         raise FileNotFoundError(f"no */{RESULTS} of a +recipe=... job under {sweep_dir}: run a results sweep first")
     return runs
