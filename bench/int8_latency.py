@@ -1,15 +1,20 @@
-"""int8 export vs fp32 eval latency on MiniLM (batch 32, seq 64), both timed side by side in one process.
+"""int8 export vs fp32 eval latency on MiniLM (batch 32, seq 64), all timed side by side in one process.
 
     PYTHONPATH=src python bench/int8_latency.py [--model RUN_FOLDER] [--repeats 20] [--threads N]
 
 Without `--model` the bundled all-MiniLM-L6-v2 (fresh 5-way head) is folded onto the Q8BERT int8 grid first, so
 the export stores every Linear exactly, as after `quantizer=q8bert`; with `--model` a finished run's folder is
-loaded as saved. Runs are interleaved (fp32, int8, fp32, ...) so load from other processes hits both alike.
+loaded as saved. Four models run interleaved (each repeat times every model once) so load from other processes
+hits them alike: the PyTorch fp32 model (what a run trains and saves), both int8 backends
+(`quantizer.int8_backend=onnxruntime`, the default, and `torch`), and, for reference, the same ONNX graph in fp32
+under ONNX Runtime, which separates what the runtime gains from what int8 gains.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -17,7 +22,8 @@ from transformers import AutoModelForSequenceClassification
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import minilm
 from compress_sweeps.quantizers import Q8Bert
-from compress_sweeps.quantizers.export import paired_latency_ms, to_int8
+from compress_sweeps.quantizers.export import OnnxModel, export_onnx, paired_latency_ms, to_int8, to_int8_onnx
+from compress_sweeps.trainer import logits_of
 
 
 def main() -> None:
@@ -38,23 +44,39 @@ def main() -> None:
         quantizer = Q8Bert(quantize_activations=False)
         quantizer.attach(model, RunContext(total_steps=0, num_labels=5, device=torch.device("cpu")))
         model = quantizer.finalize(model)
-    int8, counts = to_int8(model)
     vocab = model.config.vocab_size
     inputs = {
         "input_ids": torch.randint(1000, vocab, (args.batch, args.seq)),
         "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
         "token_type_ids": torch.zeros(args.batch, args.seq, dtype=torch.long),
     }
-    with torch.inference_mode():
-        fp32_logits, int8_logits = model(**inputs).logits, int8(**inputs).logits
-    agreement = float((fp32_logits.argmax(-1) == int8_logits.argmax(-1)).float().mean())
-    latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs, repeats=args.repeats)
-    print(f"model: {args.model or 'all-MiniLM-L6-v2 (folded to the q8bert int8 grid)'}; {counts}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ort_int8, counts = to_int8_onnx(model, inputs, Path(tmp) / "model.int8.onnx")
+        ort_fp32 = OnnxModel(export_onnx(model, inputs, Path(tmp) / "model.onnx"))
+        torch_int8, torch_counts = to_int8(model)
+        models = {
+            "fp32": model,
+            "int8 onnxruntime": ort_int8,
+            "int8 torch.ao": torch_int8,
+            "fp32 onnxruntime": ort_fp32,
+        }
+        with torch.inference_mode():
+            logits = {name: logits_of(m(**inputs)) for name, m in models.items()}
+        latency = paired_latency_ms(models, inputs, repeats=args.repeats)
+    print(f"model: {args.model or 'all-MiniLM-L6-v2 (folded to the q8bert int8 grid)'}")
+    print(f"int8 layers: onnxruntime {counts}, torch.ao {torch_counts}")
     print(f"batch {args.batch} x seq {args.seq}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"fp32 latency: {latency['fp32']:.1f} ms   int8 latency: {latency['int8']:.1f} ms")
-    print(f"int8 / fp32 latency ratio: {latency['int8'] / latency['fp32']:.3f}")
-    difference = float((fp32_logits - int8_logits).abs().max())
-    print(f"max |logit difference|: {difference:.4f}; argmax agreement {agreement:.3f}")
+    for name, ms in latency.items():
+        agreement = float((logits[name].argmax(-1) == logits["fp32"].argmax(-1)).float().mean())
+        difference = float((logits[name] - logits["fp32"]).abs().max())
+        print(
+            f"{name:>17}: {ms:7.1f} ms  ratio vs fp32 {ms / latency['fp32']:.3f}  "
+            f"max |logit diff| {difference:.4f}  argmax agreement {agreement:.3f}"
+        )
+    ratio = latency["int8 onnxruntime"] / latency["fp32"]
+    print(f"int8 / fp32 latency ratio (default export, onnxruntime): {ratio:.3f}")
+    alone = latency["int8 onnxruntime"] / latency["fp32 onnxruntime"]
+    print(f"onnxruntime int8 / onnxruntime fp32 (what int8 alone gains): {alone:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,17 @@ straight-through gradients, pruned zeros kept, measured bits and size, and the i
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
+from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.measure import quantized_storage
 from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation
-from compress_sweeps.quantizers.export import to_int8
+from compress_sweeps.quantizers.export import to_int8, to_int8_onnx
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
     bucketed,
@@ -193,6 +196,50 @@ def test_int8_export_stores_the_trained_grid_exactly():
     assert torch.equal(weight, model[2].weight.detach())
     x = torch.randn(32, 16)
     assert torch.allclose(int8(x), model(x), atol=0.05)
+
+
+def onnx_weights(path) -> dict[str, torch.Tensor]:
+    """The int8 weights of an ONNX Runtime export, dequantized: {float weight name: codes * scale}."""
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    weights = {}
+    for name, codes in tensors.items():
+        if name.endswith("_quantized") and codes.dtype == torch.int8:
+            base = name.removesuffix("_quantized")
+            scale = tensors[f"{base}_scale"].float()
+            weights[base] = codes.float() * (scale if scale.ndim == 0 else scale[None, :])  # [in, out] layout
+    return weights
+
+
+def test_onnxruntime_export_keeps_the_trained_int8_codes(tmp_path):
+    model = mlp()
+    quantizer = Q8Bert(quantize_activations=False)
+    quantizer.attach(model, CONTEXT)
+    model = quantizer.finalize(model).eval()
+    x = torch.randn(32, 16)
+    int8, counts = to_int8_onnx(model, {"input": x}, tmp_path / "model.int8.onnx")  # Sequential.forward(input)
+    assert counts == {"exact_layers": 3, "requantized_layers": 0}
+    stored = sorted(onnx_weights(tmp_path / "model.int8.onnx").values(), key=lambda w: w.numel())
+    trained = sorted((m.weight.detach().T for m in model if isinstance(m, nn.Linear)), key=lambda w: w.numel())
+    assert len(stored) == 3
+    for got, want in zip(stored, trained, strict=True):  # same codes and scale: equal up to float rounding
+        assert torch.allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(int8(input=x), model(x), atol=0.05)  # activations are quantized per batch at run time
+    assert int8(input=x[:5]).shape == (5, 3)  # the batch size is dynamic
+
+
+def test_onnxruntime_export_requantizes_other_grids_per_channel(tmp_path):
+    model = mlp()
+    quantizer = Q8Bert(bits=4, quantize_activations=False)  # 7 codes a side: not ONNX Runtime's max|w| / 127 grid
+    quantizer.attach(model, CONTEXT)
+    model = quantizer.finalize(model).eval()
+    _, counts = to_int8_onnx(model, {"input": torch.randn(4, 16)}, tmp_path / "model.int8.onnx")
+    assert counts == {"exact_layers": 0, "requantized_layers": 3}
+
+
+def test_int8_backend_is_checked():
+    with pytest.raises(ConfigError, match="quantizer.int8_backend=tensorrt .*onnxruntime \\| torch"):
+        Q8Bert(int8_backend="tensorrt")
 
 
 @pytest.mark.parametrize(

@@ -69,9 +69,12 @@ def run(cfg: DictConfig) -> float:
         # a pruner names the weights it pruned and their pattern; the report re-counts both from the weights
         patterns = next((m.layer_patterns() for m in compressors.members if hasattr(m, "layer_patterns")), None)
         compression = measure.measure(model, eval_set[0], task.input_keys, patterns=patterns)
-        if wants_int8_export(compressors.members):  # the real int8 model, evaluated and timed against this one
+        if backend := wants_int8_export(compressors.members):  # the real int8 model, evaluated and timed vs this one
             evaluate = partial(trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
-            compression["int8_export"] = int8_export_report(model, evaluate, eval_set, task.input_keys, metrics)
+            folder = run_dir if distributed.is_main() else None
+            compression["int8_export"] = int8_export_report(
+                model, evaluate, eval_set, task.input_keys, metrics, backend=backend, folder=folder
+            )
         if distributed.is_main():
             artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"metrics": metrics | compressors.metrics(), "compression": compression}

@@ -17,6 +17,7 @@ from torch import nn
 
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
+from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
 
@@ -52,6 +53,7 @@ class DifferentiableQuantization:
         include: Sequence[str] = (".*",),
         exclude: Sequence[str] = (),
         export_int8: bool = False,
+        int8_backend: str = "onnxruntime",
     ) -> None:
         if not 1 <= bits <= 8:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [1, 8]")
@@ -62,6 +64,7 @@ class DifferentiableQuantization:
         self.include = check_regexes(include, "quantizer.include")
         self.exclude = check_regexes(exclude, "quantizer.exclude")
         self.export_int8 = export_int8  # non-uniform points are not an int8 grid; the export would re-quantize
+        self.int8_backend = check_backend(int8_backend)
         self.points: dict[str, torch.Tensor] = {}
         self.assignment: dict[str, torch.Tensor] = {}
         self.pinned: dict[str, bool] = {}

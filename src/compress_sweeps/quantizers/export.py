@@ -1,39 +1,60 @@
-"""The real int8 model for CPU inference: every Linear becomes a dynamically quantized int8 Linear (FBGEMM/oneDNN).
+"""The real int8 model for CPU inference, built after finalize, evaluated and timed against the fp32 model.
 
-Weights already folded onto a symmetric grid of at most 127 codes (Q8BERT, 8 bits or fewer) are stored exactly:
-the scale is read back from the folded values, so the int8 codes are the ones trained. Other weights (bucketed
-or learned non-uniform grids) are re-quantized to int8 per output channel, and counted as such. Activations are
-quantized per batch at run time (dynamic quantization), so no calibration data is needed.
+Two backends (`quantizer.int8_backend`):
 
-Backend: `torch.ao.nn.quantized.dynamic.Linear` over the FBGEMM int8 GEMM kernels shipped in the CPU torch wheel
-(deprecated with torch's quantized tensors, pytorch/pytorch#184982, but still the fast CPU path). torchao 0.18.0's
-`Int8DynamicActivationInt8WeightConfig` and `Int8WeightOnlyConfig` (the maintained successors) ran *slower* than
-fp32 in eager mode on our CPU (MiniLM, batch 32 x seq 64), so they are not used; see the README's Quantization
-section for the figures.
+- `onnxruntime` (default): the model is exported to ONNX (`torch.onnx.export`; Hugging Face models switched to eager
+  attention first, whose MatMul/Softmax graph ONNX Runtime fuses) and quantized by ONNX Runtime's maintained
+  `quantize_dynamic`: int8 weights (symmetric, [-127, 127]) and uint8 activations quantized per batch at run time.
+  At session creation ONNX Runtime fuses each DynamicQuantizeLinear + MatMulInteger + scale into one
+  MatMulIntegerToFloat kernel (VNNI on x86), plus LayerNorm and GELU fusions. Only MatMul/Gemm are quantized
+  (Linear layers; convolutions stay fp32, as in the torch backend).
+- `torch`: every nn.Linear becomes `torch.ao.nn.quantized.dynamic.Linear` over the FBGEMM int8 GEMM of the CPU
+  torch wheel (deprecated with torch's quantized tensors, pytorch/pytorch#184982).
+
+Both store weights already folded onto a symmetric grid of at most 127 codes (Q8BERT, 8 bits or fewer) exactly:
+int8 codes under scale max|w| / codes, the grid the quantizer trained. Other weights (bucketed or learned
+non-uniform grids) are re-quantized to int8 (per output channel), and counted as such. No calibration data is
+needed. torchao 0.18.0's `Int8DynamicActivationInt8WeightConfig` and `Int8WeightOnlyConfig` ran *slower* than fp32
+in eager mode on our CPU (MiniLM, batch 32 x seq 64), so they are not offered; see the README's Quantization section.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import os
 import statistics
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.utils.data import DataLoader, Dataset
 
-BACKEND = "torch.ao.nn.quantized.dynamic.Linear (FBGEMM int8 GEMM, dynamic activations)"
+from compress_sweeps.checks import ConfigError
+from compress_sweeps.trainer import logits_of
+
+BACKENDS = {
+    "onnxruntime": "ONNX Runtime quantize_dynamic (int8 MatMulIntegerToFloat, dynamic uint8 activations)",
+    "torch": "torch.ao.nn.quantized.dynamic.Linear (FBGEMM int8 GEMM, dynamic activations)",
+}
+ONNX_FILE = "model.int8.onnx"  # the onnxruntime export, kept in the run folder for deployment
 CODE_LIMITS = (127, 63, 31, 15, 7, 3, 1)  # symmetric grids of 8, 7, ... 2 bits all fit int8 codes exactly
 
 
-def exact_grid(weight: torch.Tensor, per_channel: bool, tol: float = 1e-3) -> torch.Tensor | None:
+def exact_grid(
+    weight: torch.Tensor, per_channel: bool, tol: float = 1e-3, code_limits: Sequence[int] = CODE_LIMITS
+) -> torch.Tensor | None:
     """The scale(s) under which `weight` is integer codes in [-127, 127], or None if it is on no such grid."""
     rows = weight.detach().float().reshape(weight.shape[0], -1)
     amax = rows.abs().amax(dim=1, keepdim=True) if per_channel else rows.abs().amax().reshape(1, 1)
     amax = torch.where(amax > 0, amax, torch.ones_like(amax))
-    for codes in CODE_LIMITS:
+    for codes in code_limits:
         scale = amax / codes
         scaled = rows / scale
         if float((scaled - scaled.round()).abs().max()) < tol:
@@ -74,6 +95,118 @@ def to_int8(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     return int8, counts
 
 
+class _LogitsOf(nn.Module):
+    """Positional inputs in `keys` order -> logits: the signature the ONNX graph gets."""
+
+    def __init__(self, model: nn.Module, keys: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.keys = model, list(keys)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.model(**dict(zip(self.keys, inputs, strict=True))))
+
+
+class OnnxModel(nn.Module):
+    """An ONNX Runtime session behind the module call convention: `model(**inputs)` -> logits (CPU tensor)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        super().__init__()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # the same threads as the fp32 model
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = str(path)
+        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [node.name for node in self.session.get_inputs()]
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        feed = {name: inputs[name].detach().cpu().numpy() for name in self.input_names}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def _dynamic_axes(inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[int, str]]:
+    """Batch is dynamic for every input; token inputs ([batch, sequence] integers) have a dynamic length too."""
+    tokens = {name for name, tensor in inputs.items() if tensor.ndim == 2 and not tensor.is_floating_point()}
+    axes = {name: {0: "batch", 1: "sequence"} if name in tokens else {0: "batch"} for name in inputs}
+    return axes | {"logits": {0: "batch"}}
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """The TorchScript exporter's tracer/deprecation warnings and ONNX Runtime's pre-processing hint are noise here."""
+    root = logging.getLogger()
+    level = root.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.setLevel(level)
+
+
+def export_onnx(model: nn.Module, example: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """`model` (a CPU copy; Hugging Face models in eager attention, the graph ORT fuses) as fp32 ONNX at `path`.
+
+    Inputs are named and ordered as in `example`; the batch axis (and a token input's length) is dynamic.
+    """
+    copy_ = copy.deepcopy(model).cpu().eval()
+    if hasattr(copy_, "set_attn_implementation"):
+        copy_.set_attn_implementation("eager")
+    inputs = {k: v.cpu() for k, v in example.items()}
+    with _quiet_export(), torch.inference_mode():
+        torch.onnx.export(  # the TorchScript exporter: ONNX Runtime's attention fusions match its graph
+            _LogitsOf(copy_, list(inputs)).eval(),
+            tuple(inputs.values()),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=list(inputs),
+            output_names=["logits"],
+            dynamic_axes=_dynamic_axes(inputs),
+            do_constant_folding=True,
+        )
+    return Path(path)
+
+
+def to_int8_onnx(
+    model: nn.Module, example: Mapping[str, torch.Tensor], path: str | Path, threads: int | None = None
+) -> tuple[OnnxModel, dict[str, int]]:
+    """Export `model` to ONNX, quantize its MatMul/Gemm weights to int8 with ONNX Runtime's `quantize_dynamic`,
+    write it atomically to `path` and open it; counts the Linear layers stored exactly / re-quantized.
+
+    ONNX Runtime picks the scale max|w| / 127 per tensor (per output channel when `per_channel`), so 8-bit Q8BERT
+    grids keep their codes; any Linear not on such a per-tensor grid makes the whole export per channel.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    linears = [m.weight.detach().float().cpu() for m in model.modules() if type(m) is nn.Linear]
+    per_tensor = [exact_grid(w, per_channel=False, code_limits=(127,)) is not None for w in linears]
+    per_channel = not all(per_tensor)
+    exact = per_tensor if not per_channel else [exact_grid(w, True, code_limits=(127,)) is not None for w in linears]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".int8-") as tmp:
+        fp32 = export_onnx(model, example, Path(tmp) / "fp32.onnx")
+        int8 = Path(tmp) / path.name
+        with _quiet_export():
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                reduce_range=False,  # VNNI / AVX512 int8 GEMMs need no 7-bit headroom
+                op_types_to_quantize=["MatMul", "Gemm"],  # Linear layers; convolutions stay fp32 (as with torch)
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        os.replace(int8, path)
+    counts = {"exact_layers": sum(exact), "requantized_layers": len(exact) - sum(exact)}
+    return OnnxModel(path, threads), counts
+
+
 @torch.inference_mode()
 def paired_latency_ms(models: Mapping[str, nn.Module], inputs: Mapping[str, torch.Tensor], repeats: int = 10):
     """Median forward time of each model on the same `inputs`, runs interleaved so load on the machine hits both."""
@@ -94,19 +227,29 @@ def int8_export_report(
     eval_set: Dataset,
     input_keys: Sequence[str],
     fp32_metrics: Mapping[str, float],
+    backend: str = "onnxruntime",
+    folder: str | Path | None = None,
     batch_size: int = 32,
 ) -> dict:
-    """Export `model` to int8, evaluate it, and time it against `model` on one eval batch, both on CPU."""
+    """Export `model` to int8 with `backend`, evaluate it, and time it against `model` on one eval batch, on CPU.
+
+    The onnxruntime export is kept as `folder/model.int8.onnx` (in a temporary folder when `folder` is None).
+    """
     if next(model.parameters()).device.type != "cpu":
         return {"skipped": "the int8 dynamic kernels are CPU-only; this run trained on another device"}
-    int8, counts = to_int8(model)
-    metrics = evaluate(int8)
     batch = next(iter(DataLoader(eval_set, batch_size=batch_size)))
     inputs = {k: batch[k] for k in input_keys if k in batch}
-    latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "onnxruntime":
+            int8, counts = to_int8_onnx(model, inputs, Path(folder or tmp) / ONNX_FILE)
+        else:
+            int8, counts = to_int8(model)
+        metrics = evaluate(int8)
+        latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs)
     return {
-        "backend": BACKEND,
+        "backend": BACKENDS[backend],
         **counts,
+        **({"file": ONNX_FILE} if backend == "onnxruntime" and folder else {}),
         "eval/accuracy": metrics["eval/accuracy"],
         "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
         "accuracy_drop": fp32_metrics["eval/accuracy"] - metrics["eval/accuracy"],
@@ -117,6 +260,13 @@ def int8_export_report(
     }
 
 
-def wants_int8_export(members: Sequence[object]) -> bool:
-    """True when a compressor of the run asks for the int8 export (`export_int8: true` in its config)."""
-    return any(getattr(member, "export_int8", False) for member in members)
+def wants_int8_export(members: Sequence[object]) -> str | None:
+    """The int8 backend a compressor of the run asks for (`export_int8: true`, `int8_backend`), or None."""
+    return next((getattr(m, "int8_backend", "torch") for m in members if getattr(m, "export_int8", False)), None)
+
+
+def check_backend(backend: str) -> str:
+    """`quantizer.int8_backend` must name a backend (checked when the quantizer is built, before training)."""
+    if backend not in BACKENDS:
+        raise ConfigError("quantizer.int8_backend", backend, f"must be one of {' | '.join(BACKENDS)}")
+    return backend

@@ -15,6 +15,7 @@ from torch import nn
 
 from compress_sweeps.checks import ConfigError, check_quantizer_start
 from compress_sweeps.hooks import RunContext
+from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
     quantize_asymmetric,
@@ -41,6 +42,7 @@ class Q8Bert:
         include: Sequence[str] = (".*",),
         exclude: Sequence[str] = (),
         export_int8: bool = True,
+        int8_backend: str = "onnxruntime",
     ) -> None:
         if not 2 <= bits <= 8:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 8]")
@@ -52,6 +54,7 @@ class Q8Bert:
         self.bits, self.per_channel = bits, per_channel
         self.quantize_activations, self.activation_bits = quantize_activations, activation_bits
         self.ema_decay, self.start_step, self.export_int8 = ema_decay, start_step, export_int8
+        self.int8_backend = check_backend(int8_backend)
         self.include = check_regexes(include, "quantizer.include")
         self.exclude = check_regexes(exclude, "quantizer.exclude")
         self.layers: dict[str, nn.Module] = {}

@@ -16,6 +16,7 @@ from torch import nn
 
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
+from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import SCALINGS, uniform_quantize
 from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
@@ -37,6 +38,7 @@ class QuantizedDistillation:
         exclude: Sequence[str] = (),
         seed: int = 0,
         export_int8: bool = True,
+        int8_backend: str = "onnxruntime",
     ) -> None:
         if not 2 <= bits <= 16:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 16]")
@@ -51,6 +53,7 @@ class QuantizedDistillation:
         self.include = check_regexes(include, "quantizer.include")
         self.exclude = check_regexes(exclude, "quantizer.exclude")
         self.seed, self.export_int8 = seed, export_int8
+        self.int8_backend = check_backend(int8_backend)
         self.generator: torch.Generator | None = None
         self.layers: dict[str, nn.Module] = {}
         self.shadow = ShadowWeights({})
