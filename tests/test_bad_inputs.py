@@ -60,6 +60,10 @@ CONFIG_TIME = {
     ),
     "fraction above 1": (["pruner=magnitude", "pruner.end_step=1.5"], "pruner.end_step=1.5 is out of range"),
     "negative max_steps": (["trainer.max_steps=-5"], "trainer.max_steps=-5 is out of range: must be an integer >= 1"),
+    "unknown int8 backend": (
+        ["quantizer=quantized_distillation", "quantizer.int8_backend=openvino"],
+        "quantizer.int8_backend=openvino is unknown: must be one of onnxruntime | torch",
+    ),
     "negative quantizer start": (
         ["quantizer=q8bert", "quantizer.start_step=-1"],
         "quantizer.start_step=-1 is out of range: must be an integer step >= 0",

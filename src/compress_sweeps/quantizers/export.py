@@ -268,5 +268,6 @@ def wants_int8_export(members: Sequence[object]) -> str | None:
 def check_backend(backend: str) -> str:
     """`quantizer.int8_backend` must name a backend (checked when the quantizer is built, before training)."""
     if backend not in BACKENDS:
-        raise ConfigError("quantizer.int8_backend", backend, f"must be one of {' | '.join(BACKENDS)}")
+        allowed = f"must be one of {' | '.join(BACKENDS)}"
+        raise ConfigError("quantizer.int8_backend", backend, allowed, problem="is unknown")
     return backend
