@@ -117,6 +117,9 @@ class OnnxModel(nn.Module):
         options.intra_op_num_threads = threads or torch.get_num_threads()  # the same threads as the fp32 model
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no spin-waiting after a call: idle ORT threads would steal the cores from whatever runs next (the fp32
+        # model timed beside it, the rest of the run)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = str(path)
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         self.input_names = [node.name for node in self.session.get_inputs()]
