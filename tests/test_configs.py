@@ -85,13 +85,14 @@ def test_typos_fail_at_composition(override):
     [
         (["experiment=kd_minilm", "distiller.temperature=2"], ["experiment=kd_minilm", "distiller=none"]),
         (["experiment=polino_cnn"], ["experiment=polino_cnn", "distiller.alpha_kd=0", "distiller.alpha_student=1"]),
+        (["experiment=polino_quantized_distillation"], ["experiment=polino_quantized_distillation", "distiller=none"]),
     ],
-    ids=["kd_minilm", "polino_cnn"],
+    ids=["kd_minilm", "polino_cnn", "polino_quantized_distillation"],
 )
 def test_kd_experiment_baseline_shares_everything_but_the_kd_term(kd, baseline, tmp_path):
     """The no-KD baseline named in each KD experiment's header composes with the same task, student and trainer."""
     with_kd, without = compose_cfg(kd, output_dir=tmp_path), compose_cfg(baseline, output_dir=tmp_path)
-    for key in ("task", "model", "trainer", "seed"):
+    for key in ("task", "model", "trainer", "quantizer", "seed"):
         assert with_kd[key] == without[key], key
     assert with_kd.distiller.alpha_kd > 0
     assert without.distiller._target_ == "compress_sweeps.hooks.Passthrough" or without.distiller.alpha_kd == 0
