@@ -12,7 +12,7 @@ from torch import nn
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.measure import quantized_storage
-from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation
+from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation, export
 from compress_sweeps.quantizers.export import to_int8, to_int8_onnx
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
@@ -211,7 +211,8 @@ def onnx_weights(path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def test_onnxruntime_export_keeps_the_trained_int8_codes(tmp_path):
+def test_onnxruntime_export_keeps_the_trained_int8_codes(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_needs_reduced_range", lambda: False)  # a VNNI CPU (this one may not be)
     model = mlp()
     quantizer = Q8Bert(quantize_activations=False)
     quantizer.attach(model, CONTEXT)
@@ -228,13 +229,18 @@ def test_onnxruntime_export_keeps_the_trained_int8_codes(tmp_path):
     assert int8(input=x[:5]).shape == (5, 3)  # the batch size is dynamic
 
 
-def test_onnxruntime_export_requantizes_other_grids_per_channel(tmp_path):
+@pytest.mark.parametrize(("bits", "pre_vnni"), [(4, False), (8, True)])
+def test_onnxruntime_export_counts_requantized_layers(tmp_path, monkeypatch, bits, pre_vnni):
+    """4-bit grids (7 codes a side) are not ONNX Runtime's max|w| / 127 grid; a CPU without VNNI gets 7-bit weights."""
+    monkeypatch.setattr(export, "_needs_reduced_range", lambda: pre_vnni)
     model = mlp()
-    quantizer = Q8Bert(bits=4, quantize_activations=False)  # 7 codes a side: not ONNX Runtime's max|w| / 127 grid
+    quantizer = Q8Bert(bits=bits, quantize_activations=False)
     quantizer.attach(model, CONTEXT)
     model = quantizer.finalize(model).eval()
-    _, counts = to_int8_onnx(model, {"input": torch.randn(4, 16)}, tmp_path / "model.int8.onnx")
+    int8, counts = to_int8_onnx(model, {"input": torch.randn(4, 16)}, tmp_path / "model.int8.onnx")
     assert counts == {"exact_layers": 0, "requantized_layers": 3}
+    x = torch.randn(8, 16)
+    assert torch.allclose(int8(input=x), model(x), atol=0.1)
 
 
 def test_int8_backend_is_checked():

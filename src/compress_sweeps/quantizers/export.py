@@ -24,6 +24,7 @@ import contextlib
 import copy
 import logging
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -136,6 +137,18 @@ def _dynamic_axes(inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[int, str
     return axes | {"logits": {0: "batch"}}
 
 
+def _needs_reduced_range() -> bool:
+    """ONNX Runtime's advice: x86 CPUs without VNNI can saturate u8 x s8 products, so quantize weights to 7 bits
+    there (`reduce_range`); with VNNI (or on ARM) the full int8 range is safe."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: assume a recent CPU
+        return False
+    return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 @contextlib.contextmanager
 def _quiet_export():
     """The TorchScript exporter's tracer/deprecation warnings and ONNX Runtime's pre-processing hint are noise here."""
@@ -190,6 +203,9 @@ def to_int8_onnx(
     per_tensor = [exact_grid(w, per_channel=False, code_limits=(127,)) is not None for w in linears]
     per_channel = not all(per_tensor)
     exact = per_tensor if not per_channel else [exact_grid(w, True, code_limits=(127,)) is not None for w in linears]
+    reduce_range = _needs_reduced_range()
+    if reduce_range:  # 7-bit weights: no trained 8-bit code survives
+        exact = [False] * len(exact)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".int8-") as tmp:
@@ -201,7 +217,7 @@ def to_int8_onnx(
                 str(int8),
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
-                reduce_range=False,  # VNNI / AVX512 int8 GEMMs need no 7-bit headroom
+                reduce_range=reduce_range,
                 op_types_to_quantize=["MatMul", "Gemm"],  # Linear layers; convolutions stay fp32 (as with torch)
                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
