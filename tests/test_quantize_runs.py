@@ -83,3 +83,13 @@ def test_differentiable_image_run(tmp_path):
     quantized = [name for name, bits in layer_bits.items() if bits < 32]
     assert quantized and all(max_levels(weights[name]) <= 4 for name in quantized)
     assert "int8_export" not in results["compression"]
+
+
+def test_onnx_export_failure_falls_back_to_torch_and_keeps_the_run(tmp_path):
+    """The 28x28 CNN pools 7x7 maps to 2x2, which the ONNX exporter cannot trace: the run still completes."""
+    overrides = ["task=mnist5k", "model=cnn", "trainer=smoke", "logger=none", "quantizer=q8bert"]
+    results, _ = finished(tmp_path, overrides)
+    export = results["compression"]["int8_export"]
+    assert "adaptive_avg_pool2d" in export["onnxruntime_failed"]
+    assert export["backend"].startswith("torch.ao") and export["latency_ms_int8"] > 0
+    assert not (tmp_path / "run" / "model.int8.onnx").exists()

@@ -252,21 +252,29 @@ def int8_export_report(
 ) -> dict:
     """Export `model` to int8 with `backend`, evaluate it, and time it against `model` on one eval batch, on CPU.
 
-    The onnxruntime export is kept as `folder/model.int8.onnx` (in a temporary folder when `folder` is None).
+    The onnxruntime export is kept as `folder/model.int8.onnx` (in a temporary folder when `folder` is None). A model
+    the ONNX exporter cannot trace falls back to the torch backend, and `onnxruntime_failed` says why.
     """
     if next(model.parameters()).device.type != "cpu":
         return {"skipped": "the int8 dynamic kernels are CPU-only; this run trained on another device"}
     batch = next(iter(DataLoader(eval_set, batch_size=batch_size)))
     inputs = {k: batch[k] for k in input_keys if k in batch}
+    fallback = {}
     with tempfile.TemporaryDirectory() as tmp:
         if backend == "onnxruntime":
-            int8, counts = to_int8_onnx(model, inputs, Path(folder or tmp) / ONNX_FILE)
-        else:
+            try:
+                int8, counts = to_int8_onnx(model, inputs, Path(folder or tmp) / ONNX_FILE)
+            except Exception as error:  # an op the ONNX exporter lacks must not cost the trained run: use torch
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                print(f"int8 export: ONNX export failed ({reason}); using int8_backend=torch instead")
+                fallback, backend = {"onnxruntime_failed": reason}, "torch"
+        if backend == "torch":
             int8, counts = to_int8(model)
         metrics = evaluate(int8)
         latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs)
     return {
         "backend": BACKENDS[backend],
+        **fallback,
         **counts,
         **({"file": ONNX_FILE} if backend == "onnxruntime" and folder else {}),
         "eval/accuracy": metrics["eval/accuracy"],
