@@ -10,9 +10,9 @@ from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train
-from compress_sweeps.quantizers import export as int8_export
-from compress_sweeps.quantizers.export import OnnxModel
+from compress_sweeps.quantizers import onnx_export
 from compress_sweeps.quantizers.fake_quant import bucketed
+from compress_sweeps.quantizers.onnx_export import OnnxModel
 
 IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
 
@@ -52,7 +52,7 @@ def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
 
 
 def test_q8bert_onnxruntime_export_in_a_text_run(tmp_path, tiny_bert, text_csvs, monkeypatch):
-    monkeypatch.setattr(int8_export, "_needs_reduced_range", lambda: False)  # full int8 range, as on a VNNI CPU
+    monkeypatch.setattr(onnx_export, "_needs_reduced_range", lambda: False)  # full int8 range, as on a VNNI CPU
     overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "logger=none", "quantizer=q8bert"]
     results, _ = finished(tmp_path, overrides)
     export = results["compression"]["int8_export"]

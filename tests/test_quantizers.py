@@ -12,8 +12,8 @@ from torch import nn
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.measure import quantized_storage
-from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation, export
-from compress_sweeps.quantizers.export import to_int8, to_int8_onnx
+from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation, onnx_export
+from compress_sweeps.quantizers.export import to_int8
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
     bucketed,
@@ -25,6 +25,7 @@ from compress_sweeps.quantizers.fake_quant import (
     uniform_quantize,
 )
 from compress_sweeps.quantizers.observers import EmaRange
+from compress_sweeps.quantizers.onnx_export import to_int8_onnx
 
 CONTEXT = RunContext(total_steps=5, num_labels=3, device=torch.device("cpu"))
 
@@ -212,7 +213,7 @@ def onnx_weights(path) -> dict[str, torch.Tensor]:
 
 
 def test_onnxruntime_export_keeps_the_trained_int8_codes(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_needs_reduced_range", lambda: False)  # a VNNI CPU (this one may not be)
+    monkeypatch.setattr(onnx_export, "_needs_reduced_range", lambda: False)  # a VNNI CPU (this one may not be)
     model = mlp()
     quantizer = Q8Bert(quantize_activations=False)
     quantizer.attach(model, CONTEXT)
@@ -232,7 +233,7 @@ def test_onnxruntime_export_keeps_the_trained_int8_codes(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("bits", "pre_vnni"), [(4, False), (8, True)])
 def test_onnxruntime_export_counts_requantized_layers(tmp_path, monkeypatch, bits, pre_vnni):
     """4-bit grids (7 codes a side) are not ONNX Runtime's max|w| / 127 grid; a CPU without VNNI gets 7-bit weights."""
-    monkeypatch.setattr(export, "_needs_reduced_range", lambda: pre_vnni)
+    monkeypatch.setattr(onnx_export, "_needs_reduced_range", lambda: pre_vnni)
     model = mlp()
     quantizer = Q8Bert(bits=bits, quantize_activations=False)
     quantizer.attach(model, CONTEXT)
