@@ -38,10 +38,12 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
         metrics = results["metrics"]
         assert metrics["kd/temperature"] == temperature
         assert {"kd/task_loss", "kd/loss", "kd/loss_main"} <= set(metrics)
+        assert 0.0 <= metrics["kd/teacher_accuracy"] <= 1.0  # on the whole validation split, the same every job
         runs.append(metrics)
         assert not any("kd_" in name for name in load_file(tmp_path / str(job) / "model.safetensors"))
     # one pass over digits' training split, then none; without the cache: one per training batch
     assert [m["kd/teacher_forward_passes"] for m in runs] == [math.ceil(1437 / 64), 0, 3]
+    assert len({m["kd/teacher_accuracy"] for m in runs}) == 1
     # the cached teacher trains exactly the same student as the live teacher (same seed, same T)
     assert runs[0]["eval/loss"] == pytest.approx(runs[2]["eval/loss"], rel=1e-5)
     assert runs[0]["kd/loss"] == pytest.approx(runs[2]["kd/loss"], rel=1e-5)
@@ -73,6 +75,6 @@ def test_multilayer_text_run_with_attention_and_hidden_matches(tmp_path, tiny_be
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "completed", results.get("error")
     metrics = results["metrics"]
-    assert {"kd/m0_attention_kl", "kd/m1_hidden_cosine", "kd/m2_logits_ce"} <= set(metrics)
+    assert {"kd/m0_attention_kl", "kd/m1_hidden_cosine", "kd/m2_logits_ce", "kd/teacher_accuracy"} <= set(metrics)
     # 48 rows in one cache batch of 64, plus one 2-row probe that finds the feature widths for projections
     assert metrics["kd/teacher_forward_passes"] == 2

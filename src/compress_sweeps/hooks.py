@@ -30,6 +30,7 @@ class RunContext:
     train_set: Any = None  # the encoded training split (rows are dicts of tensors with `idx`)
     task_name: str = ""
     cache_dir: str | None = None  # where a method may keep on-disk caches (e.g. teacher outputs)
+    eval_set: Any = None  # the encoded validation split (e.g. to report a teacher's accuracy); None if unknown
     extras: dict = field(default_factory=dict)
 
 

@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> float:
             device=trainer.device,
             input_keys=task.input_keys,
             train_set=train_set,
+            eval_set=eval_set,
             task_name=task.name,
             cache_dir=cfg.paths.cache_dir,
         )

@@ -223,4 +223,4 @@ class MultiLayerDistiller:
         self.teachers.load_state_dict(state["teachers"])
 
     def metrics(self) -> dict[str, float]:
-        return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes)
+        return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes) | self.teachers.metrics()

@@ -37,6 +37,7 @@ class TeacherOutputs:
         self.caches: dict[str, TeacherOutputCache | None] = {}
         self.input_keys: tuple[str, ...] = ()
         self.extract: Extract | None = None
+        self.accuracy: dict[str, float] = {}  # each teacher's validation accuracy, measured at attach
 
     def attach(
         self, context: RunContext, extract: Extract, tag: str, on_load: Callable[[Teacher], None] | None = None
@@ -56,6 +57,9 @@ class TeacherOutputs:
         data = dataset_digest(context.train_set, self.input_keys) if needs_digest else ""
         for name, teacher in self.teachers.items():
             teacher.load(context, data)
+            if context.eval_set is not None:  # how good the teacher is: the gap the student can hope to close
+                eval_set, device = context.eval_set, context.device
+                self.accuracy[name] = teacher.accuracy(eval_set, self.input_keys, device, self.batch_size)
             if on_load is not None:
                 on_load(teacher)
             if not self.cache:
@@ -85,6 +89,12 @@ class TeacherOutputs:
             else:
                 answers[name] = self.extract(teacher, self._inputs(batch, device))
         return answers
+
+    def metrics(self) -> dict[str, float]:
+        """`kd/teacher_accuracy` on the validation split (one per teacher, `kd/teacher_accuracy_<name>`, if several)."""
+        if len(self.accuracy) == 1:
+            return {"kd/teacher_accuracy": next(iter(self.accuracy.values()))}
+        return {f"kd/teacher_accuracy_{name}": accuracy for name, accuracy in self.accuracy.items()}
 
     @property
     def forward_passes(self) -> int:
