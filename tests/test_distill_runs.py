@@ -44,6 +44,8 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
     # one pass over digits' training split, then none; without the cache: one per training batch
     assert [m["kd/teacher_forward_passes"] for m in runs] == [math.ceil(1437 / 64), 0, 3]
     assert len({m["kd/teacher_accuracy"] for m in runs}) == 1
+    # teacher outputs on digits: the training logits (cached jobs) and the validation hits, each computed once
+    assert len(list((tmp_path / "cache" / "teacher_outputs" / "digits").glob("*.safetensors"))) == 2
     # the cached teacher trains exactly the same student as the live teacher (same seed, same T)
     assert runs[0]["eval/loss"] == pytest.approx(runs[2]["eval/loss"], rel=1e-5)
     assert runs[0]["kd/loss"] == pytest.approx(runs[2]["kd/loss"], rel=1e-5)

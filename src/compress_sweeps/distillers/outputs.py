@@ -12,6 +12,7 @@ from compress_sweeps.checks import ConfigError
 from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache, dataset_digest
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.hooks import RunContext
+from compress_sweeps.trainer import logits_of
 
 # (teacher, model inputs) -> named teacher outputs (logits, hidden states...) for that batch
 Extract = Callable[[Teacher, Mapping[str, torch.Tensor]], Outputs]
@@ -55,25 +56,40 @@ class TeacherOutputs:
     ) -> None:
         needs_digest = self.cache or any(t.finetune is not None for t in self.teachers.values())
         data = dataset_digest(context.train_set, self.input_keys) if needs_digest else ""
+        folder = Path(context.cache_dir or ".").expanduser() / "teacher_outputs" / (context.task_name or "task")
         for name, teacher in self.teachers.items():
             teacher.load(context, data)
+            weights = teacher.digest() if self.cache or context.eval_set is not None else ""
             if context.eval_set is not None:  # how good the teacher is: the gap the student can hope to close
-                eval_set, device = context.eval_set, context.device
-                self.accuracy[name] = teacher.accuracy(eval_set, self.input_keys, device, self.batch_size)
+                self.accuracy[name] = self._accuracy(teacher, weights, context, folder)
             if on_load is not None:
                 on_load(teacher)
             if not self.cache:
                 continue
-            key = hashlib.sha256(f"{teacher.digest()}|{data}|{tag}".encode()).hexdigest()[:24]
-            folder = Path(context.cache_dir or ".").expanduser() / "teacher_outputs"
+            key = hashlib.sha256(f"{weights}|{data}|{tag}".encode()).hexdigest()[:24]
             self.caches[name] = TeacherOutputCache.load_or_compute(
-                folder / (context.task_name or "task"),
+                folder,
                 key,
                 context.train_set,
                 lambda batch, t=teacher: extract(t, self._inputs(batch, context.device)),
                 self.batch_size,
                 self.max_bytes,
             )
+
+    def _accuracy(self, teacher: Teacher, weights: str, context: RunContext, folder: Path) -> float:
+        """The teacher's validation accuracy, computed once per (teacher weights, validation data) like its outputs:
+        the per-example hits are cached, so the jobs of a sweep do not re-run the teacher over the eval split. Not
+        counted in `forward_passes` (it trains no student)."""
+        eval_digest = dataset_digest(context.eval_set, self.input_keys)
+        key = hashlib.sha256(f"{weights}|{eval_digest}|eval-hits".encode()).hexdigest()[:24]
+
+        @torch.no_grad()
+        def hits(batch: Mapping[str, torch.Tensor]) -> Outputs:
+            logits = logits_of(teacher.module(**self._inputs(batch, context.device)))
+            return {"hits": (logits.argmax(-1).cpu() == batch["labels"]).float()}
+
+        cache = TeacherOutputCache.load_or_compute(folder, key, context.eval_set, hits, self.batch_size)
+        return float(cache.outputs["hits"].mean())
 
     def _inputs(self, batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
         return {k: batch[k].to(device) for k in self.input_keys if k in batch}

@@ -12,21 +12,20 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
 
 from compress_sweeps import artifacts, distributed
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.models.runs import from_run
-from compress_sweeps.trainer import Trainer, logits_of
+from compress_sweeps.trainer import Trainer
 
 
 def describe(build: Callable[..., nn.Module]) -> dict:
@@ -93,15 +92,6 @@ class Teacher:
         self.forward_passes += 1
         with torch.no_grad():
             return self.module(**inputs)
-
-    @torch.no_grad()
-    def accuracy(self, eval_set: Any, input_keys: Sequence[str], device: torch.device, batch_size: int) -> float:
-        """The loaded teacher's accuracy on `eval_set` (not counted in `forward_passes`: it trains no student)."""
-        correct = 0
-        for batch in DataLoader(eval_set, batch_size=batch_size):
-            inputs = {k: batch[k].to(device) for k in input_keys if k in batch}
-            correct += int((logits_of(self.module(**inputs)).argmax(-1).cpu() == batch["labels"]).sum())
-        return correct / len(eval_set)
 
     def digest(self) -> str:
         """Identity of the loaded weights: part of the key of cached teacher outputs."""

@@ -133,7 +133,7 @@ def int8_export_report(
 
 def wants_int8_export(members: Sequence[object]) -> str | None:
     """The int8 backend a compressor of the run asks for (`export_int8: true`, `int8_backend`), or None."""
-    return next((getattr(m, "int8_backend", "torch") for m in members if getattr(m, "export_int8", False)), None)
+    return next((getattr(m, "int8_backend", "onnxruntime") for m in members if getattr(m, "export_int8", False)), None)
 
 
 def check_backend(backend: str) -> str:
