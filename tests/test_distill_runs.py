@@ -39,6 +39,7 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
         assert metrics["kd/temperature"] == temperature
         assert {"kd/task_loss", "kd/loss", "kd/loss_main"} <= set(metrics)
         assert 0.0 <= metrics["kd/teacher_accuracy"] <= 1.0  # on the whole validation split, the same every job
+        assert 0.1 <= metrics["kd/teacher_confidence"] <= 1.0  # peak of softmax(t/T) over 10 digit classes
         runs.append(metrics)
         assert not any("kd_" in name for name in load_file(tmp_path / str(job) / "model.safetensors"))
     # one pass over digits' training split, then none; without the cache: one per training batch

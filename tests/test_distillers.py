@@ -104,6 +104,8 @@ def test_logits_distiller_loss_and_cache_match_the_live_teacher(tmp_path):
     metrics = distiller.metrics()
     assert {"kd/task_loss", "kd/loss", "kd/loss_main", "kd/temperature"} <= set(metrics)
     assert metrics["kd/temperature"] == 4.0
+    peaks = [max(softmax([v / 4.0 for v in row])) for row in teacher_logits.tolist()]
+    assert metrics["kd/teacher_confidence"] == pytest.approx(sum(peaks) / len(peaks), rel=1e-5)
 
 
 @pytest.mark.parametrize(("combine", "kd_loss"), [("sum", "kl"), ("mean", "mse")])
@@ -118,6 +120,7 @@ def test_several_teachers_are_weighted_and_combined(tmp_path, combine, kd_loss):
     terms = [distiller.kd_term(student, t.module(batch["pixel_values"])) for t in teachers.values()]
     expected = terms[0] + 3 * terms[1]
     assert total.item() == pytest.approx((expected / 4 if combine == "mean" else expected).item(), rel=1e-6)
+    assert {"kd/teacher_confidence_a", "kd/teacher_confidence_b"} <= set(distiller.metrics())
 
 
 def test_bad_values_name_the_config_key():

@@ -76,11 +76,33 @@ class LogitsDistiller:
             return F.mse_loss(student_logits, teacher_logits)
         return kd_kl(student_logits, teacher_logits, self.temperature)
 
+    def teacher_confidence(self, teacher_logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mean peak probability of each teacher's soft targets softmax(t/T) on this batch.
+
+        Near 1 the soft targets are nearly the hard labels (a teacher that memorised its training data), and KD
+        adds little beyond the labels; `kd/teacher_confidence` (`_<name>` per teacher when there are several).
+        """
+        peaks = {
+            name: torch.softmax(t.detach().float() / self.temperature, -1).amax(-1).mean()
+            for name, t in teacher_logits.items()
+        }
+        if len(peaks) == 1:
+            return {"kd/teacher_confidence": next(iter(peaks.values()))}
+        return {f"kd/teacher_confidence_{name}": peak for name, peak in peaks.items()}
+
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         student = logits_of(outputs)
-        terms = {name: self.kd_term(student, out["logits"]) for name, out in self.teachers(batch).items()}
+        teacher_logits = {name: out["logits"] for name, out in self.teachers(batch).items()}
+        terms = {name: self.kd_term(student, logits) for name, logits in teacher_logits.items()}
         kd = combine_terms(terms, self.weights, self.combine)
-        self.tracker.add({"kd/task_loss": loss, "kd/loss": kd, **{f"kd/loss_{n}": t for n, t in terms.items()}})
+        self.tracker.add(
+            {
+                "kd/task_loss": loss,
+                "kd/loss": kd,
+                **{f"kd/loss_{n}": t for n, t in terms.items()},
+                **self.teacher_confidence(teacher_logits),
+            }
+        )
         return self.alpha_student * loss + self.alpha_kd * kd
 
     def before_optimizer_step(self, step: int) -> None:
