@@ -16,7 +16,7 @@ from torch import nn
 
 from compress_sweeps.checks import ConfigError
 from compress_sweeps.distillers.losses import kd_kl
-from compress_sweeps.distillers.outputs import TeacherOutputs
+from compress_sweeps.distillers.outputs import TeacherOutputs, per_teacher
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.distillers.tracker import MeanTracker
 from compress_sweeps.hooks import RunContext
@@ -83,12 +83,9 @@ class LogitsDistiller:
         adds little beyond the labels; `kd/teacher_confidence` (`_<name>` per teacher when there are several).
         """
         peaks = {
-            name: torch.softmax(t.detach().float() / self.temperature, -1).amax(-1).mean()
-            for name, t in teacher_logits.items()
+            name: torch.softmax(t.float() / self.temperature, -1).amax(-1).mean() for name, t in teacher_logits.items()
         }
-        if len(peaks) == 1:
-            return {"kd/teacher_confidence": next(iter(peaks.values()))}
-        return {f"kd/teacher_confidence_{name}": peak for name, peak in peaks.items()}
+        return per_teacher("kd/teacher_confidence", peaks)
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         student = logits_of(outputs)

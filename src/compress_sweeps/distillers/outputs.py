@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -16,6 +17,14 @@ from compress_sweeps.trainer import logits_of
 
 # (teacher, model inputs) -> named teacher outputs (logits, hidden states...) for that batch
 Extract = Callable[[Teacher, Mapping[str, torch.Tensor]], Outputs]
+V = TypeVar("V")  # a metric value: a float, or a tensor still to be averaged
+
+
+def per_teacher(metric: str, values: Mapping[str, V]) -> dict[str, V]:
+    """{metric: value} for a single teacher, {metric_<name>: value} per teacher when there are several."""
+    if len(values) == 1:
+        return {metric: next(iter(values.values()))}
+    return {f"{metric}_{name}": value for name, value in values.items()}
 
 
 class TeacherOutputs:
@@ -108,9 +117,7 @@ class TeacherOutputs:
 
     def metrics(self) -> dict[str, float]:
         """`kd/teacher_accuracy` on the validation split (one per teacher, `kd/teacher_accuracy_<name>`, if several)."""
-        if len(self.accuracy) == 1:
-            return {"kd/teacher_accuracy": next(iter(self.accuracy.values()))}
-        return {f"kd/teacher_accuracy_{name}": accuracy for name, accuracy in self.accuracy.items()}
+        return per_teacher("kd/teacher_accuracy", self.accuracy)
 
     @property
     def forward_passes(self) -> int:
