@@ -17,7 +17,8 @@ from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from compress_sweeps import artifacts, train
-from compress_sweeps.checks import ConfigError, check_config, config_error
+from compress_sweeps.checks import check_config
+from compress_sweeps.errors import ConfigError, config_error
 from compress_sweeps.models import ConvNet
 
 CNN = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]

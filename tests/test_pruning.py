@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.measure import compression_report, pattern_holds
 from compress_sweeps.pruners import PatternLock, Pruner, parse_pattern

@@ -9,7 +9,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.measure import quantized_storage
 from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation, onnx_export

@@ -20,8 +20,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from compress_sweeps import distributed, train
-from compress_sweeps.checks import config_error
 from compress_sweeps.config import config_dir
+from compress_sweeps.errors import config_error
 from compress_sweeps.sweeps import completed_result, register_resolvers
 
 register_resolvers()

@@ -19,6 +19,11 @@ import torch
 from torch import nn
 
 
+def logits_of(outputs: Any) -> torch.Tensor:
+    """Hugging Face models return an output object with `.logits`; plain nets return the logits tensor."""
+    return outputs.logits if hasattr(outputs, "logits") else outputs
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What a compressor may need to know about the run when it attaches (grows without changing signatures)."""

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import artifacts, distributed, measure
 from compress_sweeps.checkpoint import Checkpoints
-from compress_sweeps.checks import check_config, root_cause
+from compress_sweeps.checks import check_config
+from compress_sweeps.errors import describe
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
@@ -107,12 +108,6 @@ def run(cfg: DictConfig) -> float:
         if results["status"] == "completed" and distributed.is_main():  # after results.json: never resumed
             checkpoints.remove()
         logger.finish(results, exit_code=0 if results["status"] == "completed" else 1)
-
-
-def describe(error: BaseException) -> str:
-    """'ValueError: trainer.lr=-1 is out of range...': the root cause, not Hydra's instantiation wrapper."""
-    error = root_cause(error)
-    return f"{type(error).__name__}: {error}"
 
 
 def objective(results: dict, optimized_metric: str | list[str]) -> float | tuple[float, ...]:

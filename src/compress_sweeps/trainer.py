@@ -16,16 +16,11 @@ from transformers import get_scheduler
 
 from compress_sweeps import distributed
 from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState
-from compress_sweeps.checks import ConfigError
-from compress_sweeps.hooks import Compressors, RunContext
+from compress_sweeps.errors import ConfigError
+from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
 
 LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
-
-
-def logits_of(outputs) -> torch.Tensor:
-    """Hugging Face models return an output object with `.logits`; plain nets return the logits tensor."""
-    return outputs.logits if hasattr(outputs, "logits") else outputs
 
 
 def resolve_device(device: str) -> torch.device:

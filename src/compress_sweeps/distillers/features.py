@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 
 FEATURES = ("hidden", "attention", "embedding", "logits")
 

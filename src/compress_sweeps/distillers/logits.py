@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
 from compress_sweeps.distillers.losses import kd_kl
 from compress_sweeps.distillers.outputs import TeacherOutputs, per_teacher
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.distillers.tracker import MeanTracker
-from compress_sweeps.hooks import RunContext
-from compress_sweeps.trainer import logits_of
+from compress_sweeps.errors import ConfigError
+from compress_sweeps.hooks import RunContext, logits_of
 
 KD_LOSSES = ("kl", "mse")
 COMBINE = ("sum", "mean")

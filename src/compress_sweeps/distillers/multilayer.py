@@ -16,14 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress_sweeps.checks import ConfigError, show
 from compress_sweeps.distillers import losses
 from compress_sweeps.distillers.features import FEATURES, FeatureTap, module_name, use_eager_attention
 from compress_sweeps.distillers.outputs import TeacherOutputs
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.distillers.tracker import MeanTracker
-from compress_sweeps.hooks import RunContext
-from compress_sweeps.trainer import logits_of
+from compress_sweeps.errors import ConfigError, show
+from compress_sweeps.hooks import RunContext, logits_of
 
 LOSSES = {
     "hidden": ("mse", "cosine"),

@@ -9,11 +9,10 @@ from typing import TypeVar
 
 import torch
 
-from compress_sweeps.checks import ConfigError
 from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache, dataset_digest
 from compress_sweeps.distillers.teacher import Teacher
-from compress_sweeps.hooks import RunContext
-from compress_sweeps.trainer import logits_of
+from compress_sweeps.errors import ConfigError
+from compress_sweeps.hooks import RunContext, logits_of
 
 # (teacher, model inputs) -> named teacher outputs (logits, hidden states...) for that batch
 Extract = Callable[[Teacher, Mapping[str, torch.Tensor]], Outputs]

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from compress_sweeps import artifacts, distributed
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.models.runs import from_run

@@ -31,8 +31,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from compress_sweeps.distillers.outputs import TeacherOutputs
-from compress_sweeps.hooks import Compressor, Compressors, RunContext
-from compress_sweeps.trainer import logits_of
+from compress_sweeps.hooks import Compressor, Compressors, RunContext, logits_of
 
 DEFAULT_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 IGNORE_INDEX = -100  # label value the Trainer (and cross-entropy) skips

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 
 # the file names written by compress_sweeps.artifacts.save_model (not imported: artifacts imports models)
 WEIGHTS = "model.safetensors"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 
 CRITERIA = ("magnitude", "gradient", "snip", "snip_momentum", "movement")
 

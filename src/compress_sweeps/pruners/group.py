@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError, no_layer_error
+from compress_sweeps.errors import ConfigError, no_layer_error
 from compress_sweeps.pruners.allocate import DOMAINS, allocate
 from compress_sweeps.pruners.criteria import make_criterion
 from compress_sweeps.pruners.heads import select_heads

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.pruners.patterns import reduce_blocks
 from compress_sweeps.pruners.targets import add_mask, name_selected
 

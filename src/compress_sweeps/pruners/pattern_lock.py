@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress_sweeps.checks import no_layer_error
+from compress_sweeps.errors import no_layer_error
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.pruner import DEFAULT_EXCLUDE
 from compress_sweeps.pruners.targets import (

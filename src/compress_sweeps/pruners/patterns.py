@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 
 REDUCTIONS = ("mean", "sum", "max")
 

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.group import PruneGroup
 from compress_sweeps.pruners.targets import remove_mask

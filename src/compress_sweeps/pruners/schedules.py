@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 
 DECAYS = ("linear", "cos", "exp", "cube")
 

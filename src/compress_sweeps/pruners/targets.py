@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.pruners.patterns import Pattern, as_matrix
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}

@@ -27,7 +27,7 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.utils.data import DataLoader, Dataset
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.quantizers.grid import exact_grid
 from compress_sweeps.quantizers.onnx_export import ONNX_FILE, to_int8_onnx
 

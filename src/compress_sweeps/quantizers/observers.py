@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from compress_sweeps.checks import ConfigError
 from compress_sweeps.distributed import global_min_max
+from compress_sweeps.errors import ConfigError
 
 
 class EmaRange:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compress_sweeps.hooks import logits_of
 from compress_sweeps.quantizers.grid import exact_grid
-from compress_sweeps.trainer import logits_of
 
 ONNX_FILE = "model.int8.onnx"  # the onnxruntime export, kept in the run folder for deployment
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError, check_quantizer_start
+from compress_sweeps.checks import check_quantizer_start
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import (

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress_sweeps.checks import ConfigError
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import SCALINGS, uniform_quantize

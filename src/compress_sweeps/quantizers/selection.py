@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from compress_sweeps.checks import ConfigError, no_layer_error
+from compress_sweeps.errors import ConfigError, no_layer_error
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d}
 

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from compress_sweeps.checks import check_config
+from compress_sweeps.errors import describe
 
 
 def grid_points(config: DictConfig) -> list[list[str]] | None:
@@ -34,8 +35,6 @@ def grid_points(config: DictConfig) -> list[list[str]] | None:
 
 def point_error(config: DictConfig, point: list[str]) -> str | None:
     """Compose one job's config and run the job's own `check_config` on it; return the first error, if any."""
-    from compress_sweeps.train import describe
-
     try:
         job = GlobalHydra.instance().config_loader().load_sweep_config(config, point)
         check_config(job)  # with the job's hydra node, so errors name the options it picked (pruner=none...)
