@@ -1,0 +1,109 @@
+"""SparseGPT: one-shot pruning with layer-wise reconstruction (Frantar & Alistarh 2023, "SparseGPT: Massive
+Language Models Can Be Accurately Pruned in One-Shot", arXiv:2301.00774).
+
+For one layer with weight W (out x in) and calibration inputs X, SparseGPT looks for a pruned W' with a small
+reconstruction error ||W X - W' X||^2. With H = 2 X^T X (+ damping) it goes through the input columns left to
+right (Optimal Brain Surgeon, one column at a time, with the Cholesky factor of H^-1 giving every row the same
+sequence of inverse Hessians): the pruned weights of a column are set to zero and the error this makes is spread
+over the columns not yet processed, so the kept weights compensate. Columns are handled in blocks of `block_size`
+whose updates to the later columns are applied in one matrix product (lazy batch updates). The mask is chosen
+adaptively at the start of every block by w^2 / [H^-1]_jj^2 (N:M: at the start of every run of M columns, among
+the current, already updated weights). Input features that never fire (diag(H) = 0) get weight 0 and H_jj = 1,
+as in the reference implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress_sweeps.pruners.oneshot.calibration import Hessian
+from compress_sweeps.pruners.oneshot.masks import pruned_by_score
+from compress_sweeps.pruners.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(upper Cholesky factor of (H + damping * mean(diag H) * I)^-1, booleans of the dead input features)."""
+    h = hessian.float().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    h.diagonal().add_(damping * h.diagonal().mean())
+    try:
+        inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
+        return torch.linalg.cholesky(inverse, upper=True), dead
+    except torch.linalg.LinAlgError as error:
+        raise RuntimeError(
+            f"SparseGPT: the layer Hessian is not positive definite even with damping {damping} ({error}); "
+            "raise pruner.damping or pruner.calibration_examples"
+        ) from error
+
+
+@torch.no_grad()
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    pattern: Pattern,
+    sparsity: float,
+    damping: float = 0.01,
+    block_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pruned and updated `(out, in)` weight in float32, pruned booleans) for `hessian` = 2 X^T X."""
+    w = weight.float().clone()
+    factor, dead = inverse_hessian_factor(hessian, damping)
+    w[:, dead] = 0.0
+    columns = w.shape[1]
+    pruned = torch.zeros_like(w, dtype=torch.bool)
+    run = pattern.m if isinstance(pattern, NMPattern) else 0
+    for start in range(0, columns, block_size):
+        end = min(start + block_size, columns)
+        block = w[:, start:end].clone()  # updated in place as the columns before it are pruned
+        done = torch.zeros_like(block)
+        errors = torch.zeros_like(block)
+        inverse = factor[start:end, start:end]
+        diagonal = inverse.diagonal()
+        if run:
+            mask = torch.zeros_like(block, dtype=torch.bool)
+        else:
+            mask = pruned_by_score(block.square() / diagonal.square(), pattern, sparsity)
+        for i in range(end - start):
+            if run and i % run == 0:
+                scores = block[:, i : i + run].square() / diagonal[i : i + run].square()
+                mask[:, i : i + run] = pruned_by_score(scores, pattern, sparsity)
+            column = block[:, i]
+            kept = column.masked_fill(mask[:, i], 0.0)
+            done[:, i] = kept
+            error = (column - kept) / diagonal[i]
+            block[:, i:].addr_(error, inverse[i, i:], alpha=-1.0)  # OBS update of the columns not yet done
+            errors[:, i] = error
+        w[:, start:end] = done
+        pruned[:, start:end] = mask
+        w[:, end:] -= errors @ factor[start:end, end:]  # the block's updates to every later column at once
+    return w, pruned
+
+
+class SparseGPT:
+    """Prune each layer by OBS reconstruction on its calibration Hessian (`damping`, `block_size` as in the paper)."""
+
+    name = "sparsegpt"
+    needs_data = True
+
+    def __init__(self, damping: float = 0.01, block_size: int = 128) -> None:
+        self.damping, self.block_size = damping, block_size
+
+    def problem(self, pattern: Pattern) -> str | None:
+        if isinstance(pattern, ChannelPattern):
+            return "sparsegpt selects weights within blocks of input columns, so it cannot remove whole rows"
+        width = pattern.m if isinstance(pattern, NMPattern) else 1
+        width = pattern.cols if isinstance(pattern, BlockPattern) else width
+        if self.block_size % width:  # a run of M columns (or a block) must never straddle two column blocks
+            return f"pruner.block_size={self.block_size} must be a multiple of the pattern's {width} columns"
+        return None
+
+    def new_statistic(self, module: nn.Module) -> Hessian:
+        return Hessian(as_matrix(module.weight).shape[1], module.weight.device)
+
+    def prune(
+        self, weight: torch.Tensor, statistic: Hessian, pattern: Pattern, sparsity: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pruned and updated weight, pruned booleans) of an `(out, in)` weight matrix."""
+        return sparsegpt_prune(weight, statistic.matrix, pattern, sparsity, self.damping, self.block_size)
