@@ -16,7 +16,7 @@ from compress_sweeps.checks import check_config
 from compress_sweeps.errors import describe
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
-from compress_sweeps.models import tokenizer_for
+from compress_sweeps.models import new_parameters, tokenizer_for
 from compress_sweeps.quantizers.export import int8_export_report, wants_int8_export
 from compress_sweeps.seeding import seed_everything
 from compress_sweeps.sweeps.jobs import job_id
@@ -57,6 +57,7 @@ def run(cfg: DictConfig) -> float:
             eval_set=eval_set,
             task_name=task.name,
             cache_dir=cfg.paths.cache_dir,
+            extras={"new_parameters": new_parameters(model)},  # e.g. a fresh head, which one-shot methods warn about
         )
         timing["setup_s"] = time.perf_counter() - started
         trainer.fit(model, train_set, eval_set, compressors, context, logger, seed=cfg.seed, checkpoints=checkpoints)

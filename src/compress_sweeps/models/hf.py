@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from torch import nn
@@ -19,6 +20,20 @@ LOCAL_MODEL_HINT = (
     "or a previous run's output folder), or model=minilm, which ships with the package."
 )
 
+# parameters a builder initialised at random instead of loading (a fresh classification head), per model object
+_NEW_PARAMETERS: weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def new_parameters(model: nn.Module) -> tuple[str, ...]:
+    """Names of the parameters of `model` that its builder initialised at random (e.g. `classifier.weight` of a
+    pretrained encoder given a new head); empty when everything was loaded or the model was not built here."""
+    return _NEW_PARAMETERS.get(model, ())
+
+
+def mark_loaded(model: nn.Module) -> None:
+    """Every parameter of `model` now holds loaded values (e.g. a previous run's weights): none is new."""
+    _NEW_PARAMETERS.pop(model, None)
+
 
 def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | None = None) -> nn.Module:
     """A pretrained encoder with a fresh classification head of `num_labels` outputs.
@@ -30,13 +45,16 @@ def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | N
     check_hub_source(name_or_path, "model.name_or_path", LOCAL_MODEL_HINT)
     try:
         config = AutoConfig.from_pretrained(name_or_path, num_labels=num_labels, **overrides)
-        return AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, config=config, ignore_mismatched_sizes=True
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
         )
     except OSError as error:
         raise RuntimeError(
             f"model.name_or_path='{name_or_path}' could not be loaded ({error}). {LOCAL_MODEL_HINT}"
         ) from error
+    fresh = set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]}
+    _NEW_PARAMETERS[model] = tuple(sorted(fresh))
+    return model
 
 
 def minilm_path() -> str:
@@ -103,6 +121,7 @@ def student_from_teacher(
         state[key] = value
     student.load_state_dict(state, strict=True)
     student.name_or_path = teacher_model.name_or_path  # the tokenizer is the teacher's
+    _NEW_PARAMETERS[student] = new_parameters(teacher_model)  # the head is the teacher's, fresh or not
     return student
 
 
@@ -123,4 +142,4 @@ def save_hf_extras(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, 
         tokenizer.save_pretrained(folder)
 
 
-__all__ = ["minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]
+__all__ = ["minilm", "new_parameters", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]

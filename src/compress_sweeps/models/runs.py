@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.models.hf import mark_loaded
 
 # the file names written by compress_sweeps.artifacts.save_model (not imported: artifacts imports models)
 WEIGHTS = "model.safetensors"
@@ -39,4 +40,5 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
         )
     model = instantiate(config, num_labels=num_labels)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
+    mark_loaded(model)  # the builder may have given it a fresh head; the saved run's head replaced it
     return model
