@@ -60,7 +60,7 @@ CONFIG_TIME = {
         "pruner.start_step=-3 is out of range: must be an int step >= 0 or a float fraction of the run in [0, 1]",
     ),
     "fraction above 1": (["pruner=magnitude", "pruner.end_step=1.5"], "pruner.end_step=1.5 is out of range"),
-    "negative max_steps": (["trainer.max_steps=-5"], "trainer.max_steps=-5 is out of range: must be an integer >= 1"),
+    "negative max_steps": (["trainer.max_steps=-5"], "trainer.max_steps=-5 is out of range: must be an integer >= 0"),
     "unknown int8 backend": (
         ["quantizer=quantized_distillation", "quantizer.int8_backend=openvino"],
         "quantizer.int8_backend=openvino is unknown: must be one of onnxruntime | torch",
@@ -112,6 +112,19 @@ CONFIG_TIME = {
         "pruner.end_step=10 is beyond the run: must resolve to a step <= 3, the run's 3 optimizer steps "
         "(trainer.max_steps=3)",
     ),
+    "schedule in a run without steps": (
+        ["pruner=snip_momentum", "trainer.max_steps=0"],
+        "pruner.end_step=0.7 is beyond the run: must resolve to a step <= 0, the run's 0 optimizer steps "
+        "(trainer.max_steps=0); without training steps a schedule can only prune at attach",
+    ),
+    "distillation without steps": (
+        ["distiller=logits", "trainer.max_steps=0"],
+        "trainer.max_steps=0 trains nothing: must be >= 1 with a distiller",
+    ),
+    "wanda on whole channels": (
+        ["pruner=wanda", "pruner.pattern=channel"],
+        "pruner.pattern=channel does not suit wanda: wanda compares the weights within an output row",
+    ),
     "quantizer starts after the run": (
         ["trainer=smoke", "quantizer=q8bert", "quantizer.start_step=5"],
         "quantizer.start_step=5 is beyond the run: must be <= 3, the run's optimizer steps (trainer.max_steps=3)",
@@ -160,6 +173,11 @@ ATTACH_TIME = {
         ["pruner=magnitude", "pruner.pattern=2:4"],
         "pruner.pattern=2:4 does not fit layer 'features.0': must divide every selected layer (9 input columns are "
         "not divisible by M=4",
+    ),
+    "one-shot N:M on 9 input columns": (
+        ["pruner=sparsegpt", "pruner.pattern=2:4", "pruner.calibration_examples=8", "trainer.max_steps=0"],
+        "pruner.pattern=2:4 does not fit layer 'features.0': must divide every selected layer (9 input columns are "
+        "not divisible by M=4 of the 2:4 pattern); exclude the layer",
     ),
     "NxM on 32 output rows": (
         ["pruner=magnitude", "pruner.pattern=3x1"],

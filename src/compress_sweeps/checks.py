@@ -82,7 +82,17 @@ def run_steps(trainer: Any, train_size: int | None) -> tuple[int, str] | None:
 
 
 def check_steps(parts: Mapping[str, Any], total: int, how: str) -> None:
-    """Pruning schedules and the quantizer's start must fall inside the run's `total` optimizer steps."""
+    """Pruning schedules and the quantizer's start must fall inside the run's `total` optimizer steps; a run of
+    0 steps (calibrate and compress only) cannot distil."""
+    from compress_sweeps.hooks import Passthrough
+
+    if total == 0 and not isinstance(parts["distiller"], Passthrough):
+        raise ConfigError(
+            "trainer.max_steps",
+            0,
+            "must be >= 1 with a distiller (its loss only acts in training steps), or use distiller=none",
+            problem="trains nothing",
+        )
     for group in getattr(parts["pruner"], "groups", ()):
         group.schedule.resolve(total, how)
     start = getattr(parts["quantizer"], "start_step", None)

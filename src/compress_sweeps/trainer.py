@@ -38,6 +38,8 @@ class Trainer:
 
     Steps are the one unit inside: `epochs` is converted to optimizer steps, counting `grad_accum_steps`
     micro-batches of `batch_size` per step. Compressors see every optimizer step through their hooks.
+    `max_steps=0` trains nothing: the compressors attach (one-shot pruning calibrates and prunes there) and the
+    run goes on to finalize and evaluation.
     """
 
     def __init__(
@@ -68,7 +70,7 @@ class Trainer:
                 problem="clashes with trainer.epochs",
             )
         checks = {  # key: (value, allowed?, what is allowed)
-            "max_steps": (max_steps, max_steps is None or max_steps >= 1, "an integer >= 1 or null"),
+            "max_steps": (max_steps, max_steps is None or max_steps >= 0, "an integer >= 0 or null"),
             "epochs": (epochs, epochs is None or epochs > 0, "> 0 or null"),
             "batch_size": (batch_size, batch_size >= 1, "an integer >= 1"),
             "grad_accum_steps": (grad_accum_steps, grad_accum_steps >= 1, "an integer >= 1"),
@@ -138,6 +140,8 @@ class Trainer:
         total, input_keys = context.total_steps, context.input_keys
         model.to(self.device).train()
         compressors.attach(model, context)
+        if total == 0:  # calibrate-and-compress only (e.g. one-shot pruning): no optimizer, no batches
+            return {}
         net = distributed.wrap(model, self.device)  # after attach: the compressors see the plain model
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)

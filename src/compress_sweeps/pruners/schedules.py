@@ -86,10 +86,16 @@ class Schedule:
         start, end, every = (self._steps(v, total_steps) for v in self.spec)
         run = f"the run's {total_steps} optimizer steps" + (f" ({how})" if how else "")
         if end > total_steps:
+            untrained = (  # trainer.max_steps=0: nothing runs after attach
+                "; without training steps a schedule can only prune at attach (start_step=0, end_step=0), or use a "
+                "one-shot pruner (pruner=oneshot_magnitude | wanda | sparsegpt)"
+                if total_steps == 0
+                else ""
+            )
             raise ConfigError(
                 f"{self.key}end_step",
                 self.spec[1],
-                f"must resolve to a step <= {total_steps}, {run}",
+                f"must resolve to a step <= {total_steps}, {run}{untrained}",
                 "is beyond the run",
             )
         if start > end:
