@@ -434,3 +434,43 @@ def test_new_parameters_name_a_fresh_head_but_not_a_saved_run(tmp_path, tiny_ber
     overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "trainer.max_steps=0"]
     assert run_json(tmp_path, "saved", overrides)["status"] == "completed"
     assert new_parameters(from_run(str(tmp_path / "saved"), 3)) == ()  # its head is the saved run's
+
+
+def test_bert_blocks_on_cached_inputs_see_what_full_forward_passes_see(tiny_bert, monkeypatch):
+    """The transformer path (blocks run on cached, already-pruned inputs) collects the same rows as running the
+    whole model for every group, the slow path that needs no assumption about the blocks."""
+    from transformers import AutoModelForSequenceClassification
+
+    from compress_sweeps.pruners.oneshot import sequential
+
+    def collect(blocks: bool) -> dict[str, torch.Tensor]:
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layer." in n}
+        assert (sequential.find_blocks(model, layers) is not None) == blocks
+        seen = {}
+
+        def prune(name, module, statistic):
+            seen[name] = torch.cat(statistic.rows)
+            with torch.no_grad():
+                module.weight.masked_fill_(pruned_by_score(module.weight.abs(), parse_pattern("2:4"), 0.5), 0.0)
+
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, 25, (8, 10), generator=g)
+        mask = torch.ones_like(ids)
+        mask[::2, 6:] = 0
+        batches = [
+            {"input_ids": ids[:4], "attention_mask": mask[:4]},
+            {"input_ids": ids[4:], "attention_mask": mask[4:]},
+        ]
+        calibrate_sequentially(model, layers, batches, lambda m: Recorded(), prune, torch.device("cpu"))
+        return seen
+
+    by_blocks = collect(blocks=True)
+    monkeypatch.setattr(sequential, "find_blocks", lambda model, layers: None)
+    by_model = collect(blocks=False)
+    assert list(by_blocks) == list(by_model) and len(by_blocks) == 2 * 6
+    for name, rows in by_blocks.items():
+        real = 4 * 10 + 4 * 6  # only the real tokens: 10 in the full sequences, 6 in the padded ones
+        shared = 3 if name.rsplit(".", 1)[1] in ("query", "key", "value") else 1  # q, k, v: one statistic
+        assert rows.shape[0] == shared * real, name
+        assert torch.allclose(rows, by_model[name], atol=1e-5), name
