@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from compress_sweeps.export.int8 import paired_latency_ms, to_int8
+from compress_sweeps.export.onnx import OnnxModel, export_onnx, to_int8_onnx
 from compress_sweeps.hooks import RunContext, logits_of
 from compress_sweeps.models import minilm
 from compress_sweeps.quantizers import Q8Bert
-from compress_sweeps.quantizers.export import paired_latency_ms, to_int8
-from compress_sweeps.quantizers.onnx_export import OnnxModel, export_onnx, to_int8_onnx
 
 
 def main() -> None:

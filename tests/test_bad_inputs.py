@@ -16,10 +16,12 @@ import pytest
 from conftest import compose_cfg
 from omegaconf import OmegaConf
 
-from compress_sweeps import artifacts, train
+from compress_sweeps import train
 from compress_sweeps.checks import check_config
 from compress_sweeps.errors import ConfigError, config_error
 from compress_sweeps.models import ConvNet
+from compress_sweeps.models.runs import save_model
+from compress_sweeps.run import artifacts
 
 CNN = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
 CNN_TEACHER = ["model@distiller.teacher.model=cnn_teacher", "distiller.teacher.finetune=null"]
@@ -212,7 +214,7 @@ def run_folders(tmp_path) -> dict[str, str]:
     compression = {"sparsity": 0.5, "pattern": "1x1", "bits": 32}
     (pruned / artifacts.RESULTS).write_text(json.dumps({"status": "completed", "compression": compression}))
     cnn = OmegaConf.create({"_target_": "compress_sweeps.models.ConvNet", "channels": [4], "hidden": 8})
-    three = artifacts.save_model(ConvNet(3, channels=[4], hidden=8), tmp_path / "three_label_run", None, cnn, 3).parent
+    three = save_model(ConvNet(3, channels=[4], hidden=8), tmp_path / "three_label_run", None, cnn, 3).parent
     return {"pruned_run": str(pruned), "three_label_run": str(three)}
 
 

@@ -16,10 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress_sweeps import train
-from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState, save_atomic
 from compress_sweeps.hooks import Compressors
 from compress_sweeps.pruners import Pruner
 from compress_sweeps.quantizers import Q8Bert
+from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState, save_atomic
 
 # a small CNN on digits that learns in 60 steps, with Python-side state in both compressors: snip_momentum scores
 # and an iterative mask schedule (updates at steps 6, 9, ..., 42) and Q8BERT activation ranges + shadow weights
@@ -168,7 +168,7 @@ def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch
 
 
 def test_checkpoint_every_is_validated_and_not_part_of_the_job_id():
-    from compress_sweeps.sweeps.jobs import job_id
+    from compress_sweeps.run.identity import job_id
     from compress_sweeps.trainer import Trainer
 
     with pytest.raises(ValueError, match="trainer.checkpoint_every"):

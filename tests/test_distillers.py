@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from compress_sweeps import artifacts
 from compress_sweeps.distillers import LogitsDistiller, MultiLayerDistiller, Teacher, losses
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, from_run
+from compress_sweeps.models.runs import save_model
 from compress_sweeps.tasks.images import TensorDictDataset
 from compress_sweeps.trainer import Trainer
 
@@ -204,7 +204,7 @@ def test_hooked_bert_features_equal_hugging_face_outputs(tmp_path, tiny_bert):
 
 def test_teacher_from_a_run_folder_and_fine_tuned_once(tmp_path, capsys):
     model = ConvNet(3, channels=[4], hidden=8)
-    artifacts.save_model(
+    save_model(
         model,
         tmp_path / "run",
         None,

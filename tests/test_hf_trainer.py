@@ -12,12 +12,12 @@ import torch
 from conftest import TOPICS, text_rows
 from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
-from compress_sweeps import measure
 from compress_sweeps.distillers import LogitsDistiller, Teacher
 from compress_sweeps.integrations import CompressionCallback
 from compress_sweeps.models import pretrained_classifier
 from compress_sweeps.pruners import Pruner
 from compress_sweeps.quantizers import Q8Bert
+from compress_sweeps.run import measure
 
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (a project dependency)")
 

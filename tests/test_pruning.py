@@ -11,10 +11,10 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.measure import compression_report, pattern_holds
 from compress_sweeps.pruners import PatternLock, Pruner, parse_pattern
 from compress_sweeps.pruners.criteria import SnipMomentum, make_criterion
 from compress_sweeps.pruners.schedules import Schedule, decayed_target
+from compress_sweeps.run.measure import compression_report, pattern_holds
 
 
 class Net(nn.Module):

@@ -10,9 +10,9 @@ from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train
+from compress_sweeps.export.onnx import OnnxModel
 from compress_sweeps.quantizers import onnx_export
 from compress_sweeps.quantizers.fake_quant import bucketed
-from compress_sweeps.quantizers.onnx_export import OnnxModel
 
 IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
 

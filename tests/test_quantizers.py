@@ -10,10 +10,10 @@ from onnx import numpy_helper
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.export.int8 import to_int8
+from compress_sweeps.export.onnx import to_int8_onnx
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.measure import quantized_storage
 from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation, onnx_export
-from compress_sweeps.quantizers.export import to_int8
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
     bucketed,
@@ -25,7 +25,7 @@ from compress_sweeps.quantizers.fake_quant import (
     uniform_quantize,
 )
 from compress_sweeps.quantizers.observers import EmaRange
-from compress_sweeps.quantizers.onnx_export import to_int8_onnx
+from compress_sweeps.run.measure import quantized_storage
 
 CONTEXT = RunContext(total_steps=5, num_labels=3, device=torch.device("cpu"))
 

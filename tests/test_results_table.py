@@ -10,8 +10,8 @@ from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 
 from compress_sweeps.hooks import Compressor
-from compress_sweeps.sweeps import results_table
-from compress_sweeps.sweeps.results_table import BEGIN, END, RECIPES
+from compress_sweeps.reporting import results_table
+from compress_sweeps.reporting.results_table import BEGIN, END, RECIPES
 
 ON_DISK = sorted(p.stem for p in (CONF / "recipe").glob("*.yaml"))
 

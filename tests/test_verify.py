@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from compress_sweeps import train
-from compress_sweeps.measure import pattern_holds
-from compress_sweeps.verify import max_levels, zero_units
+from compress_sweeps.run.measure import pattern_holds
+from compress_sweeps.run.verify import max_levels, zero_units
 
 SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
 

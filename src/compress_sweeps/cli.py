@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from compress_sweeps import distributed, train
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import config_error
-from compress_sweeps.sweeps import completed_result, register_resolvers
+from compress_sweeps.run.identity import completed_result, register_resolvers
 
 register_resolvers()
 
@@ -58,15 +58,15 @@ def cli() -> None:
     """Console script: subcommands first (`report`, `wandb-sweep`), anything else is a Hydra run or sweep."""
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "report":
-        from compress_sweeps.sweeps.report import report_main
+        from compress_sweeps.reporting.report import report_main
 
         sys.exit(report_main(sys.argv[2:]))
     if command == "verify":
-        from compress_sweeps.verify import verify_main
+        from compress_sweeps.run.verify import verify_main
 
         sys.exit(verify_main(sys.argv[2:]))
     if command == "results":
-        from compress_sweeps.sweeps.results_table import results_main
+        from compress_sweeps.reporting.results_table import results_main
 
         sys.exit(results_main(sys.argv[2:]))
     if command == "wandb-sweep":

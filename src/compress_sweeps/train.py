@@ -10,18 +10,20 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from compress_sweeps import artifacts, distributed, measure
-from compress_sweeps.checkpoint import Checkpoints
+from compress_sweeps import distributed
 from compress_sweeps.checks import check_config
 from compress_sweeps.errors import describe
+from compress_sweeps.export.int8 import int8_export_report, wants_int8_export
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
-from compress_sweeps.quantizers.export import int8_export_report, wants_int8_export
-from compress_sweeps.seeding import seed_everything
-from compress_sweeps.sweeps.jobs import job_id
-from compress_sweeps.sweeps.threads import set_threads
-from compress_sweeps.verify import failures, verify
+from compress_sweeps.models.runs import save_model
+from compress_sweeps.run import artifacts, measure
+from compress_sweeps.run.checkpoint import Checkpoints
+from compress_sweeps.run.identity import job_id
+from compress_sweeps.run.seeding import seed_everything
+from compress_sweeps.run.threads import set_threads
+from compress_sweeps.run.verify import failures, verify
 
 
 def run(cfg: DictConfig) -> float:
@@ -78,7 +80,7 @@ def run(cfg: DictConfig) -> float:
                 model, evaluate, eval_set, task.input_keys, metrics, backend=backend, folder=folder
             )
         if distributed.is_main():
-            artifacts.save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
+            save_model(model, run_dir, tokenizer, cfg.model, task.num_labels)
         results |= {"metrics": metrics | compressors.metrics(), "compression": compression}
         # re-counted from the saved files, not our bookkeeping (by rank 0, which wrote them)
         results["verified"] = distributed.on_rank_zero(verify, run_dir, cfg, results)

@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from compress_sweeps import distributed
-from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
+from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState
 
 LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
 

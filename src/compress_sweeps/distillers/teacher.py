@@ -20,11 +20,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from compress_sweeps import artifacts, distributed
+from compress_sweeps import distributed
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext
 from compress_sweeps.loggers import NullLogger
-from compress_sweeps.models.runs import from_run
+from compress_sweeps.models.runs import WEIGHTS, from_run, save_model
 from compress_sweeps.trainer import Trainer
 
 
@@ -103,7 +103,7 @@ class Teacher:
         folder = Path(context.cache_dir or ".").expanduser() / "teachers"
         folder = folder / f"{context.task_name or 'task'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
         # rank 0 decides for all ranks: they fine-tune together (each on its shard) or all load
-        if not distributed.on_rank_zero((folder / artifacts.WEIGHTS).is_file):
+        if not distributed.on_rank_zero((folder / WEIGHTS).is_file):
             model = self.build(num_labels=context.num_labels)
             train_set, steps = context.train_set, self.finetune.total_steps(len(context.train_set))
             print(f"teacher: fine-tuning once for {steps} steps -> {folder}")
@@ -122,10 +122,10 @@ def _save_once(model: nn.Module, folder: Path, config: dict, num_labels: int) ->
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        artifacts.save_model(model, tmp, None, OmegaConf.create(config), num_labels)
+        save_model(model, tmp, None, OmegaConf.create(config), num_labels)
         os.replace(tmp, folder)
     except OSError:
-        if not (folder / artifacts.WEIGHTS).is_file():  # another job won the race only if its copy is complete
+        if not (folder / WEIGHTS).is_file():  # another job won the race only if its copy is complete
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,17 +1,20 @@
-"""Rebuild the finalized model of a previous run from its folder (e.g. a fine-tuned dense run used as a teacher)."""
+"""A run folder's model files: `save_model` writes them, `from_run` rebuilds the finalized model from them (e.g. a
+fine-tuned dense run used as a teacher, or as the starting point of a pruning sweep)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from safetensors.torch import load_file
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.models.hf import save_hf_extras
 
-# the file names written by compress_sweeps.artifacts.save_model (not imported: artifacts imports models)
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.yaml"
 
@@ -40,3 +43,27 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
     model = instantiate(config, num_labels=num_labels)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return model
+
+
+def save_model(model: nn.Module, folder: Path, tokenizer: Any, model_config: DictConfig, num_labels: int) -> Path:
+    """Save the finalized weights keyed by parameter name, plus the model config (and HF config + tokenizer).
+
+    `hydra.utils.instantiate(model_config.yaml)` rebuilds the architecture; for Hugging Face models
+    `AutoModelForSequenceClassification.from_pretrained(folder)` loads the folder directly.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if pointer in seen else tensor  # safetensors refuses shared storage
+        seen.add(pointer)
+    weights = folder / WEIGHTS
+    tmp = folder / f".{WEIGHTS}.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, weights)
+    rebuild = {**OmegaConf.to_container(model_config, resolve=True), "num_labels": num_labels}
+    OmegaConf.save(OmegaConf.create(rebuild), folder / MODEL_CONFIG)
+    save_hf_extras(model, tokenizer, folder)
+    return weights

@@ -15,9 +15,9 @@ from compress_sweeps.errors import ConfigError, no_layer_error
 from compress_sweeps.pruners.allocate import DOMAINS, allocate
 from compress_sweeps.pruners.criteria import make_criterion
 from compress_sweeps.pruners.heads import select_heads
-from compress_sweeps.pruners.patterns import REDUCTIONS, NMPattern, parse_pattern
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.targets import layer_classes, mask_grads, select_layers
+from compress_sweeps.weights.patterns import REDUCTIONS, NMPattern, parse_pattern
 
 DEFAULT_TARGET_SPARSITY = 0.9  # when target_sparsity is null and the pattern does not fix it (N:M does)
 

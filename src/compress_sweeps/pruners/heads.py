@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.patterns import reduce_blocks
 from compress_sweeps.pruners.targets import add_mask, name_selected
+from compress_sweeps.weights.patterns import reduce_blocks
 
 # attribute names of (query, key, value, heads) on the self-attention module and the output projection's path
 # relative to the self-attention module's parent: BERT/RoBERTa/ELECTRA/MiniLM, then DistilBERT

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.patterns import Pattern, as_matrix
+from compress_sweeps.weights.patterns import Pattern, as_matrix
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}
 MASK = "weight_mask"

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.export.int8 import check_backend
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
 

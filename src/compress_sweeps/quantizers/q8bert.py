@@ -15,8 +15,8 @@ from torch import nn
 
 from compress_sweeps.checks import check_quantizer_start
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.export.int8 import check_backend
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
     quantize_asymmetric,

@@ -11,7 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from compress_sweeps.artifacts import RESULTS
+from compress_sweeps.run.artifacts import RESULTS
 
 
 def summarize(sweep_dir: Path, launched_at: float | None = None) -> dict[str, list[tuple[Path, dict]]]:

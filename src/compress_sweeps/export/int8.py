@@ -28,8 +28,8 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.utils.data import DataLoader, Dataset
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.quantizers.grid import exact_grid
-from compress_sweeps.quantizers.onnx_export import ONNX_FILE, to_int8_onnx
+from compress_sweeps.export.onnx import ONNX_FILE, to_int8_onnx
+from compress_sweeps.weights.grid import exact_grid
 
 BACKENDS = {
     "onnxruntime": "ONNX Runtime quantize_dynamic (int8 MatMulIntegerToFloat, dynamic uint8 activations)",

@@ -17,8 +17,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from compress_sweeps.artifacts import RESULTS, write_text_atomic
-from compress_sweeps.sweeps.report import job_overrides
+from compress_sweeps.reporting.report import job_overrides
+from compress_sweeps.run.artifacts import RESULTS, write_text_atomic
 
 # recipe -> label, in the order of the table
 RECIPES = {

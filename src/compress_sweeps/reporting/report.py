@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from compress_sweeps.artifacts import RESULTS
-from compress_sweeps.sweeps.plots import plot_all
+from compress_sweeps.reporting.plots import plot_all
+from compress_sweeps.run.artifacts import RESULTS
 
 COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)

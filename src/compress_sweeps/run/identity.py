@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import distributed
-from compress_sweeps.artifacts import RESULTS
+from compress_sweeps.run.artifacts import RESULTS
 
 # keys that say where and how a job reports, not what it computes
 NOT_IDENTITY = ("hydra", "paths", "logger")

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress_sweeps.artifacts import RESULTS
 from compress_sweeps.hooks import Compressors
+from compress_sweeps.run.artifacts import RESULTS
 
 FOLDER = "checkpoint"
 LAST = "last.pt"

@@ -18,8 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
-from compress_sweeps.artifacts import RESULTS, WEIGHTS, write_json_atomic
-from compress_sweeps.measure import pattern_holds
+from compress_sweeps.models.runs import WEIGHTS
+from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
+from compress_sweeps.run.measure import pattern_holds
 
 RECOUNT_TOLERANCE = 1e-6  # reported vs re-counted figures: the same numbers, up to float rounding
 TARGET_TOLERANCE = 0.005  # achieved vs configured sparsity over the pruned layers: +-0.5 percentage points
