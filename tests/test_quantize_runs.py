@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from compress_sweeps import train
 from compress_sweeps.export.onnx import OnnxModel
 from compress_sweeps.quantizers import onnx_export
-from compress_sweeps.quantizers.fake_quant import bucketed
+from compress_sweeps.weights.grid import group_rows
 
 IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
 
@@ -25,7 +25,7 @@ def finished(tmp_path, overrides: list[str]) -> tuple[dict, dict]:
 
 
 def max_levels(tensor, bucket_size=None) -> int:
-    return max(int(row.unique().numel()) for row in bucketed(tensor, bucket_size)[0])
+    return max(int(row.unique().numel()) for row in group_rows(tensor, bucket_size))
 
 
 def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):

@@ -14,9 +14,9 @@ from compress_sweeps.export.int8 import to_int8
 from compress_sweeps.export.onnx import to_int8_onnx
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation, onnx_export
+from compress_sweeps.weights.grid import group_rows
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
-    bucketed,
     quantize_asymmetric,
     quantize_symmetric,
     ste,
@@ -45,7 +45,7 @@ def mlp(seed: int = 0) -> nn.Sequential:
 def test_uniform_quantizer_has_at_most_2_to_the_bits_levels_per_bucket(bits, bucket_size, scaling):
     weight = torch.randn(37, 53)
     quantized = uniform_quantize(weight, bits, bucket_size, scaling)
-    rows, _ = bucketed(quantized, bucket_size)
+    rows = group_rows(quantized, bucket_size)
     assert max(levels(row) for row in rows) <= 2**bits
     if bucket_size is None and scaling == "linear":  # min and max of the tensor are levels themselves
         assert quantized.min() == pytest.approx(float(weight.min()), abs=1e-6)
@@ -159,7 +159,7 @@ def test_zeros_of_a_pruned_model_stay_zero_and_levels_are_bounded(name):
         if name == "q8bert_4bit_per_channel":
             assert max(levels(row) for row in weight) <= 2**bits
         else:
-            assert max(levels(row) for row in bucketed(weight, bucket)[0]) <= 2**bits
+            assert max(levels(row) for row in group_rows(weight, bucket)) <= 2**bits
         assert quantized_storage(weight)[0] <= bits + (0 if name.startswith("q8bert") else 1)
     assert not getattr(quantizer, "handles", [])  # input hooks removed by finalize
 

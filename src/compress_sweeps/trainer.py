@@ -19,6 +19,7 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
 from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState
+from compress_sweeps.run.identity import TRAINER_FREE
 
 LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
 
@@ -93,6 +94,11 @@ class Trainer:
         self.max_grad_norm, self.eval_every, self.eval_max_batches = max_grad_norm, eval_every, eval_max_batches
         self.log_every, self.progress, self.checkpoint_every = log_every, progress, checkpoint_every
         self.device = resolve_device(device)
+
+    def settings(self) -> dict[str, object]:
+        """The settings that decide the trained result (a fine-tuned teacher's cache key): all but the progress bar
+        and the checkpoint cadence (run/identity.py)."""
+        return {k: str(v) if k == "device" else v for k, v in vars(self).items() if k not in TRAINER_FREE}
 
     def total_steps(self, train_size: int) -> int:
         """Optimizer steps of the run: `max_steps`, or `epochs` worth of accumulated batches (of all processes)."""

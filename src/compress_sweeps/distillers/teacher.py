@@ -22,10 +22,9 @@ from torch import nn
 
 from compress_sweeps import distributed
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.hooks import Compressors, RunContext
+from compress_sweeps.hooks import Compressors, FineTuner, RunContext
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.models.runs import WEIGHTS, from_run, save_model
-from compress_sweeps.trainer import Trainer
 
 
 def describe(build: Callable[..., nn.Module]) -> dict:
@@ -49,14 +48,15 @@ class Teacher:
     """One teacher of a distiller: how to build it, its weight among several teachers, how to fine-tune it first.
 
     `model` is a builder called with `num_labels` (a model config with `_partial_: true`, e.g. `minilm`, or
-    `compress_sweeps.models.from_run` with a run folder). `finetune` is a `Trainer`; null uses the weights as built.
+    `compress_sweeps.models.from_run` with a run folder). `finetune` is a training loop (a `trainer` config, see
+    `hooks.FineTuner`); null uses the weights as built.
     """
 
     def __init__(
         self,
         model: Callable[..., nn.Module],
         weight: float = 1.0,
-        finetune: Trainer | None = None,
+        finetune: FineTuner | None = None,
         finetune_seed: int = 0,
     ) -> None:
         if not callable(model):
@@ -98,7 +98,7 @@ class Teacher:
         return tensors_digest(self.module.state_dict())
 
     def _finetuned(self, context: RunContext, data_digest: str) -> nn.Module:
-        settings = {k: v for k, v in vars(self.finetune).items() if k not in ("device", "progress", "checkpoint_every")}
+        settings = self.finetune.settings()
         key = repr((describe(self.build), context.task_name, data_digest, settings, self.finetune_seed))
         folder = Path(context.cache_dir or ".").expanduser() / "teachers"
         folder = folder / f"{context.task_name or 'task'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -108,7 +108,7 @@ class Teacher:
             train_set, steps = context.train_set, self.finetune.total_steps(len(context.train_set))
             print(f"teacher: fine-tuning once for {steps} steps -> {folder}")
             own = RunContext(**{**vars(context), "total_steps": steps})
-            self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), self.finetune_seed)
+            self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), seed=self.finetune_seed)
             if distributed.is_main():
                 _save_once(model, folder, describe(self.build), context.num_labels)
             distributed.barrier()  # the other ranks load rank 0's copy below

@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     trainer.train()  # the callback finalizes the model at the end of training
     scores = trainer.evaluate()
-    patterns = compressors[0].layer_patterns() if hasattr(compressors[0], "layer_patterns") else None
-    report = measure.compression_report(callback.model, patterns=patterns)
+    patterns = {name: label for spec in callback.compressors.specs() for name, label in spec.patterns.items()}
+    report = measure.compression_report(callback.model, patterns=patterns or None)
     summary = {key: report.get(key) for key in ("sparsity", "pattern", "pattern_holds", "bits")}
     summary |= {"eval_accuracy": scores["eval_accuracy"], "eval_loss": scores["eval_loss"]}
     print(

@@ -1,8 +1,9 @@
 """The real int8 model for CPU inference, built after finalize, evaluated and timed against the fp32 model.
 
-Two backends (`quantizer.int8_backend`):
+The `export` config group picks one (`export=none` builds none; `quantizer=q8bert` and
+`quantizer=quantized_distillation` select `export=onnxruntime` unless the command line says otherwise):
 
-- `onnxruntime` (default, the maintained path): ONNX export + ONNX Runtime's `quantize_dynamic`, in `onnx_export.py`.
+- `onnxruntime` (the maintained path): ONNX export + ONNX Runtime's `quantize_dynamic`, in `onnx.py`.
 - `torch`: every nn.Linear becomes `torch.ao.nn.quantized.dynamic.Linear` over the FBGEMM int8 GEMM of the CPU
   torch wheel (deprecated with torch's quantized tensors, pytorch/pytorch#184982).
 
@@ -131,14 +132,41 @@ def int8_export_report(
     }
 
 
-def wants_int8_export(members: Sequence[object]) -> str | None:
-    """The int8 backend a compressor of the run asks for (`export_int8: true`, `int8_backend`), or None."""
-    return next((getattr(m, "int8_backend", "onnxruntime") for m in members if getattr(m, "export_int8", False)), None)
+class NoExport:
+    """`export=none`: the finalized fp32 model is the run's deliverable; nothing more is built."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[nn.Module], dict[str, float]],
+        eval_set: Dataset,
+        input_keys: Sequence[str],
+        fp32_metrics: Mapping[str, float],
+        folder: str | Path | None = None,
+    ) -> dict | None:
+        return None
 
 
-def check_backend(backend: str) -> str:
-    """`quantizer.int8_backend` must name a backend (checked when the quantizer is built, before training)."""
-    if backend not in BACKENDS:
-        allowed = f"must be one of {' | '.join(BACKENDS)}"
-        raise ConfigError("quantizer.int8_backend", backend, allowed, problem="is unknown")
-    return backend
+class Int8Export:
+    """`export=onnxruntime | torch`: the int8 model of `backend`, evaluated and timed against the fp32 model on an
+    eval batch of `batch_size`; returns `compression.int8_export` of results.json."""
+
+    def __init__(self, backend: str = "onnxruntime", batch_size: int = 32) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError("export.backend", backend, f"must be one of {' | '.join(BACKENDS)}", problem="is unknown")
+        if batch_size < 1:
+            raise ConfigError("export.batch_size", batch_size, "must be an integer >= 1")
+        self.backend, self.batch_size = backend, batch_size
+
+    def __call__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[nn.Module], dict[str, float]],
+        eval_set: Dataset,
+        input_keys: Sequence[str],
+        fp32_metrics: Mapping[str, float],
+        folder: str | Path | None = None,
+    ) -> dict | None:
+        return int8_export_report(
+            model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size
+        )

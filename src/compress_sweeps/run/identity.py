@@ -17,31 +17,35 @@ from omegaconf import DictConfig, OmegaConf
 from compress_sweeps import distributed
 from compress_sweeps.run.artifacts import RESULTS
 
-# keys that say where and how a job reports, not what it computes
-NOT_IDENTITY = ("hydra", "paths", "logger")
-# how often a trainer (the run's, or a teacher's fine-tuning) saves a checkpoint, at any depth: resuming is exact,
-# so the cadence never changes a result, and ids from before the key existed stay the same
-CADENCE = "checkpoint_every"
+# What says where and how a job reports, not what it computes: left out of the job id, out of the readable part of
+# the job folder name (Hydra's `override_dirname.exclude_keys`, via the `cs_identity_free` resolver), out of a
+# fine-tuned teacher's cache key and out of the report's labels. `trainer.*` entries apply to every trainer config,
+# the run's and a teacher's alike. Resuming is exact, so the checkpoint cadence never changes a result.
+IDENTITY_FREE = ("hydra", "paths", "logger", "sweep", "trainer.progress", "trainer.checkpoint_every")
+TRAINER_FREE = tuple(key.removeprefix("trainer.") for key in IDENTITY_FREE if key.startswith("trainer."))
 
 
-def _without_cadence(tree: object) -> object:
+def identity_free(key: str) -> bool:
+    """Whether an override key (`logger.mode`, `trainer.progress`, `hydra.launcher.n_jobs`) is free of identity."""
+    return any(key == free or key.startswith(f"{free}.") for free in IDENTITY_FREE)
+
+
+def _without_trainer_free(tree: object) -> object:
     if isinstance(tree, dict):
-        return {k: _without_cadence(v) for k, v in tree.items() if k != CADENCE}
+        return {k: _without_trainer_free(v) for k, v in tree.items() if k not in TRAINER_FREE}
     if isinstance(tree, list):
-        return [_without_cadence(v) for v in tree]
+        return [_without_trainer_free(v) for v in tree]
     return tree
 
 
 def job_id(cfg: DictConfig) -> str:
-    """12 hex digits of the SHA-256 of the resolved config (without output paths and logger settings)."""
+    """12 hex digits of the SHA-256 of the resolved config without the identity-free keys."""
     identity = {
         key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
         for key in cfg
-        if key not in NOT_IDENTITY
+        if not identity_free(key)
     }
-    if isinstance(identity.get("trainer"), dict):
-        identity["trainer"].pop("progress", None)
-    blob = json.dumps(_without_cadence(identity), sort_keys=True, default=str)
+    blob = json.dumps(_without_trainer_free(identity), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -52,9 +56,12 @@ def job_dir_name(override_dirname: str, *, _root_: DictConfig) -> str:
 
 
 def register_resolvers() -> None:
-    """Make `cs_job_dir` and `cs_now` known to OmegaConf (idempotent; needed in every process that composes)."""
+    """Make `cs_job_dir`, `cs_identity_free` and `cs_now` known to OmegaConf (idempotent; needed in every process
+    that composes)."""
     if not OmegaConf.has_resolver("cs_job_dir"):
         OmegaConf.register_new_resolver("cs_job_dir", job_dir_name)
+    if not OmegaConf.has_resolver("cs_identity_free"):
+        OmegaConf.register_new_resolver("cs_identity_free", lambda: list(IDENTITY_FREE))
     distributed.register_resolver()
 
 

@@ -1,7 +1,7 @@
 """Check every point of a grid sweep before the first job starts, so a bad value fails in seconds, not at job 37.
 
-Each point's config is composed the way its job will be and goes through the job's own `check_config` (cheap: no
-data or model is loaded): the trainer and the pruner, quantizer and distiller validate their arguments, and the
+Each point's config is composed the way its job will be and goes through the job's own `build` and `check` (cheap:
+no data or model is loaded): the trainer and the pruner, quantizer and distiller validate their arguments, and the
 cross-group checks run (schedule steps beyond the run's steps, QAT on a pruned model without pattern_lock). Checks
 that need the model (a regex that matches no layer, a shape a pattern does not divide) still run at each job's start.
 """
@@ -16,8 +16,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from compress_sweeps.checks import check_config
 from compress_sweeps.errors import describe
+from compress_sweeps.run.build import build, check
 
 
 def grid_points(config: DictConfig) -> list[list[str]] | None:
@@ -34,10 +34,10 @@ def grid_points(config: DictConfig) -> list[list[str]] | None:
 
 
 def point_error(config: DictConfig, point: list[str]) -> str | None:
-    """Compose one job's config and run the job's own `check_config` on it; return the first error, if any."""
+    """Compose one job's config, build and check its parts as the job will; return the first error, if any."""
     try:
         job = GlobalHydra.instance().config_loader().load_sweep_config(config, point)
-        check_config(job)  # with the job's hydra node, so errors name the options it picked (pruner=none...)
+        check(build(job), job)  # with the job's hydra node, so errors name the options it picked (pruner=none...)
     except Exception as error:  # every failure is reported, none is raised: the user sees them all at once
         return describe(error)
     return None
