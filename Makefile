@@ -51,9 +51,10 @@ test: install ## the test suite without the tests marked slow (what CI runs)
 test-full: install ## every test, slow ones included
 	$(PY) -m pytest -q
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, and the import contracts of pyproject.toml (layers, no cycles)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from compress_sweeps import train
 from compress_sweeps.hooks import Compressors
 from compress_sweeps.pruners import Pruner
+from compress_sweeps.pruners.criteria import SnipMomentum
 from compress_sweeps.quantizers import Q8Bert
 from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState, save_atomic
 
@@ -31,7 +32,7 @@ RUN = [
     "pruner=snip_momentum",
     "pruner.target_sparsity=0.5",
     "quantizer=q8bert",
-    "quantizer.export_int8=false",
+    "export=none",
     "logger=none",
     "threads=1",
     "trainer.max_steps=60",
@@ -86,9 +87,9 @@ def _toy(seed: int = 0):
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     compressors = Compressors(
         [
-            Pruner(criterion="snip_momentum", pattern="1x1", target_sparsity=0.5, start_step=2, end_step=8,
+            Pruner(criterion=SnipMomentum, pattern="1x1", target_sparsity=0.5, start_step=2, end_step=8,
                    update_frequency=2, exclude=()),
-            Q8Bert(start_step=3, export_int8=False),
+            Q8Bert(start_step=3),
         ]
     )  # fmt: skip
     compressors.attach(model, RunContext(total_steps=10, num_labels=3, device=torch.device("cpu")))

@@ -10,8 +10,8 @@ from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train
+from compress_sweeps.export import onnx as onnx_export
 from compress_sweeps.export.onnx import OnnxModel
-from compress_sweeps.quantizers import onnx_export
 from compress_sweeps.weights.grid import group_rows
 
 IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
@@ -35,7 +35,7 @@ def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
         "logger=none",
         "quantizer=q8bert",
         "quantizer.bits=4",
-        "quantizer.int8_backend=torch",  # stores 4-bit codes exactly (ONNX Runtime re-quantizes them to max|w|/127)
+        "export=torch",  # stores 4-bit codes exactly (ONNX Runtime re-quantizes them to max|w|/127)
     ]
     results, weights = finished(tmp_path, overrides)
     compression = results["compression"]
@@ -82,7 +82,7 @@ def test_differentiable_image_run(tmp_path):
     layer_bits = results["compression"]["layer_bits"]
     quantized = [name for name, bits in layer_bits.items() if bits < 32]
     assert quantized and all(max_levels(weights[name]) <= 4 for name in quantized)
-    assert "int8_export" not in results["compression"]
+    assert "int8_export" not in results["compression"]  # learned points are no int8 grid: no export selected
 
 
 def test_onnx_export_failure_falls_back_to_torch_and_keeps_the_run(tmp_path):

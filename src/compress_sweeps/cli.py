@@ -2,7 +2,7 @@
 
 `compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots;
 `compress-sweeps verify <run folder>` re-counts a run from its saved files; `compress-sweeps results <sweep
-folders>` writes the README's results table from the `results_*` sweeps; `compress-sweeps wandb-sweep
+folders>` writes the results tables of docs/results.md from the `results_*` sweeps; `compress-sweeps wandb-sweep
 sweeps/<name>.yaml` writes the equivalent W&B sweep configuration. The Hydra task function
 lives here, in an importable module, so launchers that pickle it (joblib, submitit) import this module in their
 workers, which registers the config resolvers there too. Under `torchrun --nproc_per_node N` every process
@@ -22,9 +22,7 @@ from omegaconf import DictConfig
 from compress_sweeps import distributed, train
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import config_error
-from compress_sweeps.run.identity import completed_result, register_resolvers
-
-register_resolvers()
+from compress_sweeps.run.identity import completed_result
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

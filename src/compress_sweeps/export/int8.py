@@ -11,7 +11,7 @@ Weights already folded onto a symmetric int8 grid keep their codes (torch: any g
 Runtime: the 127-code grid it picks itself, max|w| / 127); others are re-quantized per output channel, and counted
 as such. No calibration data is needed: activations are quantized per batch at run time. torchao 0.18.0's
 `Int8DynamicActivationInt8WeightConfig` and `Int8WeightOnlyConfig` ran *slower* than fp32 in eager mode on our CPU
-(MiniLM, batch 32 x seq 64), so they are not offered; see the README's Quantization section.
+(MiniLM, batch 32 x seq 64), so they are not offered; see docs/methods.md (the int8 export).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def int8_export_report(
                 int8, counts = to_int8_onnx(model, inputs, Path(folder or tmp) / ONNX_FILE)
             except Exception as error:  # an op the ONNX exporter lacks must not cost the trained run: use torch
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                print(f"int8 export: ONNX export failed ({reason}); using int8_backend=torch instead")
+                print(f"int8 export: ONNX export failed ({reason}); using export=torch instead")
                 fallback, backend = {"onnxruntime_failed": reason}, "torch"
         if backend == "torch":
             int8, counts = to_int8(model)

@@ -72,7 +72,7 @@ def missing_keys(cfg: DictConfig) -> set[str]:
         if OmegaConf.is_missing(cfg, group):
             keys.add(group)
         elif isinstance(cfg.get(group), DictConfig):
-            keys |= {f"{group}.{inner}" for inner in OmegaConf.missing_keys(cfg[group])}
+            keys |= OmegaConf.missing_keys(cfg[group])  # full paths: model.folder
     return keys
 
 

@@ -3,7 +3,7 @@
 `<run folder>/checkpoint/last.pt` holds everything the rest of the run depends on: the model's state dict, the
 optimizer and LR scheduler, the step, the data order (see `EpochBatches`), the Python / NumPy / torch (CPU and
 CUDA) RNG states, each compressor's Python-side state (masks, scores, observers, shadow weights; the optional
-`state_dict` / `load_state_dict` pair of hooks.py) and the config id (`sweeps.jobs.job_id`). It is written to a
+`state_dict` / `load_state_dict` pair of hooks.py) and the config id (`run.identity.job_id`). It is written to a
 temp file and renamed over the previous one, so a kill at any moment leaves either the old or the new checkpoint.
 
 A run that finds a checkpoint of its own config id (and no completed results.json) restores it after the
