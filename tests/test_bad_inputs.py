@@ -267,11 +267,6 @@ def assert_names(error: BaseException, key: str, value, problem: str) -> None:
     assert "\n" not in str(cause)
 
 
-def test_the_table_is_distinct():
-    rows = {**CONFIG_TIME, **ATTACH_TIME}
-    assert len({tuple(overrides) for overrides, *_ in rows.values()}) == len(rows)
-
-
 @pytest.mark.parametrize(("overrides", "key", "value", "problem"), list(CONFIG_TIME.values()), ids=list(CONFIG_TIME))
 def test_bad_input_fails_before_anything_loads(overrides, key, value, problem, run_folders):
     cfg = compose_cfg(filled(overrides, run_folders))

@@ -38,7 +38,7 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
         metrics = results["metrics"]
         assert metrics["kd/temperature"] == temperature
         assert {"kd/task_loss", "kd/loss", "kd/loss_main"} <= set(metrics)
-        assert 0.0 <= metrics["kd/teacher_accuracy"] <= 1.0  # on the whole validation split, the same every job
+        assert metrics["kd/teacher_accuracy"] == (runs or [metrics])[0]["kd/teacher_accuracy"]  # the same every job
         assert 0.1 <= metrics["kd/teacher_confidence"] <= 1.0  # peak of softmax(t/T) over 10 digit classes
         runs.append(metrics)
         assert not any("kd_" in name for name in load_file(tmp_path / str(job) / "model.safetensors"))

@@ -123,5 +123,5 @@ def test_example_script_runs_end_to_end(tmp_path, tiny_bert, capsys):
     argv += ["--max-train-examples", "16", "--max-eval-examples", "8", "--output-dir", str(tmp_path / "out")]
     summary = main([*argv, "pruner.pattern=2:4", "quantizer=q8bert", "export=none"])
     assert summary["pattern"] == "2:4" and summary["pattern_holds"] and summary["sparsity"] >= 0.5
-    assert summary["bits"] <= 8 and 0.0 <= summary["eval_accuracy"] <= 1.0
+    assert summary["bits"] <= 8
     assert "final: sparsity=" in capsys.readouterr().out

@@ -45,7 +45,7 @@ def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
     assert all(compression["layer_bits"][name] == 4 for name in linear)
     export = compression["int8_export"]
     assert export["exact_layers"] > 0 and export["requantized_layers"] == 0
-    assert 0.0 <= export["eval/accuracy"] <= 1.0 and export["latency_ms_int8"] > 0
+    assert export["latency_ms_int8"] > 0
     assert export["eval/accuracy_fp32"] == results["metrics"]["eval/accuracy"]
     full_size = sum(t.numel() * t.element_size() for t in weights.values())
     assert compression["size_bytes"] < full_size
@@ -58,7 +58,7 @@ def test_q8bert_onnxruntime_export_in_a_text_run(tmp_path, tiny_bert, text_csvs,
     export = results["compression"]["int8_export"]
     assert export["backend"].startswith("ONNX Runtime") and export["file"] == "model.int8.onnx"
     assert export["exact_layers"] > 0 and export["requantized_layers"] == 0  # 8-bit codes kept as trained
-    assert 0.0 <= export["eval/accuracy"] <= 1.0 and export["latency_ms_int8"] > 0 and export["latency_ratio"] > 0
+    assert export["latency_ratio"] == export["latency_ms_int8"] / export["latency_ms_fp32"]
     assert abs(export["accuracy_drop"]) <= 0.5  # a 2-step tiny model: only a sanity bound
     session = OnnxModel(tmp_path / "run" / "model.int8.onnx")  # the file stands on its own for deployment
     assert session.input_names == ["input_ids", "attention_mask", "token_type_ids"]

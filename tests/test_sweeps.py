@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 from conftest import CONF, compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
+
+from compress_sweeps.run.build import build, check
 
 ROOT = CONF.parent
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -42,12 +45,13 @@ def test_sweep_folder_is_the_sweep_config_group():
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_every_sweep_point_composes(name):
+def test_every_grid_point_of_every_sweep_composes_and_passes_the_precheck(name):
+    """Each combination of the sweep's values (Optuna ranges at both ends), as its job would be built and checked."""
     points = sweep_points(name)
     assert points, f"sweeps/{name}.yaml defines no hydra.sweeper.params"
-    for key, values in points.items():
-        for value in values:
-            compose_cfg([f"sweep={name}", f"{key}={value}"])
+    for point in itertools.product(*([f"{key}={value}" for value in values] for key, values in points.items())):
+        cfg = compose_cfg([f"sweep={name}", *point])
+        check(build(cfg), cfg)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ runs this same CLI; see distributed.py for what they share.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 
@@ -23,6 +24,8 @@ from compress_sweeps import distributed, train
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import config_error
 from compress_sweeps.run.identity import completed_result
+
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -43,7 +46,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
             sys.exit(2)  # SystemExit passes through Hydra, which would print its own wrapper of the error
     done = completed_result(HydraConfig.get().runtime.output_dir, cfg)
     if done is not None:
-        print(f"skip: already completed in {HydraConfig.get().runtime.output_dir}")
+        log.info("skip: already completed in %s", HydraConfig.get().runtime.output_dir)
         return train.objective(done, cfg.optimized_metric)
     try:
         return train.run(cfg)

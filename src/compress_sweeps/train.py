@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from compress_sweeps import distributed
 from compress_sweeps.hooks import RunContext
@@ -17,8 +17,6 @@ from compress_sweeps.run.build import build, check
 from compress_sweeps.run.record import RunRecord
 from compress_sweeps.run.seeding import seed_everything
 from compress_sweeps.run.threads import set_threads
-
-log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> float | tuple[float, ...]:
@@ -45,7 +43,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         )
         record.lap("setup_s")
         fit = partial(parts.trainer.fit, seed=cfg.seed, checkpoints=record.checkpoints)
-        fit(model, train_set, eval_set, parts.compressors, context, record.logger)
+        with logging_redirect_tqdm():  # log lines print above the progress bar instead of through it
+            fit(model, train_set, eval_set, parts.compressors, context, record.logger)
         record.lap("train_s")
         record.check_ranks(model, parts.compressors)  # torchrun: weights, masks and method state agree on all ranks
         model = parts.compressors.finalize(model)

@@ -9,6 +9,7 @@ the result is saved as a run-like folder (`model.safetensors` + `model_config.ya
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, FineTuner, RunContext
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.models.runs import WEIGHTS, from_run, save_model
+
+log = logging.getLogger(__name__)
 
 
 def describe(build: Callable[..., nn.Module]) -> dict:
@@ -106,14 +109,14 @@ class Teacher:
         if not distributed.on_rank_zero((folder / WEIGHTS).is_file):
             model = self.build(num_labels=context.num_labels)
             train_set, steps = context.train_set, self.finetune.total_steps(len(context.train_set))
-            print(f"teacher: fine-tuning once for {steps} steps -> {folder}")
+            log.info("teacher: fine-tuning once for %d steps -> %s", steps, folder)
             own = RunContext(**{**vars(context), "total_steps": steps})
             self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), seed=self.finetune_seed)
             if distributed.is_main():
                 _save_once(model, folder, describe(self.build), context.num_labels)
             distributed.barrier()  # the other ranks load rank 0's copy below
         else:
-            print(f"teacher: reusing the fine-tuned teacher in {folder}")
+            log.info("teacher: reusing the fine-tuned teacher in %s", folder)
         return from_run(str(folder), context.num_labels)
 
 

@@ -17,6 +17,7 @@ as such. No calibration data is needed: activations are quantized per batch at r
 from __future__ import annotations
 
 import copy
+import logging
 import statistics
 import tempfile
 import time
@@ -36,6 +37,8 @@ BACKENDS = {
     "onnxruntime": "ONNX Runtime quantize_dynamic (int8 MatMulIntegerToFloat, dynamic uint8 activations)",
     "torch": "torch.ao.nn.quantized.dynamic.Linear (FBGEMM int8 GEMM, dynamic activations)",
 }
+
+log = logging.getLogger(__name__)
 
 
 def int8_linear(linear: nn.Linear) -> tuple[DynamicInt8Linear, bool]:
@@ -111,7 +114,7 @@ def int8_export_report(
                 int8, counts = to_int8_onnx(model, inputs, Path(folder or tmp) / ONNX_FILE)
             except Exception as error:  # an op the ONNX exporter lacks must not cost the trained run: use torch
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                print(f"int8 export: ONNX export failed ({reason}); using export=torch instead")
+                log.warning("int8 export: ONNX export failed (%s); using export=torch instead", reason)
                 fallback, backend = {"onnxruntime_failed": reason}, "torch"
         if backend == "torch":
             int8, counts = to_int8(model)

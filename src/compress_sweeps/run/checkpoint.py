@@ -15,10 +15,10 @@ checkpoint is deleted once the run completed (results.json says so first); a fai
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from compress_sweeps.run.artifacts import RESULTS
 FOLDER = "checkpoint"
 LAST = "last.pt"
 FORMAT = 1  # bump when the layout changes: an older checkpoint then starts the run fresh
+
+log = logging.getLogger(__name__)
 
 
 class EpochBatches:
@@ -174,18 +176,17 @@ class Checkpoints:
         if not self.path.is_file():
             return None
         if self._completed():
-            warnings.warn(f"{self.run_dir} holds a completed run; starting fresh, not resuming it", stacklevel=2)
+            log.warning("%s holds a completed run; starting fresh, not resuming it", self.run_dir)
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any unreadable file means: start fresh, say why
-            warnings.warn(f"cannot read {self.path} ({type(error).__name__}: {error}); starting fresh", stacklevel=2)
+            log.warning("cannot read %s (%s: %s); starting fresh", self.path, type(error).__name__, error)
             return None
         if state.get("format") != FORMAT or state.get("config_id") != self.config_id:
-            warnings.warn(
+            log.warning(
                 f"{self.path} belongs to config id {state.get('config_id')} (format {state.get('format')}), not to "
-                f"this run's {self.config_id} (format {FORMAT}); starting fresh",
-                stacklevel=2,
+                f"this run's {self.config_id} (format {FORMAT}); starting fresh"
             )
             return None
         return state
@@ -196,7 +197,7 @@ class Checkpoints:
         if state is None:
             return 0
         self.resumed_from = training.load_state_dict(state["training"])
-        print(f"resumed from checkpoint at step {self.resumed_from} ({self.path})", flush=True)
+        log.info("resumed from checkpoint at step %d (%s)", self.resumed_from, self.path)
         return self.resumed_from
 
     def save(self, step: int, training: TrainingState) -> None:

@@ -8,6 +8,7 @@ that need the model (a regex that matches no layer, a shape a pattern does not d
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -18,6 +19,8 @@ from omegaconf import DictConfig
 
 from compress_sweeps.errors import describe
 from compress_sweeps.run.build import build, check
+
+log = logging.getLogger(__name__)
 
 
 def grid_points(config: DictConfig) -> list[list[str]] | None:
@@ -59,4 +62,4 @@ class SweepPrecheck(Callback):
             for point, error in errors:
                 print(f"  {' '.join(point)}\n    -> {error}", file=sys.stderr)
             sys.exit(2)
-        print(f"sweep precheck: {len(points)} jobs, settings valid")
+        log.info("sweep precheck: %d jobs, settings valid", len(points))
