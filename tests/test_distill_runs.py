@@ -28,7 +28,8 @@ POLINO_TINY = [
 ]
 
 
-def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_path, capsys):
+def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_path, caplog):
+    caplog.set_level("INFO")
     runs = []
     for job, (temperature, cache) in enumerate([(1, "true"), (4, "true"), (1, "false")]):
         overrides = [*POLINO_TINY, f"distiller.temperature={temperature}", f"distiller.cache_teacher={cache}"]
@@ -50,7 +51,7 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
     # the cached teacher trains exactly the same student as the live teacher (same seed, same T)
     assert runs[0]["eval/loss"] == pytest.approx(runs[2]["eval/loss"], rel=1e-5)
     assert runs[0]["kd/loss"] == pytest.approx(runs[2]["kd/loss"], rel=1e-5)
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert printed.count("fine-tuning once") == 1 and printed.count("reusing the fine-tuned teacher") == 2
 
 

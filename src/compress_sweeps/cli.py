@@ -34,16 +34,16 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
     In a sweep, a job whose folder already holds a completed run of the same config is skipped (resume), and a
     job that fails is recorded (results.json, W&B) without stopping the jobs after it. A single run with a bad
-    setting (a ConfigError) prints one `error: <key>=<value> ...` line and exits with code 2, no traceback.
+    setting (a ConfigError) prints one `error: <key>=<value> ...` line and exits with code 2; a run that fails
+    otherwise has logged one `run failed: ...` line naming its results.json (which holds the traceback): exit 1.
     """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         try:
             return train.run(cfg)
         except Exception as error:
-            if (problem := config_error(error)) is None:
-                raise
-            print(f"error: {problem}", file=sys.stderr)
-            sys.exit(2)  # SystemExit passes through Hydra, which would print its own wrapper of the error
+            if (problem := config_error(error)) is not None:
+                print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2 if problem is not None else 1)  # SystemExit passes through Hydra without its traceback
     done = completed_result(HydraConfig.get().runtime.output_dir, cfg)
     if done is not None:
         log.info("skip: already completed in %s", HydraConfig.get().runtime.output_dir)

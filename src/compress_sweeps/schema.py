@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt, MinLen
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -61,7 +61,7 @@ def check_value(hint: Any, value: Any, key: str) -> None:
         _adapter(hint).validate_python(value)
     except ValidationError as error:
         kinds = {e["type"] for e in error.errors()}
-        bound = kinds & {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short"}
+        bound = kinds & {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long"}
         problem = "is out of range" if bound else ("is unknown" if kinds == {"literal_error"} else "has the wrong type")
         raise ConfigError(key, value, f"must be {allowed(hint)}", problem=problem) from None
     except Exception:  # a type pydantic cannot build a validator for: the target's own checks decide
@@ -79,7 +79,16 @@ def check_arguments(target: Callable | type, values: Mapping[str, Any], prefix: 
                 allowed_keys = sorted(n for n, hint in known.items() if hint is not ...)
                 raise ConfigError(key, value, f"must be one of the keys {allowed_keys}", problem="is not a setting")
             continue
-        check_value(known[name], value, key)
+        check_value(known[name], _plain(value), key)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers as plain lists and dicts, tuples as lists: what a config value would look like in YAML."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_node(node: DictConfig, prefix: str) -> None:
@@ -125,23 +134,34 @@ def allowed(hint: Any) -> str:
     """What a type allows, in words: `an integer >= 1 or null`, `one of linear | cosine`, `a list of strings`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Annotated:
-        bounds = [
-            f"{BOUNDS[type(m)][0]} {getattr(m, BOUNDS[type(m)][1])}"
-            for field in args[1:]
-            for m in getattr(field, "metadata", [field])
-            if type(m) in BOUNDS
-        ]
-        if any(isinstance(m, MinLen) for field in args[1:] for m in getattr(field, "metadata", [field])):
-            bounds.append("non-empty")
+        metadata = [m for field in args[1:] for m in getattr(field, "metadata", [field])]
+        bounds = [f"{BOUNDS[type(m)][0]} {getattr(m, BOUNDS[type(m)][1])}" for m in metadata if type(m) in BOUNDS]
+        shortest = max((m.min_length for m in metadata if isinstance(m, MinLen)), default=0)
+        longest = min((m.max_length for m in metadata if isinstance(m, MaxLen)), default=None)
+        if _is_sequence(typing.get_origin(args[0])):
+            return _list(args[0], shortest, longest)
         return " ".join([allowed(args[0]), " and ".join(bounds)]).strip()
     if origin in (typing.Union, types.UnionType):
         parts = [allowed(a) for a in args if a is not type(None)]
         return " or ".join(parts + (["null"] if type(None) in args else []))
     if origin is Literal:
         return "one of " + " | ".join(str(a) for a in args)
-    if origin in (list, tuple, Sequence) or (isinstance(origin, type) and issubclass(origin, Sequence)):
-        inner = allowed(args[0]) if args else "values"
-        return f"a list of {inner.removeprefix('an ').removeprefix('a ')}s"
+    if _is_sequence(origin):
+        return _list(hint, 0, None)
     if origin in (dict, Mapping) or (isinstance(origin, type) and issubclass(origin, Mapping)):
         return "a mapping"
     return WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _is_sequence(origin: Any) -> bool:
+    return origin in (list, tuple, Sequence) or (isinstance(origin, type) and issubclass(origin, Sequence))
+
+
+def _list(hint: Any, shortest: int, longest: int | None) -> str:
+    """`a non-empty list of integers >= 1`, `a list of at most 2 strings`."""
+    args = typing.get_args(hint)
+    element = allowed(args[0]) if args else "a value"
+    first, _, rest = element.removeprefix("an ").removeprefix("a ").partition(" ")
+    plural = {"true": "booleans", "null": "nulls"}.get(first, f"{first}s") + (f" {rest}" if rest else "")
+    size = f"at most {longest} " if longest is not None else ""
+    return f"a {'non-empty ' if shortest else ''}list of {size}{plural}"

@@ -23,6 +23,7 @@ from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
 from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.run.identity import TRAINER_FREE
+from compress_sweeps.run.threads import parallel_jobs
 from compress_sweeps.schema import check_arguments
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class Trainer:
     Steps are the one unit inside: `epochs` is converted to optimizer steps, counting `grad_accum_steps`
     micro-batches of `batch_size` per step. Compressors see every optimizer step through their hooks.
     """
+
+    evaluates = ("eval/accuracy", "eval/f1_macro", "eval/loss", "eval/examples")  # what `evaluate` returns
 
     def __init__(
         self,
@@ -141,7 +144,8 @@ class Trainer:
             initial=start,
             desc="train",
             unit="step",
-            disable=not self.progress or not distributed.is_main(),
+            # jobs in parallel processes (joblib) would interleave their bars into one line: they log eval lines only
+            disable=not self.progress or not distributed.is_main() or parallel_jobs() > 1,
             dynamic_ncols=True,
         )
         metrics: dict[str, float] = {}

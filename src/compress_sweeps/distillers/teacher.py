@@ -15,10 +15,11 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from omegaconf import OmegaConf
+from pydantic import Field
 from torch import nn
 
 from compress_sweeps import distributed
@@ -58,7 +59,7 @@ class Teacher:
     def __init__(
         self,
         model: Callable[..., nn.Module],
-        weight: float = 1.0,
+        weight: Annotated[float, Field(ge=0)] = 1.0,
         finetune: FineTuner | None = None,
         finetune_seed: int = 0,
     ) -> None:

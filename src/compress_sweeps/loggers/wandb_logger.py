@@ -6,12 +6,10 @@ import logging
 import netrc
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-
-VALID_MODES = ("online", "offline", "disabled")
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +50,9 @@ class WandbLogger:
         group: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
-        mode: str | None = None,
+        mode: Literal["online", "offline", "disabled"] | None = None,
         job_type: str = "train",
     ) -> None:
-        if mode is not None and mode not in VALID_MODES:
-            raise ValueError(f"logger.mode must be one of {list(VALID_MODES)} or null, got '{mode}'")
         self.project, self.entity, self.group, self.name = project, entity, group, name
         self.tags, self.mode, self.job_type = list(tags or []), mode, job_type
         self.run = None

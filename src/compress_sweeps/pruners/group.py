@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from compress_sweeps.pruners.criteria import Criterion
 from compress_sweeps.pruners.heads import select_heads
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.targets import mask_grads, select_layers
+from compress_sweeps.schema import check_arguments
 from compress_sweeps.weights.patterns import REDUCTIONS, NMPattern, parse_pattern
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection
 
@@ -36,12 +37,12 @@ class GroupSettings:
 
     target_sparsity: float | None = None
     pattern: str = "4x1"
-    block_reduce: str = "mean"
-    sparsity_decay: str = "exp"
+    block_reduce: Literal["mean", "sum", "max"] = "mean"
+    sparsity_decay: Literal["linear", "cos", "exp", "cube"] = "exp"
     start_step: int | float = 0.1
     end_step: int | float = 0.7
     update_frequency: int | float = 0.05
-    prune_domain: str = "global"
+    prune_domain: Literal["global", "local"] = "global"
     layer_types: Sequence[str] = DEFAULT_LAYER_TYPES
     include: Sequence[str] = ()
     exclude: Sequence[str] = DEFAULT_EXCLUDE
@@ -51,11 +52,13 @@ class GroupSettings:
 
 
 def settings_for(defaults: GroupSettings, overrides: Mapping[str, Any], key: str) -> GroupSettings:
-    """`defaults` with one group's own keys; an unknown key is a ConfigError naming it."""
+    """`defaults` with one group's own keys, each checked against its annotated type; an unknown key is a
+    ConfigError naming it."""
     known = {f.name for f in fields(GroupSettings)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(key.rstrip("."), unknown, f"must use only {sorted(known)}", problem="has unknown keys")
+    check_arguments(GroupSettings, overrides, key)
     return replace(defaults, **overrides)
 
 

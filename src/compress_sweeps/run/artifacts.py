@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from compress_sweeps.errors import write_error
+
 RESULTS = "results.json"
 
 
@@ -46,6 +48,9 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        failure = write_error(path, error) if isinstance(error, OSError) else None
         Path(tmp).unlink(missing_ok=True)
+        if failure is not None:
+            raise failure from error
         raise

@@ -12,20 +12,26 @@ method's `attach`, before the first optimizer step. The CLI prints any `ConfigEr
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
 
+from compress_sweeps import models, tasks
 from compress_sweeps.errors import ConfigError, config_error
 from compress_sweeps.hooks import Compressors
 from compress_sweeps.run.artifacts import RESULTS
+from compress_sweeps.run.measure import MEASURED
+from compress_sweeps.schema import check_node, check_value
 
 METHODS = ("pruner", "quantizer", "distiller")  # the order the hooks run in
+GROUPS = ("task", "model", "trainer", *METHODS, "export", "logger")
 PRUNED_SPARSITY = 0.01  # a starting model with more exact zeros than this counts as pruned
 
 
@@ -40,12 +46,14 @@ class RunParts:
 
 
 def build(cfg: DictConfig) -> RunParts:
-    """Instantiate every part that needs no data and no model; the first bad value raises ConfigError."""
+    """Check every value against its schema, then instantiate every part that needs no data and no model; the first
+    bad value raises ConfigError."""
     missing = sorted(missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "???", "must be set (e.g. on the command line)", problem="is missing")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ConfigError("seed", cfg.seed, "must be an integer >= 0")
+    check_run_keys(cfg)
+    for group in GROUPS:  # types and ranges of every key, the task's and the model's included (nothing is loaded)
+        check_node(cfg[group], f"{group}.")
     return RunParts(
         trainer=_instantiate(cfg, "trainer"),
         compressors=Compressors(_instantiate(cfg, group) for group in METHODS),
@@ -60,20 +68,105 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> No
     total = run_steps(parts.trainer, train_size)
     if total is not None:
         parts.compressors.check(*total)
+    check_objective(cfg.optimized_metric, parts.trainer.evaluates)
+    check_paths(cfg)
     for key, folder, results in starting_runs(cfg.model):
         check_starting_run(key, folder, results)
         check_pruned_start(cfg, parts, key, folder, results)
+    check_data(cfg)
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The task's own checks (its files), every model of the run (the model, teachers) against the task's inputs."""
+    tasks.precheck(cfg.task)
+    inputs = tasks.modality(cfg.task)
+    for prefix, node in model_nodes(cfg):
+        models.precheck(node, prefix)
+        takes = models.modality(node)
+        if inputs is not None and takes is not None and takes != inputs:
+            value = choice(cfg, "model") if prefix == "model." else str(node._target_).rsplit(".", 1)[-1]
+            raise ConfigError(
+                prefix.rstrip("."),
+                value,
+                f"must take {inputs}, as task={choice(cfg, 'task')} gives (text: minilm, minilm_student, hf; images: "
+                "cnn, cnn_student, cnn_teacher)",
+                problem=f"takes {takes}",
+            )
+
+
+def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
+    """(`prefix`, node) of the run's model and of every model inside the methods' configs (teachers)."""
+    yield "model.", cfg.model
+
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
+        if isinstance(node, DictConfig):
+            if "_target_" in node and models.is_model(node):
+                yield prefix, node
+                return
+            for key in node:
+                yield from walk(node[key], f"{prefix}{key}.")
+
+    for group in METHODS:
+        yield from walk(cfg[group], f"{group}.")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The run's folder is Hydra's to choose; the output root and the cache must be writable folders."""
+    declared = OmegaConf.to_container(cfg.paths, resolve=False).get("output_dir")
+    if declared != "${hydra:runtime.output_dir}":
+        raise ConfigError(
+            "paths.output_dir",
+            declared,
+            "must stay Hydra's job folder: choose it with hydra.run.dir=<folder> (one run) or hydra.sweep.dir=<folder> "
+            "(a sweep, one subfolder per job)",
+            problem="cannot be set",
+        )
+    for key in ("root", "cache_dir"):
+        check_writable(f"paths.{key}", str(cfg.paths[key]))
+
+
+def check_writable(key: str, folder: str) -> None:
+    """`folder` (which may not exist yet) can be created and written: every existing part of it is a folder."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        problem = "is a file" if existing == path else f"lies under a file ({existing})"
+        raise ConfigError(key, folder, "must be a folder that can be created and written", problem=problem)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, folder, f"must be writable ({existing} is not writable by this user)", "is read-only")
+
+
+def check_objective(optimized_metric: Any, evaluated: tuple[str, ...]) -> None:
+    """What a run returns to a sweeper must be among what it measures: found out before training, not after."""
+    known = [*evaluated, *(f"compression/{key}" for key in MEASURED)]
+    names = [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                "optimized_metric", name, f"must be one of {' | '.join(known)}", problem="is not measured"
+            )
 
 
 def missing_keys(cfg: DictConfig) -> set[str]:
     """Keys of the parts still `???` (e.g. model=from_run without model.folder)."""
     keys = set()
-    for group in ("task", "model", "trainer", *METHODS, "export"):
+    for group in GROUPS:
         if OmegaConf.is_missing(cfg, group):
             keys.add(group)
         elif isinstance(cfg.get(group), DictConfig):
             keys |= OmegaConf.missing_keys(cfg[group])  # full paths: model.folder
     return keys
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """The run-level keys of conf/train.yaml, which belong to no `_target_`."""
+    check_value(Annotated[int, Field(ge=0)], cfg.seed, "seed")
+    check_value(Annotated[int, Field(ge=1)] | None, cfg.threads, "threads")
+    check_value(str | Annotated[list[str], Field(min_length=1)], _plain(cfg.optimized_metric), "optimized_metric")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _instantiate(cfg: DictConfig, group: str) -> Any:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from compress_sweeps.errors import write_error
 from compress_sweeps.hooks import Compressors
 from compress_sweeps.run.artifacts import RESULTS
 
@@ -153,8 +154,11 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        failure = write_error(path, error) if isinstance(error, OSError | RuntimeError) else None
         Path(tmp).unlink(missing_ok=True)
+        if failure is not None:  # name the cause (disk full, size limit), not the serializer's internals
+            raise failure from error
         raise
 
 

@@ -66,12 +66,18 @@ def register_resolvers() -> None:
 
 
 def completed_result(run_dir: Path, cfg: DictConfig) -> dict | None:
-    """The results of this very job if its folder already holds a completed run of the same config."""
+    """The results of this very job if its folder already holds a completed run of the same config whose saved
+    files still verify (a deleted or altered model file means the job runs again)."""
+    from compress_sweeps.run.verify import verify  # imported when needed: it pulls in the model code
+
     path = Path(run_dir) / RESULTS
     try:
         results = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError):
         return None
-    if results.get("status") == "completed" and results.get("job_id") == job_id(cfg):
-        return results
-    return None
+    if results.get("status") != "completed" or results.get("job_id") != job_id(cfg):
+        return None
+    try:
+        return results if verify(Path(run_dir), results)["ok"] else None
+    except Exception:  # missing or unreadable model file
+        return None

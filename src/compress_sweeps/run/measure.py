@@ -18,6 +18,9 @@ from compress_sweeps.weights.grid import grid_levels, group_rows
 from compress_sweeps.weights.patterns import pattern_holds
 from compress_sweeps.weights.selection import LayerSelection, weight_name
 
+# the scalar figures `measure` puts in results.json -> compression, which `optimized_metric` may name
+MEASURED = ("sparsity", "bits", "total_params", "nonzero_params", "size_bytes", "sparse_size_bytes", "latency_ms")
+
 
 def prunable_weights(model: nn.Module, selection: LayerSelection | None = None) -> dict[str, torch.Tensor]:
     """{parameter name -> weight} of the layers `selection` picks (default: Linear/Conv2d outside the classifier head,

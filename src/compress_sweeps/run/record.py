@@ -8,6 +8,9 @@ and re-raised, never swallowed.
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -17,12 +20,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps import distributed
-from compress_sweeps.errors import describe
+from compress_sweeps.errors import config_error, describe
 from compress_sweeps.loggers import NullLogger
 from compress_sweeps.run import artifacts
 from compress_sweeps.run.checkpoint import Checkpoints
 from compress_sweeps.run.identity import job_id
 from compress_sweeps.run.verify import failures, verify
+
+log = logging.getLogger(__name__)
 
 
 class RunRecord:
@@ -36,6 +41,7 @@ class RunRecord:
         self.logger: Any = NullLogger()
         self.timing: dict[str, float] = {}
         self.started = self.lapped = time.perf_counter()
+        self.results_path: Path | None = None
 
     def __enter__(self) -> RunRecord:
         return self
@@ -80,7 +86,30 @@ class RunRecord:
         self.results["resumed_from_step"] = self.checkpoints.resumed_from  # null: trained from step 1
         completed = self.results["status"] == "completed"
         if distributed.is_main() or not completed:  # a failing rank > 0 stops rank 0 too
-            artifacts.write_json_atomic(self.run_dir / artifacts.RESULTS, self.results)
+            self.results_path = self.write_results()
         if completed and distributed.is_main():  # after results.json: never resumed
             self.checkpoints.remove()
+        if error is not None and config_error(error) is None:  # the one line a user reads (a bad setting: the CLI's)
+            log.error("run failed: %s (results and traceback: %s)", describe(error), self.results_path)
         self.logger.finish(self.results, exit_code=0 if completed else 1)
+
+    def write_results(self) -> Path | None:
+        """results.json in the run folder or, when that cannot be written (disk full, read-only), beside it or in
+        the cache folder, saying where and why in one line; the run's figures are never dropped silently."""
+        target = self.run_dir / artifacts.RESULTS
+        fallbacks = (
+            self.run_dir.parent / f"{self.run_dir.name}.{artifacts.RESULTS}",
+            Path(str(self.cfg.paths.cache_dir)).expanduser() / "results" / f"{self.results['job_id']}.json",
+        )
+        failures = []
+        for path in (target, *fallbacks):
+            try:
+                artifacts.write_json_atomic(path, self.results)
+            except OSError as error:
+                failures.append(str(error))
+                continue
+            if failures:
+                print(f"error: {failures[0]}; the results are in {path}", file=sys.stderr)
+            return path
+        print(f"error: {'; '.join(failures)}; the results follow:\n{json.dumps(self.results)}", file=sys.stderr)
+        return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -17,8 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from compress_sweeps.errors import describe
-from compress_sweeps.run.build import build, check
+from compress_sweeps.errors import ConfigError, describe
+from compress_sweeps.run.build import build, check, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def grid_points(config: DictConfig) -> list[list[str]] | None:
     """The override list of every job of a basic (grid) sweep; None for other sweepers (e.g. Optuna samples)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
         return None
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
@@ -36,10 +37,21 @@ def grid_points(config: DictConfig) -> list[list[str]] | None:
     return BasicSweeper.split_arguments(overrides, max_batch_size=None)[0]
 
 
+def job_config(config: DictConfig, point: list[str]) -> DictConfig:
+    """One job's config, composed as the launcher will compose it (with its hydra node)."""
+    return GlobalHydra.instance().config_loader().load_sweep_config(config, point)
+
+
+def job_folder(config: DictConfig, point: list[str]) -> Path:
+    """The folder the job of `point` runs in: `hydra.sweep.dir / hydra.sweep.subdir` (overrides + config id)."""
+    job = job_config(config, point)
+    return Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
+
+
 def point_error(config: DictConfig, point: list[str]) -> str | None:
     """Compose one job's config, build and check its parts as the job will; return the first error, if any."""
     try:
-        job = GlobalHydra.instance().config_loader().load_sweep_config(config, point)
+        job = job_config(config, point)
         check(build(job), job)  # with the job's hydra node, so errors name the options it picked (pruner=none...)
     except Exception as error:  # every failure is reported, none is raised: the user sees them all at once
         return describe(error)
@@ -53,6 +65,11 @@ class SweepPrecheck(Callback):
         self.enabled = enabled
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_writable("hydra.sweep.dir", str(config.hydra.sweep.dir))
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         points = grid_points(config) if self.enabled else None
         if not points:
             return
