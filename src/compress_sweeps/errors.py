@@ -83,7 +83,8 @@ def write_error(path: str | os.PathLike, error: BaseException) -> OSError:
         reason = "no space left on the device"
     else:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return OSError(getattr(error, "errno", None) or errno.EIO, f"cannot write {path}: {reason}")
+    code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+    return OSError(code, f"cannot write {path}: {reason}")
 
 
 def _beyond_size_limit(path: str | os.PathLike) -> bool:

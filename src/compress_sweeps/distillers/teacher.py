@@ -8,6 +8,7 @@ the result is saved as a run-like folder (`model.safetensors` + `model_config.ya
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -33,8 +34,7 @@ log = logging.getLogger(__name__)
 
 def describe(build: Callable[..., nn.Module]) -> dict:
     """A model builder (a `functools.partial` from Hydra's `_partial_: true`) as a config that rebuilds it."""
-    func = getattr(build, "func", build)
-    keywords = dict(getattr(build, "keywords", {}))
+    func, keywords = (build.func, dict(build.keywords)) if isinstance(build, functools.partial) else (build, {})
     return {"_target_": f"{func.__module__}.{func.__qualname__}", **keywords}
 
 

@@ -38,7 +38,7 @@ class PatternLock:
             module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
             self.modules[weight_name(name)] = module
         self._weights = [m.weight for m in self.modules.values()]
-        self._masks = [getattr(m, MASK) for m in self.modules.values()]
+        self._masks = [m.get_buffer(MASK) for m in self.modules.values()]
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -63,7 +63,7 @@ class PatternLock:
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
         for module in self.modules.values():
-            module.weight.mul_(getattr(module, MASK))
+            module.weight.mul_(module.get_buffer(MASK))
             remove_mask(module)
         return model
 

@@ -54,7 +54,7 @@ def read_table(path: str, key: str) -> pd.DataFrame:
             key, path, f"must be UTF-8 text ({error.reason} at byte {error.start})", "is not UTF-8"
         ) from None
     except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
         raise ConfigError(
             key, path, f"must be a readable {suffix[1:]} file ({reason})", problem="cannot be read"
         ) from None
