@@ -522,8 +522,13 @@ def one_line(done: subprocess.CompletedProcess, stream: str = "stderr") -> str:
         (["optimized_metric=eval/acc"], "error: optimized_metric=eval/acc is not measured"),
         (["trainer.lr_schedule=step"], "error: trainer.lr_schedule=step is unknown"),
         (["paths.output_dir=/tmp/elsewhere"], "error: paths.output_dir=/tmp/elsewhere cannot be set"),
+        (["paths.root=/etc/hostname"], "error: paths.root=/etc/hostname is a file"),
+        (
+            ["task=text_files", "model=minilm", "task.train_file=/nope.csv", "task.validation_file=/nope.csv"],
+            "error: task.train_file=/nope.csv does not exist",
+        ),
     ],
-    ids=["range", "pattern", "type", "seed", "combination", "objective", "choice", "paths"],
+    ids=["range", "pattern", "type", "seed", "combination", "objective", "choice", "output_dir", "root", "file"],
 )
 def test_cli_refuses_a_bad_setting_before_anything_exists(tmp_path, overrides, line):
     done = cli(tmp_path, *overrides)
