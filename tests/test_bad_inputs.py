@@ -581,7 +581,7 @@ def test_a_full_disk_ends_in_one_line_and_a_results_file_it_names(tmp_path):
     assert not list((run_dir / "checkpoint").glob(".last.pt.*"))  # no half-written checkpoint left behind
 
 
-def test_results_that_cannot_be_written_in_the_run_folder_go_beside_it(tmp_path):
+def test_results_that_cannot_be_written_in_the_run_folder_go_beside_it(tmp_path, capsys):
     """The run folder is replaced by a file mid-run, so nothing can be written into it: the results land beside it
     and one line says where."""
     from compress_sweeps.run.record import RunRecord
@@ -592,3 +592,6 @@ def test_results_that_cannot_be_written_in_the_run_folder_go_beside_it(tmp_path)
         raise RuntimeError("after training")
     assert record.results_path == tmp_path / "run.results.json"
     assert json.loads(record.results_path.read_text())["status"] == "failed"
+    [line] = [text for text in capsys.readouterr().err.splitlines() if text.startswith("error:")]
+    assert line.startswith(f"error: cannot write {tmp_path / 'run' / 'results.json'}: ")
+    assert line.endswith(f"the results are in {record.results_path}")

@@ -34,19 +34,29 @@ def digits_run(tmp_path: Path) -> Path:
     return folder
 
 
+IMAGE = {("task", "digits"), ("task", "mnist5k"), ("model", "cnn"), ("model", "cnn_student"), ("model", "cnn_teacher")}
+IMAGE |= {("model", "from_run")}  # the digits run below
+
+
 def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_path: Path) -> list[str]:
-    """What a config needs from the user (`???` values) or that would reach the network in a test."""
+    """What a config needs from the user (`???` values), its partner of the same inputs (an image task needs an
+    image model and the other way round), or what keeps it off the network in a test."""
+    needs = []
+    if (group, option) in IMAGE:
+        needs.append("task=digits" if group == "model" else "model=cnn")
+    if (group, option) == ("distiller", "polino_cnn"):  # a CNN teacher: the student and the task take images too
+        needs += ["task=digits", "model=cnn_student"]
     if (group, option) == ("task", "glue"):
-        return [f"task.path={write_local_glue(tmp_path / 'glue')}"]
+        needs.append(f"task.path={write_local_glue(tmp_path / 'glue')}")
     if (group, option) == ("task", "text_files"):
-        return [f"task.train_file={text_csvs[0]}", f"task.validation_file={text_csvs[1]}"]
+        needs += [f"task.train_file={text_csvs[0]}", f"task.validation_file={text_csvs[1]}"]
     if (group, option) == ("model", "hf"):
-        return [f"model.name_or_path={tiny_bert}"]
+        needs.append(f"model.name_or_path={tiny_bert}")
     if (group, option) == ("model", "from_run"):
-        return [f"model.folder={digits_run(tmp_path)}"]
+        needs.append(f"model.folder={digits_run(tmp_path)}")
     if (group, option) == ("model", "minilm_student"):
-        return [f"model.teacher={tiny_bert}", "model.num_layers=1"]
-    return []
+        needs += [f"model.teacher={tiny_bert}", "model.num_layers=1"]
+    return needs
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])

@@ -77,6 +77,8 @@ def write_error(path: str | os.PathLike, error: BaseException) -> OSError:
         reason = "no space left on the device"
     elif isinstance(error, OSError) and error.errno == errno.EFBIG or _beyond_size_limit(path):
         reason = f"the file size limit (ulimit -f: {resource.getrlimit(resource.RLIMIT_FSIZE)[0]} bytes) was reached"
+    elif isinstance(error, OSError) and error.errno in (errno.EEXIST, errno.ENOTDIR):
+        reason = f"{Path(path).parent} is not a folder"
     elif isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         reason = f"read-only ({error.strerror})"
     elif _free_bytes(path) == 0:
@@ -105,4 +107,6 @@ def _free_bytes(path: str | os.PathLike) -> int | None:
 def describe(error: BaseException) -> str:
     """'ValueError: trainer.lr=-1 is out of range...': the root cause, not Hydra's instantiation wrapper."""
     error = root_cause(error)
+    if isinstance(error, OSError) and error.strerror and error.filename is None:  # ours: no "[Errno N]" prefix
+        return f"{type(error).__name__}: {error.strerror}"
     return f"{type(error).__name__}: {error}"

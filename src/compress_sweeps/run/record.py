@@ -106,7 +106,7 @@ class RunRecord:
             try:
                 artifacts.write_json_atomic(path, self.results)
             except OSError as error:
-                failures.append(str(error))
+                failures.append(error.strerror or str(error))
                 continue
             if failures:
                 print(f"error: {failures[0]}; the results are in {path}", file=sys.stderr)
