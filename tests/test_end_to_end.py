@@ -133,22 +133,22 @@ def test_pretrained_minilm_on_bbc_news_smoke(tmp_path):
     assert len(results["compression"]["layers"]) == 6 * 6  # q, k, v, attn-out, intermediate, output per layer
 
 
-def test_failed_run_records_the_error_and_reraises(tmp_path, text_csvs):
-    cfg = compose_cfg(
-        [
-            "task=text_files",
-            f"task.train_file={tmp_path / 'missing.csv'}",
-            f"task.validation_file={text_csvs[1]}",
-            "trainer=smoke",
-            "logger=wandb",
-        ],
-        output_dir=tmp_path / "run",
-    )
-    with pytest.raises(Exception, match="task.train_file"):
+def test_failed_run_records_the_error_and_reraises(tmp_path, tiny_bert, text_csvs, monkeypatch):
+    """A run that fails while training records the error in results.json, re-raises it, and finishes its W&B run
+    as failed."""
+    from compress_sweeps.trainer import Trainer
+
+    def broken_fit(*args, **kwargs):
+        raise FloatingPointError("training loss is nan at optimizer step 2; stopping")
+
+    monkeypatch.setattr(Trainer, "fit", broken_fit)
+    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "logger=wandb"]
+    cfg = compose_cfg(overrides, output_dir=tmp_path / "run")
+    with pytest.raises(FloatingPointError, match="training loss is"):
         train.run(cfg)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "failed"
-    assert "FileNotFoundError" in results["error"] and "task.train_file" in results["error"]
+    assert results["error"].startswith("FloatingPointError: training loss is") and "Traceback" in results["traceback"]
     exits = [
         r.exit.exit_code
         for r in wait_for_exit(run_file(Path(os.environ["WANDB_DIR"])))
