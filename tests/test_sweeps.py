@@ -15,6 +15,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 
 from compress_sweeps.run.build import build, check
+from compress_sweeps.sweeps.precheck import grid_points
+from compress_sweeps.sweeps.sweeper import reference_point
 
 ROOT = CONF.parent
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -46,12 +48,48 @@ def test_sweep_folder_is_the_sweep_config_group():
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_grid_point_of_every_sweep_composes_and_passes_the_precheck(name):
-    """Each combination of the sweep's values (Optuna ranges at both ends), as its job would be built and checked."""
-    points = sweep_points(name)
-    assert points, f"sweeps/{name}.yaml defines no hydra.sweeper.params"
-    for point in itertools.product(*([f"{key}={value}" for value in values] for key, values in points.items())):
-        cfg = compose_cfg([f"sweep={name}", *point])
+    """Each job of the sweep as the precheck lists it (the reference job included), or each combination of an
+    Optuna sweep's values (ranges at both ends), composed, built and checked as its job would be."""
+    values = sweep_points(name)
+    assert values, f"sweeps/{name}.yaml defines no hydra.sweeper.params"
+    grid = grid_points(compose_cfg([f"sweep={name}"], keep_hydra=True))
+    if grid is None:
+        grid = [
+            [f"sweep={name}", *p] for p in itertools.product(*([f"{k}={v}" for v in vs] for k, vs in values.items()))
+        ]
+    for point in grid:
+        cfg = compose_cfg(point)
         check(build(cfg), cfg)
+
+
+def test_the_reference_job_drops_what_it_replaces():
+    point = [
+        "task=digits",
+        "pruner.target_sparsity=0.5",
+        "+pruner.groups=[]",
+        "model@distiller.teachers.x=cnn",
+        "seed=1",
+    ]
+    assert reference_point(point, ["pruner=none", "distiller=none"]) == [
+        "task=digits",
+        "seed=1",
+        "pruner=none",
+        "distiller=none",
+    ]
+
+
+def test_a_reference_sweep_runs_the_dense_job_once_and_the_report_measures_drops_against_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = [*IMAGE_SMOKE, "pruner=magnitude", "pruner.target_sparsity=0.5,0.7", "seed=0,1"]
+    grid += ["hydra/sweeper=reference", "hydra.sweeper.reference=['pruner=none']", f"hydra.sweep.dir={sweep}"]
+    done = cli("-m", *grid, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 completed" in done.stdout  # 4 grid points + the one dense reference (seed 0), not one per point
+    from compress_sweeps.reporting.report import load_jobs, summarize_jobs
+
+    table = summarize_jobs(load_jobs(sweep))
+    pruned = table[table["sparsity"] > 0.4]
+    assert len(pruned) == 2 and pruned["drop_rel_pct"].notna().all()
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

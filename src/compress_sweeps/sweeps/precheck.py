@@ -16,7 +16,8 @@ from typing import Any
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps.errors import ConfigError, describe
 from compress_sweeps.run.build import build, check, check_writable
@@ -25,16 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def grid_points(config: DictConfig) -> list[list[str]] | None:
-    """The override list of every job of a basic (grid) sweep; None for other sweepers (e.g. Optuna samples)."""
+    """The override list of every job of a grid sweep (the basic sweeper, or `hydra/sweeper=reference` with its
+    reference job); None for sweepers that sample (e.g. Optuna)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+    sweeper_class = get_object(str(config.hydra.sweeper.get("_target_", "")))
+    if not (isinstance(sweeper_class, type) and issubclass(sweeper_class, BasicSweeper)):
         return None
+    settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    sweeper = sweeper_class(**{key: value for key, value in settings.items() if key != "_target_"})
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
-    return BasicSweeper.split_arguments(overrides, max_batch_size=None)[0]
+    return [point for batch in sweeper.split_arguments(overrides, None) for point in batch]
 
 
 def job_config(config: DictConfig, point: list[str]) -> DictConfig:
