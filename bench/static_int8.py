@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 from compress_sweeps.hooks import logits_of
 from compress_sweeps.models import from_run, tokenizer_for
 from compress_sweeps.pruners.oneshot import calibration_batches
-from compress_sweeps.quantizers.export import paired_latency_ms
-from compress_sweeps.quantizers.onnx_export import to_int8_onnx
-from compress_sweeps.quantizers.static_int8 import to_int8_onnx_static
+from compress_sweeps.export.int8 import paired_latency_ms
+from compress_sweeps.export.onnx import to_int8_onnx
+from compress_sweeps.export.onnx_static import to_int8_onnx_static
 from compress_sweeps.tasks import bbc_news
 
 

@@ -10,9 +10,11 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from compress_sweeps.hooks import Compressor
+from compress_sweeps.run.build import build, check
 
-GROUPS = ["task", "model", "pruner", "quantizer", "distiller", "trainer", "logger", "experiment"]
-OPTIONS = sorted((path.parent.name, path.stem) for group in GROUPS for path in (CONF / group).glob("*.yaml"))
+GROUPS = ["task", "model", "pruner", "pruner/criterion", "quantizer", "distiller", "export", "trainer", "logger"]
+GROUPS += ["experiment"]
+OPTIONS = sorted((group, path.stem) for group in GROUPS for path in (CONF / group).glob("*.yaml"))
 
 
 def test_every_yaml_is_covered():
@@ -32,33 +34,49 @@ def digits_run(tmp_path: Path) -> Path:
     return folder
 
 
+IMAGE = {("task", "digits"), ("task", "mnist5k"), ("model", "cnn"), ("model", "cnn_student"), ("model", "cnn_teacher")}
+IMAGE |= {("model", "from_run")}  # the digits run below
+
+
 def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_path: Path) -> list[str]:
-    """What a config needs from the user (`???` values) or that would reach the network in a test."""
+    """What a config needs from the user (`???` values), its partner of the same inputs (an image task needs an
+    image model and the other way round), or what keeps it off the network in a test."""
+    needs = []
+    if (group, option) in IMAGE:
+        needs.append("task=digits" if group == "model" else "model=cnn")
+    if (group, option) == ("distiller", "polino_cnn"):  # a CNN teacher: the student and the task take images too
+        needs += ["task=digits", "model=cnn_student"]
     if (group, option) == ("task", "glue"):
-        return [f"task.path={write_local_glue(tmp_path / 'glue')}"]
+        needs.append(f"task.path={write_local_glue(tmp_path / 'glue')}")
     if (group, option) == ("task", "text_files"):
-        return [f"task.train_file={text_csvs[0]}", f"task.validation_file={text_csvs[1]}"]
+        needs += [f"task.train_file={text_csvs[0]}", f"task.validation_file={text_csvs[1]}"]
     if (group, option) == ("model", "hf"):
-        return [f"model.name_or_path={tiny_bert}"]
+        needs.append(f"model.name_or_path={tiny_bert}")
     if (group, option) == ("model", "from_run"):
-        return [f"model.folder={digits_run(tmp_path)}"]
+        needs.append(f"model.folder={digits_run(tmp_path)}")
     if (group, option) == ("model", "minilm_student"):
-        return [f"model.teacher={tiny_bert}", "model.num_layers=1"]
-    return []
+        needs += [f"model.teacher={tiny_bert}", "model.num_layers=1"]
+    return needs
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])
-def test_config_composes_and_instantiates(group, option, tiny_bert, text_csvs, tmp_path):
+def test_config_composes_builds_and_instantiates(group, option, tiny_bert, text_csvs, tmp_path):
+    """Each option composes; the run's parts build and pass the pre-launch checks; the option's own `_target_`
+    instantiates (models with a label count)."""
     overrides = [f"{group}={option}", *required_overrides(group, option, tiny_bert, text_csvs, tmp_path)]
+    if group == "pruner/criterion":
+        overrides.insert(0, "pruner=base")
     cfg = compose_cfg(overrides, output_dir=tmp_path)
-    if group == "experiment":
-        return  # an experiment only overrides the other groups, which are instantiated here one by one
-    node = cfg[group]
-    kwargs = {"num_labels": 10 if option == "from_run" else 3} if group == "model" else {}
-    obj = instantiate(node, **kwargs)
-    if group in ("pruner", "quantizer", "distiller"):
-        assert isinstance(obj, Compressor)
-    assert obj is not None
+    parts = build(cfg)
+    check(parts, cfg)
+    if group in ("pruner", "quantizer", "distiller", "pruner/criterion"):
+        node = cfg.pruner if group == "pruner/criterion" else cfg[group]
+        assert [type(m).__name__ for m in parts.compressors.members] == (
+            [] if node._target_.endswith("Passthrough") else [node._target_.rsplit(".", 1)[-1]]
+        )
+    elif group in ("task", "model"):
+        kwargs = {"num_labels": 10 if option == "from_run" else 3} if group == "model" else {}
+        instantiate(cfg[group], **kwargs)
 
 
 def test_primary_defaults_are_the_offline_text_run(tmp_path):

@@ -15,7 +15,7 @@ from torch import nn
 from compress_sweeps import train
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext, Stateful
-from compress_sweeps.measure import pattern_holds
+from compress_sweeps.weights.patterns import pattern_holds
 from compress_sweeps.pruners.oneshot import (
     OneShotPruner,
     calibrate_sequentially,
@@ -25,8 +25,8 @@ from compress_sweeps.pruners.oneshot import (
 )
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms, Hessian, input_rows
 from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.pruners.patterns import parse_pattern
-from compress_sweeps.quantizers.static_int8 import to_int8_onnx_static
+from compress_sweeps.weights.patterns import parse_pattern
+from compress_sweeps.export.onnx_static import to_int8_onnx_static
 
 
 class Rows(torch.utils.data.Dataset):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from compress_sweeps.sweeps.plots import pareto_front
-from compress_sweeps.sweeps.report import load_jobs, summarize_jobs, write_report
+from compress_sweeps.reporting.plots import pareto_front
+from compress_sweeps.reporting.report import load_jobs, summarize_jobs, write_report
 from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +31,7 @@ def fake_job(
     pruner="none",
     distiller="none",
     status="completed",
+    metrics: dict | None = None,
 ) -> None:
     """A job folder as a run leaves it (only the files the report reads), with chosen figures."""
     folder = sweep / name
@@ -42,7 +43,7 @@ def fake_job(
         "status": status,
         "error": None if status == "completed" else "ValueError: boom",
         "seed": seed,
-        "metrics": {"eval/accuracy": accuracy} if status == "completed" else {},
+        "metrics": ({"eval/accuracy": accuracy} | (metrics or {})) if status == "completed" else {},
         "compression": {
             "sparsity": sparsity,
             "pattern": pattern,
@@ -52,6 +53,18 @@ def fake_job(
         },
     }
     (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_kd_rows_show_the_teacher_the_student_without_kd_and_the_gap_closed(tmp_path):
+    fake_job(tmp_path, "student", {"distiller": "none"}, 0.80)  # the reference job of the KD sweep
+    for temperature, accuracy in [(1, 0.85), (4, 0.90)]:
+        teacher = {"kd/teacher_accuracy": 0.90}
+        fake_job(tmp_path, f"kd{temperature}", {"distiller.temperature": temperature}, accuracy, distiller="logits",
+                 metrics=teacher)  # fmt: skip
+    table = summarize_jobs(load_jobs(tmp_path))
+    kd = table[table["kd_gap_closed_pct"].notna()].sort_values("accuracy")
+    assert list(kd["teacher_accuracy"]) == [0.90, 0.90] and list(kd["student_accuracy"]) == [0.80, 0.80]
+    assert list(kd["kd_gap_closed_pct"]) == pytest.approx([50.0, 100.0])  # (0.85 - 0.80) / (0.90 - 0.80), ...
 
 
 def test_table_means_over_seeds_and_relative_drop(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from conftest import TOPICS, text_rows, write_local_glue
 from transformers import AutoTokenizer
 
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.tasks import bbc_news, digits, glue, mnist5k, text_files
 
 
@@ -56,12 +57,14 @@ def test_text_files_label_names_and_errors(tmp_path, text_csvs):
     task = text_files(str(text_csvs[0]), str(text_csvs[1]), label_names=["tech", "sport", "politics"])
     assert task.label_names == ["tech", "sport", "politics"]
     assert task.train[0]["label"] == ["tech", "sport", "politics"].index(text_rows(1)[0]["label"])
-    with pytest.raises(ValueError, match="lacks labels"):
-        text_files(str(text_csvs[0]), str(text_csvs[1]), label_names=["sport"])
-    with pytest.raises(FileNotFoundError, match="task.train_file"):
-        text_files(str(tmp_path / "missing.csv"), str(text_csvs[1]))
-    with pytest.raises(ValueError, match="column 'body'"):
-        text_files(str(text_csvs[0]), str(text_csvs[1]), text_columns=["body"])
+    for kwargs, key in [
+        ({"label_names": ["sport"]}, "task.label_names"),
+        ({"train_file": str(tmp_path / "missing.csv")}, "task.train_file"),
+        ({"text_columns": ["body"]}, "task.text_columns"),
+    ]:
+        with pytest.raises(ConfigError) as caught:  # the builder runs the same checks as the pre-launch pass
+            text_files(**({"train_file": str(text_csvs[0]), "validation_file": str(text_csvs[1])} | kwargs))
+        assert caught.value.key == key
 
 
 def test_text_files_reads_jsonl_and_parquet(tmp_path):
@@ -82,5 +85,6 @@ def test_glue_loader_runs_on_a_local_copy_offline(tmp_path, tiny_bert):
 
 
 def test_glue_rejects_unknown_task_names():
-    with pytest.raises(ValueError, match="task.name must be one of"):
+    with pytest.raises(ConfigError) as caught:
         glue(name="sst3")
+    assert (caught.value.key, caught.value.problem) == ("task.name", "is unknown")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.pruners.patterns import Pattern
+from compress_sweeps.weights.patterns import Pattern
 
 
 class Magnitude:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from compress_sweeps.pruners.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern
+from compress_sweeps.weights.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern
 
 
 def _lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -25,8 +25,8 @@ from compress_sweeps.pruners.oneshot.magnitude import Magnitude
 from compress_sweeps.pruners.oneshot.sequential import calibrate_sequentially
 from compress_sweeps.pruners.oneshot.sparsegpt import SparseGPT
 from compress_sweeps.pruners.oneshot.wanda import Wanda
-from compress_sweeps.pruners.patterns import NMPattern, as_matrix, parse_pattern
-from compress_sweeps.pruners.pruner import DEFAULT_EXCLUDE
+from compress_sweeps.weights.patterns import NMPattern, as_matrix, parse_pattern
+from compress_sweeps.weights.selection import DEFAULT_EXCLUDE
 from compress_sweeps.pruners.targets import LayerTarget, layer_classes, mask_grads, remove_mask, select_layers
 
 METHODS = ("magnitude", "wanda", "sparsegpt")

@@ -19,7 +19,7 @@ from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import Hessian
 from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.pruners.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
+from compress_sweeps.weights.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms
 from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.pruners.patterns import ChannelPattern, Pattern, as_matrix
+from compress_sweeps.weights.patterns import ChannelPattern, Pattern, as_matrix
 
 
 def wanda_scores(weight: torch.Tensor, feature_norms: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from compress_sweeps.artifacts import RESULTS
-from compress_sweeps.sweeps.plots import plot_all
+from compress_sweeps.reporting.plots import plot_all
+from compress_sweeps.run.artifacts import RESULTS
+from compress_sweeps.run.identity import identity_free
 
 COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)
@@ -43,7 +44,7 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         results = json.loads(path.read_text())
         row = {"job": folder.name}
         for key, value in job_overrides(folder).items():
-            if key not in ("sweep", "logger", "trainer.progress") and not key.startswith("hydra"):
+            if not identity_free(key):
                 row[key] = value
         hydra_file = folder / ".hydra" / "hydra.yaml"
         choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"] if hydra_file.is_file() else {}
@@ -56,6 +57,7 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
             "accuracy": metrics.get("eval/accuracy"),
             "f1_macro": metrics.get("eval/f1_macro"),
             "baseline_accuracy": metrics.get("baseline/accuracy"),
+            "teacher_accuracy": metrics.get("kd/teacher_accuracy"),
             "sparsity": compression.get("sparsity"),
             "pattern": compression.get("pattern"),
             "bits": compression.get("bits"),
@@ -66,7 +68,7 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no */{RESULTS} under {sweep_dir}: is it a sweep folder?")
-    return with_baseline(pd.DataFrame(rows))
+    return with_student_reference(with_baseline(pd.DataFrame(rows)))
 
 
 def with_baseline(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -80,9 +82,23 @@ def with_baseline(jobs: pd.DataFrame) -> pd.DataFrame:
     return jobs
 
 
+def with_student_reference(jobs: pd.DataFrame) -> pd.DataFrame:
+    """`student_accuracy` of every distilled job: the mean accuracy of the sweep's jobs with the same task, model,
+    pruner and quantizer but no distiller (the student trained without KD), when the sweep holds them."""
+    jobs["student_accuracy"] = float("nan")
+    done = jobs["status"] == "completed"
+    same = ["choice.task", "choice.model", "choice.pruner", "choice.quantizer"]
+    plain = jobs[done & (jobs["choice.distiller"] == "none")].groupby(same, dropna=False)["accuracy"].mean()
+    for key, accuracy in plain.items():
+        match = (jobs[same] == pd.Series(key, index=same)).all(axis=1) & (jobs["choice.distiller"] != "none")
+        jobs.loc[match, "student_accuracy"] = accuracy
+    return jobs
+
+
 def swept_keys(jobs: pd.DataFrame) -> list[str]:
     """Override keys whose value differs between jobs (the seed is averaged over, not a column)."""
-    fixed = {"job", "status", "seed", "error", "baseline_accuracy", *NUMBERS, "pattern"}
+    fixed = {"job", "status", "seed", "error", "baseline_accuracy", "teacher_accuracy", "student_accuracy"}
+    fixed |= {*NUMBERS, "pattern"}
     fixed |= {f"choice.{group}" for group in CHOICES}
     return [c for c in jobs.columns if c not in fixed and jobs[c].astype(str).nunique() > 1]
 
@@ -100,12 +116,18 @@ def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
         accuracy_std=("accuracy", "std"),
         seeds=("seed", "nunique"),
         **{c: (c, "mean") for c in ["f1_macro", "sparsity", "bits", "size_mb", "latency_ms", "baseline_accuracy"]},
+        **{c: (c, "mean") for c in ["teacher_accuracy", "student_accuracy"]},
     ).reset_index()
     if not keys:
         table = table.drop(columns=table.columns[0])
     table["accuracy_std"] = table["accuracy_std"].fillna(0.0)
     baseline = table["baseline_accuracy"]
     table["drop_rel_pct"] = (baseline - table["accuracy"]) / baseline * 100.0
+    # KD rows: the gap between the student without KD and the teacher, and the fraction of it the KD term closed
+    gap = table["teacher_accuracy"] - table["student_accuracy"]
+    table["kd_gap_closed_pct"] = (table["accuracy"] - table["student_accuracy"]) / gap.where(gap != 0) * 100.0
+    kd_columns = ["teacher_accuracy", "student_accuracy", "kd_gap_closed_pct"]
+    table = table.drop(columns=[c for c in kd_columns if table[c].isna().all()])
     return table.drop(columns=["baseline_accuracy"])
 
 

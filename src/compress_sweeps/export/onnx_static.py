@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.quantizers.onnx_export import OnnxModel, _needs_reduced_range, _quiet_export, export_onnx
+from compress_sweeps.export.onnx import OnnxModel, _needs_reduced_range, _quiet_export, export_onnx
 
 STATIC_ONNX_FILE = "model.int8-static.onnx"
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
