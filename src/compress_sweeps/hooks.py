@@ -42,6 +42,12 @@ class RunContext:
     cache_dir: str | None = None  # where a method may keep on-disk caches (e.g. teacher outputs)
     eval_set: Any = None  # the encoded validation split (e.g. to report a teacher's accuracy); None if unknown
     extras: dict = field(default_factory=dict)
+    # parameters of the model that still hold their random initialisation (a pretrained encoder's new classification
+    # head; every parameter of a network built from scratch); empty once trained or loaded (models.untrained_parameters)
+    untrained: tuple[str, ...] = ()
+    # the checkpoint step this fit continues from, or None: the model's weights and every `Stateful` method's state
+    # are restored right after `attach`, so attach may skip work whose result the checkpoint holds (calibration)
+    resumes_from: int | None = None
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import torch
@@ -44,13 +45,15 @@ class Trainer:
 
     Steps are the one unit inside: `epochs` is converted to optimizer steps, counting `grad_accum_steps`
     micro-batches of `batch_size` per step. Compressors see every optimizer step through their hooks.
+    `max_steps=0` (trainer=none) trains nothing: the compressors attach (a one-shot pruner calibrates and prunes
+    there) and the run goes on to finalize, evaluation and export.
     """
 
     evaluates = ("eval/accuracy", "eval/f1_macro", "eval/loss", "eval/examples")  # what `evaluate` returns
 
     def __init__(
         self,
-        max_steps: Annotated[int, Field(ge=1)] | None = 300,
+        max_steps: Annotated[int, Field(ge=0)] | None = 300,
         epochs: Annotated[float, Field(gt=0)] | None = None,
         batch_size: Annotated[int, Field(ge=1)] = 16,
         grad_accum_steps: Annotated[int, Field(ge=1)] = 1,
@@ -132,7 +135,16 @@ class Trainer:
         """
         total, input_keys = context.total_steps, context.input_keys
         model.to(self.device).train()
-        compressors.attach(model, context)
+        resumes_from = checkpoints.pending() if checkpoints is not None else None
+        compressors.attach(model, replace(context, resumes_from=resumes_from))
+        if total == 0:  # calibrate and compress only: no optimizer, no batches
+            if context.untrained:
+                log.warning(
+                    "trainer.max_steps=0 evaluates the model as built, and its %s hold their random initialisation: "
+                    "start from a trained model (model=finetuned or model=from_run)",
+                    ", ".join(context.untrained[:3]) + (", ..." if len(context.untrained) > 3 else ""),
+                )
+            return {}
         net = distributed.wrap(model, self.device)  # after attach: the compressors see the plain model
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress_sweeps.distillers.losses import kd_kl
-from compress_sweeps.distillers.outputs import TeacherOutputs, per_teacher
+from compress_sweeps.distillers.outputs import TeacherOutputs, check_trains, per_teacher
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.distillers.tracker import MeanTracker
 from compress_sweeps.errors import ConfigError
@@ -125,7 +125,7 @@ class LogitsDistiller:
         return CompressionSpec(method="LogitsDistiller", batch_keys=self.teachers.batch_keys)
 
     def check(self, total_steps: int, how: str = "") -> None:
-        pass
+        check_trains(total_steps, how)
 
     def metrics(self) -> dict[str, float]:
         return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes) | self.teachers.metrics()

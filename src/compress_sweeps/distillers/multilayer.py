@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from compress_sweeps.distillers import losses
 from compress_sweeps.distillers.features import FEATURES, FeatureTap, module_name, use_eager_attention
-from compress_sweeps.distillers.outputs import TeacherOutputs
+from compress_sweeps.distillers.outputs import TeacherOutputs, check_trains
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.distillers.tracker import MeanTracker
 from compress_sweeps.errors import ConfigError, show
@@ -227,7 +227,7 @@ class MultiLayerDistiller:
         return CompressionSpec(method="MultiLayerDistiller", batch_keys=self.teachers.batch_keys)
 
     def check(self, total_steps: int, how: str = "") -> None:
-        pass
+        check_trains(total_steps, how)
 
     def metrics(self) -> dict[str, float]:
         return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes) | self.teachers.metrics()

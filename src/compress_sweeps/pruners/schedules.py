@@ -87,8 +87,8 @@ class Schedule:
         run = f"the run's {total_steps} optimizer steps" + (f" ({how})" if how else "")
         if end > total_steps:
             untrained = (  # trainer.max_steps=0: nothing runs after attach
-                "; without training steps a schedule can only prune at attach (start_step=0, end_step=0), or use a "
-                "one-shot pruner (pruner=oneshot_magnitude | wanda | sparsegpt)"
+                "; without training steps (trainer=none) a schedule can only prune at attach (start_step=0, "
+                "end_step=0), or use a one-shot pruner (pruner=oneshot_magnitude | wanda | sparsegpt)"
                 if total_steps == 0
                 else ""
             )

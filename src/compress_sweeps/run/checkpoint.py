@@ -37,6 +37,7 @@ LAST = "last.pt"
 FORMAT = 1  # bump when the layout changes: an older checkpoint then starts the run fresh
 
 log = logging.getLogger(__name__)
+_UNREAD = object()  # `Checkpoints.pending` has not read the checkpoint yet
 
 
 class EpochBatches:
@@ -174,6 +175,7 @@ class Checkpoints:
         self.run_dir, self.config_id = Path(run_dir), config_id
         self.path = self.run_dir / FOLDER / LAST
         self.resumed_from: int | None = None
+        self._pending: Any = _UNREAD
 
     def load(self) -> dict[str, Any] | None:
         """This run's checkpoint, or None (with a warning when one exists but must not be resumed)."""
@@ -195,9 +197,16 @@ class Checkpoints:
             return None
         return state
 
+    def pending(self) -> int | None:
+        """The step a run of this config will continue from (None: from the start), read before the methods attach
+        so they can skip work the checkpoint restores anyway; the checkpoint read here is the one `resume` restores."""
+        self._pending = self.load()
+        return None if self._pending is None else int(self._pending["training"]["step"])
+
     def resume(self, training: TrainingState) -> int:
         """Restore the checkpoint into `training` if there is one of this config; return the step to continue after."""
-        state = self.load()
+        state = self._pending if self._pending is not _UNREAD else self.load()
+        self._pending = _UNREAD
         if state is None:
             return 0
         self.resumed_from = training.load_state_dict(state["training"])
