@@ -7,10 +7,9 @@ in float32 exactly as the live teacher returns them, in rows indexed by the exam
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -21,15 +20,6 @@ from compress_sweeps import distributed
 
 Outputs = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
-
-
-def dataset_digest(dataset: Dataset, keys: Sequence[str], batch_size: int = 1024) -> str:
-    """sha256 over the tensors of `keys` (plus `idx`) of every row, in order."""
-    digest = hashlib.sha256(f"{len(dataset)}|{sorted(keys)}".encode())
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        for key in sorted({*keys, "idx"} & set(batch)):
-            digest.update(batch[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 class TeacherOutputCache:

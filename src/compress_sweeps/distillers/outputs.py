@@ -9,10 +9,11 @@ from typing import TypeVar
 
 import torch
 
-from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache, dataset_digest
+from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext, logits_of
+from compress_sweeps.models.finetuned import dataset_digest
 
 # (teacher, model inputs) -> named teacher outputs (logits, hidden states...) for that batch
 Extract = Callable[[Teacher, Mapping[str, torch.Tensor]], Outputs]
@@ -24,6 +25,18 @@ def per_teacher(metric: str, values: Mapping[str, V]) -> dict[str, V]:
     if len(values) == 1:
         return {metric: next(iter(values.values()))}
     return {f"{metric}_{name}": value for name, value in values.items()}
+
+
+def check_trains(total_steps: int, how: str = "") -> None:
+    """A distiller's term acts only through training steps: a run of 0 steps (trainer=none) cannot distil (`how`
+    is unused: only trainer.max_steps=0 gives 0 steps, epochs give at least one)."""
+    if total_steps == 0:
+        raise ConfigError(
+            "trainer.max_steps",
+            0,
+            "must be >= 1 with a distiller (its loss acts only in training steps), or use distiller=none",
+            problem="trains nothing",
+        )
 
 
 class TeacherOutputs:

@@ -3,39 +3,24 @@
 A pretrained encoder with a fresh head teaches nothing, so a teacher can be fine-tuned on the run's training split
 before distillation starts. That fine-tuning is done once per (teacher config, task data, trainer settings, seed):
 the result is saved as a run-like folder (`model.safetensors` + `model_config.yaml`) under
-`<cache_dir>/teachers/`, and every later job of a sweep loads it instead of training the teacher again.
+`<cache_dir>/finetuned/` (models/finetuned.py, shared with model=finetuned), and every later job of a sweep loads it
+instead of training the teacher again.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from dataclasses import replace
 from typing import Annotated, Any
 
 import torch
-from omegaconf import OmegaConf
 from pydantic import Field
 from torch import nn
 
-from compress_sweeps import distributed
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.hooks import Compressors, FineTuner, RunContext
-from compress_sweeps.loggers import NullLogger
-from compress_sweeps.models.runs import WEIGHTS, from_run, save_model
-
-log = logging.getLogger(__name__)
-
-
-def describe(build: Callable[..., nn.Module]) -> dict:
-    """A model builder (a `functools.partial` from Hydra's `_partial_: true`) as a config that rebuilds it."""
-    func, keywords = (build.func, dict(build.keywords)) if isinstance(build, functools.partial) else (build, {})
-    return {"_target_": f"{func.__module__}.{func.__qualname__}", **keywords}
+from compress_sweeps.hooks import FineTuner, RunContext
+from compress_sweeps.models.finetuned import finetune_once
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -102,34 +87,7 @@ class Teacher:
         return tensors_digest(self.module.state_dict())
 
     def _finetuned(self, context: RunContext, data_digest: str) -> nn.Module:
-        settings = self.finetune.settings()
-        key = repr((describe(self.build), context.task_name, data_digest, settings, self.finetune_seed))
-        folder = Path(context.cache_dir or ".").expanduser() / "teachers"
-        folder = folder / f"{context.task_name or 'task'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-        # rank 0 decides for all ranks: they fine-tune together (each on its shard) or all load
-        if not distributed.on_rank_zero((folder / WEIGHTS).is_file):
-            model = self.build(num_labels=context.num_labels)
-            train_set, steps = context.train_set, self.finetune.total_steps(len(context.train_set))
-            log.info("teacher: fine-tuning once for %d steps -> %s", steps, folder)
-            own = RunContext(**{**vars(context), "total_steps": steps})
-            self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), seed=self.finetune_seed)
-            if distributed.is_main():
-                _save_once(model, folder, describe(self.build), context.num_labels)
-            distributed.barrier()  # the other ranks load rank 0's copy below
-        else:
-            log.info("teacher: reusing the fine-tuned teacher in %s", folder)
-        return from_run(str(folder), context.num_labels)
-
-
-def _save_once(model: nn.Module, folder: Path, config: dict, num_labels: int) -> None:
-    """Write into a temp folder, then rename: parallel jobs never read a half-written teacher."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        save_model(model, tmp, None, OmegaConf.create(config), num_labels)
-        os.replace(tmp, folder)
-    except OSError:
-        if not (folder / WEIGHTS).is_file():  # another job won the race only if its copy is complete
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # the same cache as model=finetuned: a teacher equal to a run's fine-tuned starting model is trained once;
+        # it evaluates on its training split (eval_every: null in the configs, so not at all)
+        own = replace(context, eval_set=None)
+        return finetune_once(self.build, self.finetune, self.finetune_seed, own, data_digest)

@@ -2,7 +2,8 @@
 
 Before anything loads, the pre-launch pass checks a model config's values against its builder's signature
 (schema.py) and asks this package the rest: `modality` (the inputs the model takes, to match the task) and
-`precheck` (a previous run's folder must hold a saved model).
+`precheck` (a previous run's folder must hold a saved model). `rebuild_config` is the config a run folder saves to
+rebuild its model (a fine-tuned model's architecture, without its data and training).
 """
 
 from __future__ import annotations
@@ -10,28 +11,33 @@ from __future__ import annotations
 import typing
 
 from hydra.utils import get_object
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.models.cnn import ConvNet
+from compress_sweeps.models.finetuned import finetuned
 from compress_sweeps.models.hf import minilm, pretrained_classifier, student_from_teacher, tokenizer_for
 from compress_sweeps.models.runs import from_run, saved_config
+from compress_sweeps.models.untrained import untrained_parameters
 
 __all__ = [
     "ConvNet",
+    "finetuned",
     "from_run",
     "is_model",
     "minilm",
     "modality",
     "precheck",
     "pretrained_classifier",
+    "rebuild_config",
     "student_from_teacher",
     "tokenizer_for",
+    "untrained_parameters",
 ]
 
 
-BUILDERS = (ConvNet, minilm, pretrained_classifier, student_from_teacher, from_run)
+BUILDERS = (ConvNet, minilm, pretrained_classifier, student_from_teacher, from_run, finetuned)
 
 
 def is_model(node: DictConfig) -> bool:
@@ -46,6 +52,8 @@ def modality(model: DictConfig) -> str | None:
     """`text` (a Hugging Face model with a tokenizer) or `images` (the CNN); None for a target that is not a model
     builder of this package (then nothing is assumed)."""
     target = get_object(str(model._target_))
+    if target is finetuned:
+        return modality(model.model)
     if target is from_run:
         return modality(saved_config(str(model.folder))) if "folder" in model else None
     if isinstance(target, type):
@@ -57,8 +65,21 @@ def modality(model: DictConfig) -> str | None:
 def precheck(model: DictConfig, prefix: str) -> None:
     """A model that starts from a previous run's folder needs the saved model there; `prefix` is the config path of
     the model node (`model.`, `distiller.teachers.main.model.`), for the error."""
-    if get_object(str(model._target_)) is from_run and "folder" in model:
+    target = get_object(str(model._target_))
+    if target is finetuned:
+        precheck(model.model, f"{prefix}model.")
+    if target is from_run and "folder" in model:
         try:
             saved_config(str(model.folder))
         except ConfigError as error:  # saved_config names `model.folder`: put it where this node lives
             raise error.under(prefix.removesuffix("model.")) from None
+
+
+def rebuild_config(model: DictConfig) -> DictConfig:
+    """The config a run folder saves to rebuild its model (`model_config.yaml`, read by `from_run`): the model's own
+    config, except that a fine-tuned model is rebuilt from its architecture alone (no task data, no training)."""
+    if get_object(str(model._target_)) is finetuned:
+        inner = OmegaConf.to_container(model.model, resolve=True)
+        inner.pop("_partial_", None)
+        return OmegaConf.create(inner)
+    return model

@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from compress_sweeps.models.settings import Dropout, Labels, Width
+from compress_sweeps.models.untrained import mark_untrained
 from compress_sweeps.schema import check_arguments
 
 
@@ -45,6 +46,7 @@ class ConvNet(nn.Module):
         self.fc = nn.Linear(width * 4, hidden)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_labels)
+        mark_untrained(self, (name for name, _ in self.named_parameters()))  # built from scratch: all random
 
     def forward(self, pixel_values):
         x = self.pool(self.features(pixel_values)).flatten(1)

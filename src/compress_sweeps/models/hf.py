@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Annotated
 
@@ -18,25 +17,12 @@ from transformers import (
 
 from compress_sweeps.hub import check_hub_source
 from compress_sweeps.models.settings import Dropout, Labels
+from compress_sweeps.models.untrained import mark_untrained, untrained_parameters
 
 LOCAL_MODEL_HINT = (
     "Use a local folder holding config.json, the weights and the tokenizer instead (written by save_pretrained, "
     "or a previous run's output folder), or model=minilm, which ships with the package."
 )
-
-# parameters a builder initialised at random instead of loading (a fresh classification head), per model object
-_NEW_PARAMETERS: weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]] = weakref.WeakKeyDictionary()
-
-
-def new_parameters(model: nn.Module) -> tuple[str, ...]:
-    """Names of the parameters of `model` that its builder initialised at random (e.g. `classifier.weight` of a
-    pretrained encoder given a new head); empty when everything was loaded or the model was not built here."""
-    return _NEW_PARAMETERS.get(model, ())
-
-
-def mark_loaded(model: nn.Module) -> None:
-    """Every parameter of `model` now holds loaded values (e.g. a previous run's weights): none is new."""
-    _NEW_PARAMETERS.pop(model, None)
 
 
 def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropout | None = None) -> PreTrainedModel:
@@ -56,8 +42,8 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
         raise RuntimeError(
             f"model.name_or_path='{name_or_path}' could not be loaded ({error}). {LOCAL_MODEL_HINT}"
         ) from error
-    fresh = set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]}
-    _NEW_PARAMETERS[model] = tuple(sorted(fresh))
+    # the head the checkpoint had no weights for (or had for another label count) is drawn at random
+    mark_untrained(model, set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]})
     return model
 
 
@@ -125,7 +111,7 @@ def student_from_teacher(
         state[key] = value
     student.load_state_dict(state, strict=True)
     student.name_or_path = teacher_model.name_or_path  # the tokenizer is the teacher's
-    _NEW_PARAMETERS[student] = new_parameters(teacher_model)  # the head is the teacher's, fresh or not
+    mark_untrained(student, untrained_parameters(teacher_model))  # the head is the teacher's, random or not
     return student
 
 
@@ -146,4 +132,4 @@ def save_hf_extras(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, 
         tokenizer.save_pretrained(folder)
 
 
-__all__ = ["minilm", "new_parameters", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]
+__all__ = ["minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]

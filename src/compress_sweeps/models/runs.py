@@ -14,6 +14,7 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError, write_error
 from compress_sweeps.models.hf import save_hf_extras
+from compress_sweeps.models.untrained import mark_trained
 
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.yaml"
@@ -50,6 +51,7 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
         )
     model = instantiate(config, num_labels=num_labels)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
+    mark_trained(model)  # the builder may have drawn a new head; the saved run's weights replaced it
     return model
 
 

@@ -1,0 +1,31 @@
+"""Seeded samples of a task's encoded splits: the calibration examples of post-training methods.
+
+`calibration_batches` is the one way calibration examples are drawn, so every post-training step of a run sees
+the same examples for the same seed and count: the one-shot pruners (pruners/oneshot/) and the static int8 export
+(export/onnx_static.py) both calibrate on training examples drawn here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import default_collate
+
+
+def calibration_indices(size: int, examples: int, seed: int) -> list[int]:
+    """`examples` distinct row indices of a split of `size` rows (all rows when it has fewer), drawn by `seed`."""
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    return order[: min(examples, size)].tolist()
+
+
+def calibration_batches(
+    dataset: Sequence, input_keys: Sequence[str], examples: int, batch_size: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
+    """The calibration sample as model-input batches ({key: tensor} with the keys the model takes), on the CPU."""
+    indices = calibration_indices(len(dataset), examples, seed)
+    batches = []
+    for start in range(0, len(indices), batch_size):
+        rows = default_collate([dataset[i] for i in indices[start : start + batch_size]])
+        batches.append({key: rows[key] for key in input_keys if key in rows})
+    return batches
