@@ -113,6 +113,27 @@ CONFIG_TIME = {
         10,
         "is beyond the run",
     ),
+    "schedule in a run without steps": (
+        ["pruner=snip_momentum", "trainer=none"],
+        "pruner.end_step",
+        0.7,
+        "is beyond the run",
+    ),
+    "distillation without steps": (["distiller=logits", "trainer=none"], "trainer.max_steps", 0, "trains nothing"),
+    "wanda on whole channels": (["pruner=wanda", "pruner.pattern=channel"], "pruner.pattern", "channel", "does not"),
+    "one-shot method unknown": (["pruner=sparsegpt", "pruner.method=obs"], "pruner.method", "obs", UNKNOWN),
+    "one-shot calibration on no examples": (
+        ["pruner=wanda", "pruner.calibration_examples=0"],
+        "pruner.calibration_examples",
+        0,
+        RANGE,
+    ),
+    "static int8 calibrator unknown": (
+        ["quantizer=ptq_static", "export.calibrate_method=kl"],
+        "export.calibrate_method",
+        "kl",
+        UNKNOWN,
+    ),
     "quantizer starts after the run": (
         ["trainer=smoke", "quantizer=q8bert", "quantizer.start_step=5"],
         "quantizer.start_step",
@@ -292,6 +313,18 @@ ATTACH_TIME = {
         "matches no layer",
     ),
     "pruner exclude leaves nothing": (["pruner=magnitude", "pruner.exclude=[.]"], "pruner.exclude", ["."], NO_LAYER),
+    "one-shot N:M on 9 input columns": (
+        ["pruner=sparsegpt", "pruner.pattern=2:4", "pruner.calibration_examples=8", "trainer.max_steps=2"],
+        "pruner.pattern",
+        "2:4",
+        "does not fit layer 'features.0'",
+    ),
+    "one-shot pruning of a never-trained CNN at 0 steps": (
+        ["pruner=wanda", "trainer=none"],
+        "pruner.untrained",
+        "error",
+        "stops a 0-step run",
+    ),
     "quantizer include matches nothing": (
         ["quantizer=q8bert", "quantizer.include=[query]"],
         "quantizer.include",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 
 import pytest
 import torch
@@ -14,19 +14,13 @@ from torch import nn
 
 from compress_sweeps import train
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.hooks import RunContext, Stateful
-from compress_sweeps.weights.patterns import pattern_holds
-from compress_sweeps.pruners.oneshot import (
-    OneShotPruner,
-    calibrate_sequentially,
-    calibration_batches,
-    calibration_indices,
-    wanda_scores,
-)
+from compress_sweeps.export.onnx_static import to_int8_onnx_static
+from compress_sweeps.hooks import Describes, RunContext, Stateful
+from compress_sweeps.pruners.oneshot import OneShotPruner, calibrate_sequentially, wanda_scores
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms, Hessian, input_rows
 from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.weights.patterns import parse_pattern
-from compress_sweeps.export.onnx_static import to_int8_onnx_static
+from compress_sweeps.tasks.sample import calibration_batches, calibration_indices
+from compress_sweeps.weights.patterns import parse_pattern, pattern_holds
 
 
 class Rows(torch.utils.data.Dataset):
@@ -83,9 +77,9 @@ def correlated(n: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, width, generator=g) @ mixing
 
 
-def context(train_set, keys=("x",), **extras) -> RunContext:
+def context(train_set, keys=("x",), **settings) -> RunContext:
     return RunContext(total_steps=0, num_labels=2, device=torch.device("cpu"), input_keys=keys, train_set=train_set,
-                      extras=extras)  # fmt: skip
+                      **settings)  # fmt: skip
 
 
 def pruner(**kwargs) -> OneShotPruner:
@@ -270,7 +264,9 @@ def test_every_method_hits_the_target_and_the_pattern(method, pattern):
     model = Chain(width=16, depth=3)
     oneshot = pruner(method=method, pattern=pattern, block_size=8)
     oneshot.attach(model, context(Rows(correlated(64, 16))))
-    for name, label in oneshot.layer_patterns().items():
+    [promise] = oneshot.spec().sparsity
+    assert promise.target == 0.5 and len(promise.patterns) == 3 and oneshot.spec().keeps_zeros
+    for name, label in promise.patterns.items():
         weight = model.get_parameter(name)
         assert label == pattern and pattern_holds(weight, pattern), name
         assert float((weight == 0).float().mean()) == pytest.approx(0.5), name
@@ -284,7 +280,7 @@ def test_masks_stay_locked_through_recovery_training_and_state_round_trips():
     model = Chain()
     oneshot = pruner(method="wanda", pattern="2:4")
     oneshot.attach(model, context(Rows(correlated(64, 16))))
-    zeros = {n: model.get_parameter(n) == 0 for n in oneshot.layer_patterns()}
+    zeros = {n: model.get_parameter(n) == 0 for n in oneshot.spec().patterns}
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     for step in range(1, 4):
         model(torch.randn(8, 16)).square().sum().backward()
@@ -294,43 +290,66 @@ def test_masks_stay_locked_through_recovery_training_and_state_round_trips():
         oneshot.after_optimizer_step(step)
     for name, was_zero in zeros.items():
         assert bool((model.get_parameter(name)[was_zero] == 0).all()), name
-    assert isinstance(oneshot, Stateful)
+    assert isinstance(oneshot, Stateful) and isinstance(oneshot, Describes)
     state = oneshot.state_dict()
     other = Chain()
-    again = pruner(method="magnitude", pattern="2:4")
-    again.attach(other, context(None))
+    again = pruner(method="sparsegpt", pattern="2:4")
+    again.attach(other, context(None, resumes_from=3))  # resuming: no calibration (no data needed), masks all ones
+    assert all(bool(mask.all()) for mask in again._masks) and again.metrics()["pruner/calibration_s"] == 0.0
     again.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(again._masks, oneshot._masks, strict=True))
+    assert again.metrics()["pruner/calibration_s"] == oneshot.metrics()["pruner/calibration_s"]  # restored
     oneshot.finalize(model)
     assert not any(hasattr(m, "weight_mask") for m in model.modules())
 
 
-def test_a_fresh_head_is_warned_about():
-    model = Chain()
-    with pytest.warns(UserWarning, match="classifier.weight were initialised at random"):
-        pruner(method="magnitude").attach(model, context(None, new_parameters=("classifier.weight",)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        pruner(method="magnitude").attach(Chain(), context(None))
+def test_an_untrained_head_stops_a_zero_step_run_unless_allowed_and_is_warned_about_with_steps(caplog):
+    head = ("classifier.weight",)
+    with pytest.raises(ConfigError, match=r"pruner.untrained=error stops a 0-step run: must be warn .* classifier"):
+        pruner(method="magnitude").attach(Chain(), context(None, untrained=head))
+    with caplog.at_level(logging.WARNING):
+        pruner(method="magnitude", untrained="warn").attach(Chain(), context(None, untrained=head))
+        steps = RunContext(total_steps=5, num_labels=2, device=torch.device("cpu"), untrained=head)
+        pruner(method="magnitude").attach(Chain(), steps)  # recovery training trains the head: a warning
+        pruner(method="magnitude").attach(Chain(), context(None))  # a trained model: nothing to say
+    warned = [r.getMessage() for r in caplog.records if "random initialisation" in r.getMessage()]
+    assert len(warned) == 2 and "the 5 training steps train it after pruning" in warned[1]
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", ["1x1", "2:4"])
+def test_the_starting_models_zeros_are_pruned_first_and_kept(method, pattern):
+    torch.manual_seed(0)
+    model = Chain(width=16, depth=2)
+    with torch.no_grad():  # a pruned starting model: a quarter of each layer already zero, one per run of four
+        for block in model.blocks:
+            block.fc.weight[:, ::4] = 0.0
+    was_zero = {n: model.get_parameter(n) == 0 for n in ("blocks.0.fc.weight", "blocks.1.fc.weight")}
+    oneshot = pruner(method=method, pattern=pattern)
+    oneshot.attach(model, context(Rows(correlated(64, 16))))
+    for name, zeros in was_zero.items():
+        weight = model.get_parameter(name)
+        assert bool((weight[zeros] == 0).all()) and float((weight == 0).float().mean()) == 0.5, name
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "obs"}, "pruner.method=obs is unknown: must be one of ['magnitude', 'wanda', 'sparsegpt']"),
+        ({"method": "obs"}, "pruner.method=obs is unknown: must be one of magnitude | wanda | sparsegpt"),
         ({"pattern": "2:4", "target_sparsity": 0.7}, "pruner.target_sparsity=0.7 contradicts pruner.pattern=2:4"),
-        ({"target_sparsity": 1.0}, "pruner.target_sparsity=1.0 is out of range: must be in (0, 1) or null"),
+        ({"target_sparsity": 1.0}, "pruner.target_sparsity=1.0 is out of range: must be a number > 0 and < 1 or null"),
         ({"calibration_examples": 0}, "pruner.calibration_examples=0 is out of range: must be an integer >= 1"),
-        ({"calibration_batch_size": 0}, "pruner.calibration_batch_size=0 is out of range"),
+        ({"calibration_batch_size": 2.5}, "pruner.calibration_batch_size=2.5 has the wrong type: must be an integer"),
         ({"seed": -1}, "pruner.seed=-1 is out of range: must be an integer >= 0"),
-        ({"damping": -0.1}, "pruner.damping=-0.1 is out of range: must be in [0, 1)"),
+        ({"damping": -0.1}, "pruner.damping=-0.1 is out of range: must be a number >= 0 and < 1"),
         ({"block_size": 0}, "pruner.block_size=0 is out of range"),
+        ({"untrained": "ignore"}, "pruner.untrained=ignore is unknown: must be one of error | warn"),
         (
             {"pattern": "2:4", "block_size": 6},
             "pruner.pattern=2:4 does not suit sparsegpt: pruner.block_size=6 must be a multiple",
         ),
         ({"method": "wanda", "pattern": "channel"}, "pruner.pattern=channel does not suit wanda"),
-        ({"layer_types": ["Embedding"]}, "pruner.layer_types=[Embedding] is out of range"),
+        ({"layer_types": ["Embedding"]}, "pruner.layer_types=[Embedding] is out of range: must be a non-empty list"),
     ],
 )
 def test_bad_values_are_named(kwargs, message):
@@ -391,49 +410,105 @@ def run_json(tmp_path, name, overrides) -> dict:
     return json.loads((tmp_path / name / "results.json").read_text())
 
 
+def finetuned_tiny_bert(text_csvs, tiny_bert) -> list[str]:
+    """The tiny BERT fine-tuned once (3 smoke steps) on the CSV task and cached: model=finetuned."""
+    task = tiny_text_overrides(text_csvs, tiny_bert)[:4]
+    return [*task, "model=finetuned", "model@model.model=hf", f"model.model.name_or_path={tiny_bert}",
+            "trainer@model.finetune=smoke"]  # fmt: skip
+
+
 @pytest.mark.parametrize(("method", "pattern"), [("sparsegpt", "2:4"), ("wanda", "1x1")])
-def test_zero_step_oneshot_run_on_a_tiny_bert(tmp_path, tiny_bert, text_csvs, method, pattern):
-    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "trainer.max_steps=0"]
-    with pytest.warns(UserWarning, match="initialised at random"):  # the tiny BERT gets a 3-label head
-        results = run_json(
-            tmp_path,
-            "run",
-            [*overrides, f"pruner={method}", f"pruner.pattern={pattern}", "pruner.calibration_examples=16"],
-        )
+def test_zero_step_oneshot_run_on_a_finetuned_tiny_bert(tmp_path, tiny_bert, text_csvs, method, pattern, caplog):
+    from compress_sweeps.models import from_run
+
+    overrides = [*finetuned_tiny_bert(text_csvs, tiny_bert), "trainer=none", f"pruner={method}"]
+    overrides += [f"pruner.pattern={pattern}", "pruner.calibration_examples=16"]
+    with caplog.at_level(logging.INFO):
+        results = run_json(tmp_path, "run", overrides)
+        again = run_json(tmp_path, "again", [*overrides, "seed=1"])  # another job of the sweep: the same model
+    assert "fine-tuning compress_sweeps.models.hf.pretrained_classifier once for 3 steps" in caplog.text
+    assert "reusing the fine-tuned model" in caplog.text
+    assert len(list((tmp_path / "cache" / "finetuned").iterdir())) == 1
     compression = results["compression"]
-    assert results["status"] == "completed" and compression["pattern"] == pattern and compression["pattern_holds"]
+    assert results["status"] == again["status"] == "completed" and results["optimizer_steps"] == 0
+    assert compression["pattern"] == pattern and compression["pattern_holds"]
     assert compression["sparsity"] == pytest.approx(0.5) and len(compression["layers"]) == 2 * 6
+    [spec] = compression["spec"]
+    assert spec["method"] == f"OneShotPruner(method={method})" and spec["keeps_zeros"]
+    assert spec["sparsity"][0]["target"] == 0.5 and set(spec["sparsity"][0]["patterns"]) == set(compression["layers"])
     weights = load_file(tmp_path / "run" / "model.safetensors")
     for name in compression["layers"]:
         assert pattern_holds(weights[name], pattern), name
-    assert results["metrics"]["pruner/calibration_s"] > 0 and "eval/accuracy" in results["metrics"]
+    assert results["metrics"]["pruner/calibration_s"] > 0 and results["metrics"]["pruner/prune_s"] > 0
+    # the run folder rebuilds from its architecture alone: no task data, no fine-tuning, no cache needed
+    rebuilt = from_run(str(tmp_path / "run"), 3)
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_a_never_trained_head_stops_a_zero_step_oneshot_run(tmp_path, tiny_bert, text_csvs):
+    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=none", "pruner=wanda"]  # a new 3-label head
+    with pytest.raises(ConfigError, match="pruner.untrained=error stops a 0-step run: .*classifier.bias"):
+        run_json(tmp_path, "run", overrides)
+    failed = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert failed["status"] == "failed" and "model=finetuned" in failed["error"]
+    assert run_json(tmp_path, "allowed", [*overrides, "pruner.untrained=warn"])["status"] == "completed"
 
 
 def test_zero_step_oneshot_run_on_the_cnn(tmp_path):
     image = ["task=digits", "model=cnn", "trainer=smoke"]
     dense = run_json(tmp_path, "dense", image)
-    assert dense["status"] == "completed"
+    assert dense["status"] == "completed" and dense["optimizer_steps"] == 3
     oneshot = [f"model.folder={tmp_path / 'dense'}", "pruner=wanda", "pruner.calibration_examples=64"]
-    results = run_json(tmp_path, "pruned", ["task=digits", "model=from_run", "trainer=smoke", "trainer.max_steps=0",
-                                             *oneshot])  # fmt: skip
+    results = run_json(tmp_path, "pruned", ["task=digits", "model=from_run", "trainer=none", *oneshot])
     compression = results["compression"]
     assert results["status"] == "completed" and compression["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert set(compression["layers"]) == {"features.0.weight", "features.4.weight", "fc.weight"}
 
 
-def test_zero_steps_without_a_compressor_just_evaluates(tmp_path):
-    results = run_json(tmp_path, "run", ["task=digits", "model=cnn", "trainer=smoke", "trainer.max_steps=0"])
+def test_zero_steps_without_a_compressor_just_evaluates_and_says_the_model_is_untrained(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        results = run_json(tmp_path, "run", ["task=digits", "model=cnn", "trainer=none"])
     assert results["status"] == "completed" and 0.0 <= results["metrics"]["eval/accuracy"] <= 1.0
+    assert "trainer.max_steps=0 evaluates the model as built" in caplog.text
 
 
-def test_new_parameters_name_a_fresh_head_but_not_a_saved_run(tmp_path, tiny_bert, text_csvs):
-    from compress_sweeps.models import from_run, new_parameters, pretrained_classifier
+def test_untrained_parameters_name_a_new_head_but_not_a_saved_run(tmp_path, tiny_bert, text_csvs):
+    from compress_sweeps.models import ConvNet, from_run, pretrained_classifier, untrained_parameters
 
-    assert new_parameters(pretrained_classifier(str(tiny_bert), 3)) == ("classifier.bias", "classifier.weight")
-    assert new_parameters(pretrained_classifier(str(tiny_bert), 2)) == ()  # the saved 2-label head fits
-    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "trainer.max_steps=0"]
+    assert untrained_parameters(pretrained_classifier(str(tiny_bert), 3)) == ("classifier.bias", "classifier.weight")
+    assert untrained_parameters(pretrained_classifier(str(tiny_bert), 2)) == ()  # the saved 2-label head fits
+    assert "classifier.weight" in untrained_parameters(ConvNet(10))  # built from scratch: everything
+    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke"]
     assert run_json(tmp_path, "saved", overrides)["status"] == "completed"
-    assert new_parameters(from_run(str(tmp_path / "saved"), 3)) == ()  # its head is the saved run's
+    assert untrained_parameters(from_run(str(tmp_path / "saved"), 3)) == ()  # its head is the saved run's
+
+
+def test_a_resumed_oneshot_run_restores_the_masks_instead_of_calibrating_again(tmp_path, monkeypatch):
+    from compress_sweeps.pruners.oneshot import pruner as oneshot_module
+    from compress_sweeps.run.record import RunRecord
+
+    overrides = ["task=digits", "model=cnn", "model.channels=[8,16]", "model.hidden=32", "pruner=sparsegpt",
+                 "pruner.calibration_examples=64", "trainer.max_steps=10", "trainer.checkpoint_every=5",
+                 "threads=1"]  # fmt: skip
+    with monkeypatch.context() as patch:  # a run killed after its last checkpoint, before it completed
+        patch.setattr(RunRecord, "complete", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_json(tmp_path, "run", overrides)
+    assert (tmp_path / "run" / "checkpoint" / "last.pt").is_file()
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a resumed run calibrated again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(oneshot_module, "calibrate_sequentially", no_calibration)
+        resumed = run_json(tmp_path, "run", overrides)
+    clean = run_json(tmp_path, "clean", overrides)
+    assert resumed["status"] == clean["status"] == "completed" and resumed["resumed_from_step"] == 10
+    assert resumed["metrics"]["pruner/calibration_s"] > 0  # the first attempt's, restored from the checkpoint
+    assert resumed["metrics"]["eval/accuracy"] == clean["metrics"]["eval/accuracy"]
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    reference = load_file(tmp_path / "clean" / "model.safetensors")
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
 
 
 def test_bert_blocks_on_cached_inputs_see_what_full_forward_passes_see(tiny_bert, monkeypatch):

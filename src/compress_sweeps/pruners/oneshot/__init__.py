@@ -1,6 +1,5 @@
 """One-shot (post-training) pruning: magnitude, Wanda and SparseGPT on sequentially collected calibration data."""
 
-from compress_sweeps.pruners.oneshot.calibration import calibration_batches, calibration_indices
 from compress_sweeps.pruners.oneshot.magnitude import Magnitude
 from compress_sweeps.pruners.oneshot.pruner import METHODS, OneShotPruner
 from compress_sweeps.pruners.oneshot.sequential import calibrate_sequentially
@@ -14,8 +13,6 @@ __all__ = [
     "SparseGPT",
     "Wanda",
     "calibrate_sequentially",
-    "calibration_batches",
-    "calibration_indices",
     "sparsegpt_prune",
     "wanda_scores",
 ]

@@ -11,32 +11,12 @@ mask) or per output position of a convolution (im2col columns, so the rows line 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import default_collate
 
 CALIBRATED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-
-def calibration_indices(size: int, examples: int, seed: int) -> list[int]:
-    """`examples` distinct row indices of a split of `size` rows (all rows when it has fewer), drawn by `seed`."""
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
-    return order[: min(examples, size)].tolist()
-
-
-def calibration_batches(
-    dataset: Sequence, input_keys: Sequence[str], examples: int, batch_size: int, seed: int
-) -> list[dict[str, torch.Tensor]]:
-    """The calibration sample as model-input batches ({key: tensor} with the keys the model takes), on the CPU."""
-    indices = calibration_indices(len(dataset), examples, seed)
-    batches = []
-    for start in range(0, len(indices), batch_size):
-        rows = default_collate([dataset[i] for i in indices[start : start + batch_size]])
-        batches.append({key: rows[key] for key in input_keys if key in rows})
-    return batches
 
 
 def token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:

@@ -26,8 +26,8 @@ class Magnitude:
         raise TypeError("magnitude pruning uses no calibration data")
 
     def prune(
-        self, weight: torch.Tensor, statistic: object, pattern: Pattern, sparsity: float
+        self, weight: torch.Tensor, statistic: object, pattern: Pattern, sparsity: float, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pruned weight, pruned booleans) of an `(out, in)` weight matrix."""
-        pruned = pruned_by_score(weight.abs(), pattern, sparsity)
+        """(pruned weight, pruned booleans) of an `(out, in)` weight matrix; `first` marks weights pruned first."""
+        pruned = pruned_by_score(weight.abs().masked_fill(first, -torch.inf), pattern, sparsity)
         return weight.masked_fill(pruned, 0.0), pruned

@@ -1,36 +1,46 @@
 """`OneShotPruner`: post-training pruning (magnitude, Wanda, SparseGPT) at attach, then masks locked.
 
-At `attach` the pruner draws `calibration_examples` training examples with its own seeded generator, calibrates
-the selected layers sequentially on them (sequential.py: each layer sees the outputs of the already-pruned layers
-before it) and prunes every layer once to `target_sparsity` under `pattern`. From then on it behaves like
-`PatternLock`: with `trainer.max_steps=0` the run ends there (calibrate and compress, no training); with steps it is
-one-shot pruning + recovery fine-tuning, gradients of pruned weights masked before each optimizer step and weights
-re-masked after it. `finalize` folds the masks into the weights.
+At `attach` the pruner draws `calibration_examples` training examples with its own seeded generator
+(tasks/sample.py), calibrates the selected layers sequentially on them (sequential.py: each layer sees the outputs
+of the already-pruned layers before it) and prunes every layer once to `target_sparsity` under `pattern`. From then
+on it behaves like `PatternLock`: with `trainer=none` (0 optimizer steps) the run ends there (calibrate and
+compress, no training); with steps it is one-shot pruning + recovery fine-tuning, gradients of pruned weights
+masked before each optimizer step and weights re-masked after it. `finalize` folds the masks into the weights.
+
+A zero the starting model already has is pruned first and stays zero (`keeps_zeros`), so a pruned model pruned
+again keeps its zeros. A run resumed from a checkpoint does not calibrate again: the checkpoint restores the pruned
+weights and the masks (`state_dict`), and the calibration and pruning times of the first attempt with them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from compress_sweeps.errors import ConfigError, no_layer_error
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.pruners.oneshot.calibration import calibration_batches, calibration_problem
+from compress_sweeps.pruners.oneshot.calibration import calibration_problem
 from compress_sweeps.pruners.oneshot.magnitude import Magnitude
 from compress_sweeps.pruners.oneshot.sequential import calibrate_sequentially
 from compress_sweeps.pruners.oneshot.sparsegpt import SparseGPT
 from compress_sweeps.pruners.oneshot.wanda import Wanda
+from compress_sweeps.pruners.targets import LayerTarget, mask_grads, remove_mask, select_layers
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.spec import CompressionSpec, SparsityPromise
+from compress_sweeps.tasks.sample import calibration_batches
 from compress_sweeps.weights.patterns import NMPattern, as_matrix, parse_pattern
-from compress_sweeps.weights.selection import DEFAULT_EXCLUDE
-from compress_sweeps.pruners.targets import LayerTarget, layer_classes, mask_grads, remove_mask, select_layers
+from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 DEFAULT_SPARSITY = 0.5  # when target_sparsity is null and the pattern does not fix it: the papers' headline setting
+
+log = logging.getLogger(__name__)
 
 
 class OneShotPruner:
@@ -38,25 +48,29 @@ class OneShotPruner:
 
     `method`: `magnitude` (|W| per layer, no data), `wanda` (|W| * ||X||, per output row) or `sparsegpt` (OBS
     reconstruction per layer, with `damping` and `block_size`). `seed` draws the calibration examples.
+    `untrained`: what to do when the model still holds randomly initialised parameters (a pretrained encoder's new
+    classification head) in a run of 0 training steps, whose accuracy then says nothing about the pruning:
+    `error` (the default) or `warn`. With training steps the head trains after pruning: a warning either way.
     """
 
     def __init__(
         self,
-        method: str = "sparsegpt",
-        target_sparsity: float | None = None,
+        method: Literal["magnitude", "wanda", "sparsegpt"] = "sparsegpt",
+        target_sparsity: Annotated[float, Field(gt=0, lt=1)] | None = None,
         pattern: str = "1x1",
-        calibration_examples: int = 256,
-        calibration_batch_size: int = 16,
-        seed: int = 0,
-        damping: float = 0.01,
-        block_size: int = 128,
-        layer_types: Sequence[str] = ("Linear", "Conv2d"),
+        calibration_examples: Annotated[int, Field(ge=1)] = 256,
+        calibration_batch_size: Annotated[int, Field(ge=1)] = 16,
+        seed: Annotated[int, Field(ge=0)] = 0,
+        damping: Annotated[float, Field(ge=0, lt=1)] = 0.01,
+        block_size: Annotated[int, Field(ge=1)] = 128,
+        layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
         include: Sequence[str] = (),
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         skip_incompatible: bool = False,
+        untrained: Literal["error", "warn"] = "error",
     ) -> None:
-        if method not in METHODS:
-            raise ConfigError("pruner.method", method, f"must be one of {list(METHODS)}", problem="is unknown")
+        arguments = {k: v for k, v in locals().items() if k != "self"}
+        check_arguments(OneShotPruner, arguments, "pruner.")  # the signature is the schema, also for Python callers
         self.pattern = parse_pattern(pattern, "pruner.pattern")
         if isinstance(self.pattern, NMPattern):
             implied = self.pattern.max_fraction
@@ -69,77 +83,87 @@ class OneShotPruner:
                 )
             target_sparsity = implied
         self.sparsity = DEFAULT_SPARSITY if target_sparsity is None else float(target_sparsity)
-        checks = {  # key: (value, allowed?, what is allowed)
-            "target_sparsity": (target_sparsity, 0.0 < self.sparsity < 1.0, "in (0, 1) or null"),
-            "calibration_examples": (calibration_examples, _int(calibration_examples, 1), "an integer >= 1"),
-            "calibration_batch_size": (calibration_batch_size, _int(calibration_batch_size, 1), "an integer >= 1"),
-            "seed": (seed, _int(seed, 0), "an integer >= 0"),
-            "damping": (damping, isinstance(damping, int | float) and 0.0 <= damping < 1.0, "in [0, 1)"),
-            "block_size": (block_size, _int(block_size, 1), "an integer >= 1"),
-        }
-        for key, (value, ok, allowed) in checks.items():
-            if not ok:
-                raise ConfigError(f"pruner.{key}", value, f"must be {allowed}")
         methods = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": lambda: SparseGPT(damping, block_size)}
         self.method = methods[method]()
         if problem := self.method.problem(self.pattern):
             raise ConfigError("pruner.pattern", self.pattern.label, problem, problem=f"does not suit {method}")
-        self.classes = layer_classes(list(layer_types), "pruner.layer_types")
-        self.include, self.exclude, self.skip = list(include), list(exclude), skip_incompatible
+        self.selection = LayerSelection(layer_types, include, exclude, "pruner.")
+        self.skip, self.untrained = skip_incompatible, untrained
         self.examples, self.batch_size, self.seed = calibration_examples, calibration_batch_size, seed
         self.targets: list[LayerTarget] = []
+        self._weights: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
         self.timing = {"calibration_s": 0.0, "prune_s": 0.0}
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
-        self.targets, _ = select_layers(
-            model, self.classes, self.include, self.exclude, self.pattern, "mean", self.skip, set(), "pruner."
-        )
+        self.targets, _ = select_layers(model, self.selection, self.pattern, "sum", self.skip, set())
         if not self.targets:
-            raise no_layer_error(model, "pruner.", self.include, self.exclude, [c.__name__ for c in self.classes])
+            raise self.selection.no_layer(model)
         self._weights = [t.weights[0] for t in self.targets]
         self._masks = [t.masks[0] for t in self.targets]
-        self._warn_if_untrained(context.extras.get("new_parameters", ()))
         layers = {t.name: t.modules[0] for t in self.targets}
+        if self.method.needs_data:
+            for name, module in layers.items():
+                if problem := calibration_problem(module):
+                    exclude = list(self.selection.exclude)
+                    raise ConfigError("pruner.exclude", exclude, problem, problem=f"keeps layer '{name}'")
+        if context.resumes_from is not None:  # the checkpoint restores the pruned weights, the masks and the times
+            log.info("one-shot %s: resuming at step %d, not calibrating again", self.method.name, context.resumes_from)
+            return
+        self._check_trained(context)
         if not self.method.needs_data:
             started = time.perf_counter()
             for name, module in layers.items():
                 self._prune(name, module, None)
             self.timing = {"calibration_s": 0.0, "prune_s": time.perf_counter() - started}
         else:
-            for name, module in layers.items():
-                if problem := calibration_problem(module):
-                    raise ConfigError("pruner.exclude", self.exclude, problem, problem=f"keeps layer '{name}'")
             if context.train_set is None:
                 raise ValueError(f"pruner.method={self.method.name} calibrates on the training split: none was given")
-            batches = calibration_batches(
-                context.train_set, context.input_keys, self.examples, self.batch_size, self.seed
-            )
+            keys = context.input_keys
+            batches = calibration_batches(context.train_set, keys, self.examples, self.batch_size, self.seed)
             device = next(model.parameters()).device
             self.timing = calibrate_sequentially(model, layers, batches, self.method.new_statistic, self._prune, device)
-        print(
-            f"one-shot {self.method.name} {self.pattern.label} at {self.sparsity:g}: {len(layers)} layers, "
-            f"calibration {self.timing['calibration_s']:.1f} s, pruning {self.timing['prune_s']:.1f} s",
-            flush=True,
+        log.info(
+            "one-shot %s %s at %g: %d layers, calibration %.1f s, pruning %.1f s",
+            self.method.name,
+            self.pattern.label,
+            self.sparsity,
+            len(layers),
+            self.timing["calibration_s"],
+            self.timing["prune_s"],
         )
+
+    def _check_trained(self, context: RunContext) -> None:
+        """Name randomly initialised parameters: an error in a 0-step run (unless `untrained=warn`), else a warning."""
+        if not context.untrained:
+            return
+        shown = ", ".join(context.untrained[:4]) + (", ..." if len(context.untrained) > 4 else "")
+        what = (
+            f"the model's {shown} hold their random initialisation (a new classification head): one-shot pruning "
+            "keeps what a trained model computes"
+        )
+        if context.total_steps == 0 and self.untrained == "error":
+            raise ConfigError(
+                "pruner.untrained",
+                self.untrained,
+                f"must be warn to prune and evaluate a model that was never trained: {what}; start from a trained "
+                "model (model=finetuned, or model=from_run model.folder=<a dense run>)",
+                problem="stops a 0-step run",
+            )
+        log.warning("pruner.method=%s: %s; the %d training steps train it after pruning", self.method.name, what,
+                    context.total_steps)  # fmt: skip
 
     @torch.no_grad()
     def _prune(self, name: str, module: nn.Module, statistic: Any) -> None:
         """Prune one layer in place (the forward passes after this see it pruned) and record its keep-mask."""
         target = next(t for t in self.targets if t.name == name)
         weight, mask = target.weights[0], target.masks[0]
-        pruned_weight, pruned = self.method.prune(as_matrix(weight).float(), statistic, self.pattern, self.sparsity)
-        mask.copy_((~pruned).reshape(mask.shape).to(mask.dtype))
+        matrix = as_matrix(weight).float()
+        zeros = matrix == 0  # the starting model's zeros: pruned first, and kept (keeps_zeros)
+        pruned_weight, pruned = self.method.prune(matrix, statistic, self.pattern, self.sparsity, zeros)
+        keep = ~pruned & ~zeros
+        mask.copy_(keep.reshape(mask.shape).to(mask.dtype))
         weight.copy_(pruned_weight.reshape(weight.shape).to(weight.dtype)).mul_(mask)
-
-    def _warn_if_untrained(self, new_parameters: Sequence[str]) -> None:
-        if new_parameters:
-            shown = ", ".join(new_parameters[:4]) + (", ..." if len(new_parameters) > 4 else "")
-            warnings.warn(
-                f"pruner.method={self.method.name} prunes a model whose {shown} were initialised at random (a fresh "
-                "classification head): one-shot pruning preserves what a trained model computes, so start from a "
-                "fine-tuned run (model=from_run model.folder=<run folder>) or fine-tune after pruning",
-                stacklevel=2,
-            )
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -161,17 +185,23 @@ class OneShotPruner:
         return model
 
     def state_dict(self) -> dict[str, Any]:
-        """The masks chosen at attach (a resumed run re-calibrates at attach, then gets these masks back)."""
-        return {"masks": list(self._masks)}
+        """The masks chosen at attach and the seconds calibration and pruning took (a resumed run reports them)."""
+        return {"masks": list(self._masks), "timing": dict(self.timing)}
 
     @torch.no_grad()
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for mask, saved in zip(self._masks, state["masks"], strict=True):
             mask.copy_(saved)
+        self.timing = dict(state["timing"])
 
-    def layer_patterns(self) -> dict[str, str]:
-        """{parameter name -> pattern label} of every pruned weight (for results.json and its pattern check)."""
-        return {name: label for t in self.targets for name, label in t.labels().items()}
+    def spec(self) -> CompressionSpec:
+        """Every pruned weight at `target_sparsity` in `pattern`; the masks are locked, so zeros stay zeros."""
+        labels = {name: label for t in self.targets for name, label in t.labels().items()}
+        promise = SparsityPromise(labels, self.sparsity)
+        return CompressionSpec(f"OneShotPruner(method={self.method.name})", sparsity=(promise,), keeps_zeros=True)
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        """Any length works: 0 steps compresses only, more steps fine-tune with the masks locked."""
 
     def metrics(self) -> dict[str, float]:
         """Target and achieved sparsity (counted from the weights) and the seconds calibration and pruning took."""
@@ -184,7 +214,3 @@ class OneShotPruner:
             "pruner/calibration_s": self.timing["calibration_s"],
             "pruner/prune_s": self.timing["prune_s"],
         }
-
-
-def _int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -46,9 +46,12 @@ def sparsegpt_prune(
     sparsity: float,
     damping: float = 0.01,
     block_size: int = 128,
+    first: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pruned and updated `(out, in)` weight in float32, pruned booleans) for `hessian` = 2 X^T X."""
+    """(pruned and updated `(out, in)` weight in float32, pruned booleans) for `hessian` = 2 X^T X; `first` marks
+    weights pruned before any other (the starting model's zeros)."""
     w = weight.float().clone()
+    first = torch.zeros_like(w, dtype=torch.bool) if first is None else first
     factor, dead = inverse_hessian_factor(hessian, damping)
     w[:, dead] = 0.0
     columns = w.shape[1]
@@ -61,13 +64,16 @@ def sparsegpt_prune(
         errors = torch.zeros_like(block)
         inverse = factor[start:end, start:end]
         diagonal = inverse.diagonal()
+        chosen_first = first[:, start:end]
         if run:
             mask = torch.zeros_like(block, dtype=torch.bool)
         else:
-            mask = pruned_by_score(block.square() / diagonal.square(), pattern, sparsity)
+            scores = (block.square() / diagonal.square()).masked_fill(chosen_first, -torch.inf)
+            mask = pruned_by_score(scores, pattern, sparsity)
         for i in range(end - start):
             if run and i % run == 0:
                 scores = block[:, i : i + run].square() / diagonal[i : i + run].square()
+                scores = scores.masked_fill(chosen_first[:, i : i + run], -torch.inf)
                 mask[:, i : i + run] = pruned_by_score(scores, pattern, sparsity)
             column = block[:, i]
             kept = column.masked_fill(mask[:, i], 0.0)
@@ -103,7 +109,7 @@ class SparseGPT:
         return Hessian(as_matrix(module.weight).shape[1], module.weight.device)
 
     def prune(
-        self, weight: torch.Tensor, statistic: Hessian, pattern: Pattern, sparsity: float
+        self, weight: torch.Tensor, statistic: Hessian, pattern: Pattern, sparsity: float, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pruned and updated weight, pruned booleans) of an `(out, in)` weight matrix."""
-        return sparsegpt_prune(weight, statistic.matrix, pattern, sparsity, self.damping, self.block_size)
+        """(pruned and updated weight, pruned booleans) of an `(out, in)` weight matrix; `first` pruned first."""
+        return sparsegpt_prune(weight, statistic.matrix, pattern, sparsity, self.damping, self.block_size, first)

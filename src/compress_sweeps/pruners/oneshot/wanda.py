@@ -37,8 +37,9 @@ class Wanda:
         return FeatureNorms(as_matrix(module.weight).shape[1], module.weight.device)
 
     def prune(
-        self, weight: torch.Tensor, statistic: FeatureNorms, pattern: Pattern, sparsity: float
+        self, weight: torch.Tensor, statistic: FeatureNorms, pattern: Pattern, sparsity: float, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pruned weight, pruned booleans) of an `(out, in)` weight matrix."""
-        pruned = pruned_by_score(wanda_scores(weight, statistic.norms()), pattern, sparsity, per_row=True)
+        """(pruned weight, pruned booleans) of an `(out, in)` weight matrix; `first` marks weights pruned first."""
+        scores = wanda_scores(weight, statistic.norms()).masked_fill(first, -torch.inf)
+        pruned = pruned_by_score(scores, pattern, sparsity, per_row=True)
         return weight.masked_fill(pruned, 0.0), pruned
