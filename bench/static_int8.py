@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from compress_sweeps.hooks import logits_of
-from compress_sweeps.models import from_run, tokenizer_for
-from compress_sweeps.pruners.oneshot import calibration_batches
 from compress_sweeps.export.int8 import paired_latency_ms
 from compress_sweeps.export.onnx import to_int8_onnx
 from compress_sweeps.export.onnx_static import to_int8_onnx_static
+from compress_sweeps.hooks import logits_of
+from compress_sweeps.models import from_run, tokenizer_for
 from compress_sweeps.tasks import bbc_news
+from compress_sweeps.tasks.sample import calibration_batches
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from compress_sweeps import distributed
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.models import tokenizer_for
+from compress_sweeps.models import rebuild_config, tokenizer_for, untrained_parameters
 from compress_sweeps.models.runs import save_model
 from compress_sweeps.run import artifacts, measure
 from compress_sweeps.run.build import build, check
@@ -40,7 +40,9 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             eval_set=eval_set,
             task_name=task.name,
             cache_dir=cfg.paths.cache_dir,
+            untrained=untrained_parameters(model),  # a new head: post-training methods say so
         )
+        record.results["optimizer_steps"] = context.total_steps  # 0: compressed without training (one-shot)
         record.lap("setup_s")
         fit = partial(parts.trainer.fit, seed=cfg.seed, checkpoints=record.checkpoints)
         with logging_redirect_tqdm():  # log lines print above the progress bar instead of through it
@@ -54,10 +56,11 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         specs = parts.compressors.specs()  # what each method promises; measured here, checked by verify
         compression = measure.measure(model, eval_set[0], task.input_keys, specs)
         folder = record.run_dir if distributed.is_main() else None
-        if (exported := parts.export(model, evaluate, eval_set, task.input_keys, metrics, folder)) is not None:
+        exported = parts.export(model, evaluate, eval_set, task.input_keys, metrics, folder, train_set=train_set)
+        if exported is not None:
             compression["int8_export"] = exported
         if distributed.is_main():
-            save_model(model, record.run_dir, tokenizer, cfg.model, task.num_labels)
+            save_model(model, record.run_dir, tokenizer, rebuild_config(cfg.model), task.num_labels)
         record.complete(metrics | parts.compressors.metrics(), compression)
     value = objective(record.results, cfg.optimized_metric)
     if distributed.is_main():

@@ -118,17 +118,26 @@ def int8_export_report(
                 fallback, backend = {"onnxruntime_failed": reason}, "torch"
         if backend == "torch":
             int8, counts = to_int8(model)
-        metrics = evaluate(int8)
-        latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs)
+        measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics)
+    file = {"file": ONNX_FILE} if backend == "onnxruntime" and folder else {}
+    return {"backend": BACKENDS[backend], **fallback, **counts, **file, **measured}
+
+
+def compare_int8(
+    int8: nn.Module,
+    model: nn.Module,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    inputs: Mapping[str, torch.Tensor],
+    fp32_metrics: Mapping[str, float],
+) -> dict:
+    """The int8 model's accuracy beside the fp32 model's, and both timed on `inputs` (one eval batch), interleaved."""
+    metrics = evaluate(int8)
+    latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs)
     return {
-        "backend": BACKENDS[backend],
-        **fallback,
-        **counts,
-        **({"file": ONNX_FILE} if backend == "onnxruntime" and folder else {}),
         "eval/accuracy": metrics["eval/accuracy"],
         "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
         "accuracy_drop": fp32_metrics["eval/accuracy"] - metrics["eval/accuracy"],
-        "latency_batch": len(batch["labels"]),
+        "latency_batch": len(next(iter(inputs.values()))),
         "latency_ms_fp32": latency["fp32"],
         "latency_ms_int8": latency["int8"],
         "latency_ratio": latency["int8"] / latency["fp32"],
@@ -136,7 +145,12 @@ def int8_export_report(
 
 
 class NoExport:
-    """`export=none`: the finalized fp32 model is the run's deliverable; nothing more is built."""
+    """`export=none`: the finalized fp32 model is the run's deliverable; nothing more is built.
+
+    Every export is called after finalize as `export(model, evaluate, eval_set, input_keys, fp32_metrics, folder,
+    train_set=...)`: `evaluate(model)` scores a model on `eval_set`, `folder` keeps the exported file (None: do not
+    keep it), `train_set` (the encoded training split) is what a calibrating export draws its examples from.
+    """
 
     def __call__(
         self,
@@ -146,6 +160,7 @@ class NoExport:
         input_keys: Sequence[str],
         fp32_metrics: Mapping[str, float],
         folder: str | Path | None = None,
+        train_set: Dataset | None = None,
     ) -> dict | None:
         return None
 
@@ -169,7 +184,9 @@ class Int8Export:
         input_keys: Sequence[str],
         fp32_metrics: Mapping[str, float],
         folder: str | Path | None = None,
+        train_set: Dataset | None = None,
     ) -> dict | None:
+        """The int8 model of `backend` measured against `model` (`train_set` is not needed: dynamic activations)."""
         return int8_export_report(
             model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size
         )

@@ -1,6 +1,7 @@
-"""Post-training static int8 through ONNX Runtime: activation ranges calibrated once on training examples.
+"""Post-training static int8 through ONNX Runtime (`export=onnxruntime_static`, which `quantizer=ptq_static`
+selects): activation ranges calibrated once on training examples.
 
-Where `onnx_export.to_int8_onnx` (dynamic) measures every activation's range per batch at run time, static
+Where `onnx.to_int8_onnx` (dynamic) measures every activation's range per batch at run time, static
 quantization fixes one scale per activation tensor from calibration batches (`quantize_static` with a
 `CalibrationDataReader`), so the int8 model carries no range computation at inference, and convolutions are
 quantized too. The graph is written in QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op,
@@ -21,14 +22,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.export.int8 import compare_int8
 from compress_sweeps.export.onnx import OnnxModel, _needs_reduced_range, _quiet_export, export_onnx
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.tasks.sample import calibration_batches
 
 STATIC_ONNX_FILE = "model.int8-static.onnx"
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
@@ -109,3 +116,48 @@ def to_int8_onnx_static(
         "quantized_activations": sum(node.op_type == "QuantizeLinear" for node in graph.node),
     }
     return OnnxModel(path, threads), facts
+
+
+class StaticInt8Export:
+    """`export=onnxruntime_static`: the statically quantized int8 ONNX model, calibrated on `calibration_examples`
+    training examples drawn by `seed` (the same draw as the one-shot pruners' for the same seed and count),
+    evaluated and timed against the fp32 model on an eval batch of `batch_size`; kept as
+    `<run>/model.int8-static.onnx`. Returns `compression.int8_export` of results.json."""
+
+    def __init__(
+        self,
+        calibration_examples: Annotated[int, Field(ge=1)] = 256,
+        calibration_batch_size: Annotated[int, Field(ge=1)] = 16,
+        seed: Annotated[int, Field(ge=0)] = 0,
+        calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax",
+        per_channel: bool = True,
+        batch_size: Annotated[int, Field(ge=1)] = 32,
+    ) -> None:
+        check_arguments(StaticInt8Export, {k: v for k, v in locals().items() if k != "self"}, "export.")
+        self.examples, self.calibration_batch_size, self.seed = calibration_examples, calibration_batch_size, seed
+        self.calibrate_method, self.per_channel, self.batch_size = calibrate_method, per_channel, batch_size
+
+    def __call__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[nn.Module], dict[str, float]],
+        eval_set: Dataset,
+        input_keys: Sequence[str],
+        fp32_metrics: Mapping[str, float],
+        folder: str | Path | None = None,
+        train_set: Dataset | None = None,
+    ) -> dict | None:
+        if next(model.parameters()).device.type != "cpu":
+            return {"skipped": "the int8 kernels are CPU-only; this run trained on another device"}
+        if train_set is None:
+            raise ValueError("export=onnxruntime_static calibrates on the training split: none was given")
+        batches = calibration_batches(train_set, input_keys, self.examples, self.calibration_batch_size, self.seed)
+        batch = next(iter(DataLoader(eval_set, batch_size=self.batch_size)))
+        inputs = {k: batch[k] for k in input_keys if k in batch}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(folder or tmp) / STATIC_ONNX_FILE
+            int8, facts = to_int8_onnx_static(model, batches, path, self.per_channel, self.calibrate_method)
+            measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics)
+        backend = f"ONNX Runtime quantize_static ({facts.pop('format')}, {self.calibrate_method} ranges)"
+        file = {"file": STATIC_ONNX_FILE} if folder else {}
+        return {"backend": backend, **facts, **file, **measured}
