@@ -16,7 +16,7 @@ from hydra.core.override_parser.types import IntervalSweep
 
 from compress_sweeps.run.build import build, check
 from compress_sweeps.sweeps.precheck import grid_points
-from compress_sweeps.sweeps.sweeper import reference_point
+from compress_sweeps.sweeps.sweeper import grid_union, reference_point
 
 ROOT = CONF.parent
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -90,6 +90,35 @@ def test_a_reference_sweep_runs_the_dense_job_once_and_the_report_measures_drops
     table = summarize_jobs(load_jobs(sweep))
     pruned = table[table["sparsity"] > 0.4]
     assert len(pruned) == 2 and pruned["drop_rel_pct"].notna().all()
+
+
+def test_a_union_of_grids_holds_oneshot_and_trained_rows_without_nonsense_points():
+    """sweeps/oneshot_vs_trained.yaml: one-shot methods at 0 and 100 steps, snip_momentum only at 100, each over the
+    shared patterns and seeds, plus the dense reference once; the command line replaces a grid's value."""
+    points = grid_points(compose_cfg(["sweep=oneshot_vs_trained"], keep_hydra=True))
+    settings = [dict(o.replace("\\", "").split("=", 1) for o in p if not o.startswith("sweep=")) for p in points]
+    assert settings[0] == {"seed": "0", "pruner": "none", "trainer.max_steps": "0"}  # the reference, first
+    rows = {(s["pruner"], s["trainer.max_steps"], s["pruner.pattern"], s["seed"]) for s in settings[1:]}
+    assert len(rows) == len(settings) - 1 == (3 * 2 + 1) * 2 * 2
+    assert ("snip_momentum", "100", "2:4", "1") in rows and not any(r[:2] == ("snip_momentum", "0") for r in rows)
+    shorter = grid_points(compose_cfg(["sweep=oneshot_vs_trained", "seed=0", "pruner.pattern=2:4"], keep_hydra=True))
+    assert len(shorter) == 1 + 3 * 2 + 1
+
+
+def test_grid_union_orders_params_grid_and_command_line_and_drops_duplicates():
+    def product(overrides):  # one job per value of the last key named, for the test
+        chosen = {}
+        for override in overrides:
+            key, _, values = override.partition("=")
+            chosen[key] = values.split(",")
+        jobs = [[]]
+        for key, values in chosen.items():
+            jobs = [[*job, f"{key}={v}"] for job in jobs for v in values]
+        return jobs
+
+    jobs = grid_union(["a=1,2", "b=0"], [["b=5"], ["a=1", "b=0"]], ["c=9"], product)
+    assert jobs == [["a=1", "b=5", "c=9"], ["a=2", "b=5", "c=9"], ["a=1", "b=0", "c=9"]]
+    assert grid_union(["a=1"], [], [], product) == [["a=1"]]  # no grids: the params alone
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

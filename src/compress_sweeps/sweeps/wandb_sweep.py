@@ -27,18 +27,32 @@ def _parameter(key: str, value: str) -> dict:
     raise ValueError(f"sweep parameter {key}={value}: unsupported sweep type {type(sweep).__name__}")
 
 
-def wandb_sweep_config(sweep_file: Path, method: str = "grid", metric: str = "eval/accuracy") -> dict:
-    """Read `hydra.sweeper.params` of a sweep file and build the W&B sweep configuration."""
+def wandb_sweep_config(
+    sweep_file: Path, method: str = "grid", metric: str = "eval/accuracy", grid: int | None = None
+) -> dict:
+    """Read `hydra.sweeper.params` of a sweep file and build the W&B sweep configuration.
+
+    A W&B sweep is one grid: a sweep file with `hydra.sweeper.grids` (a union of grids) is exported one grid at a
+    time, `grid` naming which (its keys join `params`, as in the Hydra sweep).
+    """
     content = yaml.safe_load(Path(sweep_file).read_text()) or {}
-    params = (((content.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    sweeper = (content.get("hydra") or {}).get("sweeper") or {}
+    params, grids = sweeper.get("params") or {}, sweeper.get("grids") or []
     if not params:
         raise ValueError(f"{sweep_file}: no hydra.sweeper.params to translate")
+    if grids and (grid is None or not 0 <= grid < len(grids)):
+        raise ValueError(
+            f"{sweep_file} is a union of {len(grids)} grids (hydra.sweeper.grids) and a W&B sweep holds one: export "
+            f"each with --grid 0..{len(grids) - 1}"
+        )
+    if grids:
+        params = {**params, **grids[grid]}
     parameters = {key: _parameter(key, str(value)) for key, value in params.items()}
     if method == "grid" and any("min" in p for p in parameters.values()):
         raise ValueError("interval(...) parameters cannot be gridded: use --method random or bayes")
     name = Path(sweep_file).stem
     return {
-        "name": name,
+        "name": name if not grids else f"{name}-grid{grid}",
         "method": method,
         "metric": {"name": metric, "goal": "minimize" if metric.endswith("loss") else "maximize"},
         "parameters": parameters,
@@ -52,10 +66,14 @@ def wandb_sweep_main(argv: list[str]) -> int:
     parser.add_argument("--method", choices=["grid", "random", "bayes"], default="grid")
     parser.add_argument("--metric", default="eval/accuracy")
     parser.add_argument("--out", type=Path, default=None, help="default: wandb_sweep_<name>.yaml here")
+    parser.add_argument("--grid", type=int, default=None, help="which of the sweep's hydra.sweeper.grids to export")
     args = parser.parse_args(argv)
     if not args.sweep_file.is_file():
         parser.error(f"no such file: {args.sweep_file}")
-    config = wandb_sweep_config(args.sweep_file, args.method, args.metric)
+    try:
+        config = wandb_sweep_config(args.sweep_file, args.method, args.metric, args.grid)
+    except ValueError as error:
+        parser.error(str(error))
     out = args.out or Path(f"wandb_sweep_{args.sweep_file.stem}.yaml")
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     print(f"wrote {out}; start it with: wandb sweep {out}   then on each machine: wandb agent <sweep id>")
