@@ -32,6 +32,8 @@ def fake_job(
     distiller="none",
     status="completed",
     metrics: dict | None = None,
+    steps: int | None = None,
+    int8: dict | None = None,
 ) -> None:
     """A job folder as a run leaves it (only the files the report reads), with chosen figures."""
     folder = sweep / name
@@ -50,8 +52,11 @@ def fake_job(
             "bits": 32,
             "size_bytes": int(4e6 * (1 - sparsity)) + 1,
             "latency_ms": 5.0,
-        },
+        }
+        | ({"int8_export": int8} if int8 else {}),
     }
+    if steps is not None:
+        results["optimizer_steps"] = steps
     (folder / "results.json").write_text(json.dumps(results))
 
 
@@ -65,6 +70,49 @@ def test_kd_rows_show_the_teacher_the_student_without_kd_and_the_gap_closed(tmp_
     kd = table[table["kd_gap_closed_pct"].notna()].sort_values("accuracy")
     assert list(kd["teacher_accuracy"]) == [0.90, 0.90] and list(kd["student_accuracy"]) == [0.80, 0.80]
     assert list(kd["kd_gap_closed_pct"]) == pytest.approx([50.0, 100.0])  # (0.85 - 0.80) / (0.90 - 0.80), ...
+
+
+def test_damage_recovered_per_compression_target(tmp_path):
+    """Dense 0.90; per target one-shot rows (0 steps) and trained rows (100 steps) of the same measured pattern and
+    sparsity: each trained row shows the share of its one-shot drop that training recovered."""
+    fake_job(tmp_path, "dense", {"pruner": "none", "trainer.max_steps": 0}, 0.90, steps=0)
+    rows = [  # pruner, steps, pattern, accuracy
+        ("wanda", 0, "1x1", 0.80),
+        ("wanda", 100, "1x1", 0.85),  # recovered (0.85 - 0.80) / (0.90 - 0.80) = 50%
+        ("sparsegpt", 0, "1x1", 0.86),
+        ("sparsegpt", 100, "1x1", 0.89),  # (0.89 - 0.86) / (0.90 - 0.86) = 75%
+        ("snip_momentum", 100, "1x1", 0.88),  # no one-shot of its own: the best one-shot (sparsegpt): 50%
+        ("wanda", 0, "2:4", 0.70),
+        ("wanda", 100, "2:4", 0.88),  # (0.88 - 0.70) / (0.90 - 0.70) = 90%, against the 2:4 one-shot only
+        ("snip_momentum", 100, "4x1", 0.87),  # no one-shot row of this target: nothing to recover from
+    ]
+    for pruner, steps, pattern, accuracy in rows:
+        overrides = {"pruner": pruner, "trainer.max_steps": steps, "pruner.pattern": pattern}
+        fake_job(tmp_path, f"{pruner}-{steps}-{pattern}", overrides, accuracy, sparsity=0.5, pattern=pattern,
+                 pruner=pruner, steps=steps)  # fmt: skip
+    table = summarize_jobs(load_jobs(tmp_path)).set_index(["pruner", "trainer.max_steps", "pruner.pattern"])
+    recovered = table["recovered_pct"].dropna().to_dict()
+    assert recovered == pytest.approx(
+        {
+            ("wanda", "100", "1x1"): 50.0,
+            ("sparsegpt", "100", "1x1"): 75.0,
+            ("snip_momentum", "100", "1x1"): 50.0,
+            ("wanda", "100", "2:4"): 90.0,
+        }
+    )
+    assert table.loc[("snip_momentum", "100", "1x1"), "oneshot_accuracy"] == 0.86
+    assert table.loc[("wanda", "0", "2:4"), "drop_rel_pct"] == pytest.approx((0.90 - 0.70) / 0.90 * 100)
+    assert list(table["steps"].dropna().unique()) == [0, 100]
+    markdown = (write_report(tmp_path) / "summary.md").read_text()
+    assert "recovered_pct" in markdown and "| 90 |" in markdown
+
+
+def test_int8_exports_are_reported_beside_each_other(tmp_path):
+    for quantizer, accuracy in [("ptq_dynamic", 0.95), ("ptq_static", 0.96), ("q8bert", 0.97)]:
+        fake_job(tmp_path, quantizer, {"quantizer": quantizer}, 0.97,
+                 int8={"eval/accuracy": accuracy, "latency_ratio": 0.5})  # fmt: skip
+    table = summarize_jobs(load_jobs(tmp_path)).set_index("quantizer")
+    assert table["int8_accuracy"].to_dict() == {"ptq_dynamic": 0.95, "ptq_static": 0.96, "q8bert": 0.97}
 
 
 def test_table_means_over_seeds_and_relative_drop(tmp_path):
@@ -137,24 +185,16 @@ def test_report_command_on_a_real_sweep(tmp_path):
 def test_wandb_sweep_export(sweep_file, tmp_path):
     method = "random" if "interval(" in sweep_file.read_text() else "grid"
     out = tmp_path / "w.yaml"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compress_sweeps",
-            "wandb-sweep",
-            str(sweep_file),
-            "--method",
-            method,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    sweeper = yaml.safe_load(sweep_file.read_text())["hydra"]["sweeper"]
+    grids = sweeper.get("grids") or []
+    command = [sys.executable, "-m", "compress_sweeps", "wandb-sweep", str(sweep_file), "--method", method]
+    if grids:  # a union of grids: W&B holds one grid per sweep, so the export names one
+        refused = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+        assert refused.returncode == 2 and f"export each with --grid 0..{len(grids) - 1}" in refused.stderr
+        command += ["--grid", str(len(grids) - 1)]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(out.read_text())
-    params = yaml.safe_load(sweep_file.read_text())["hydra"]["sweeper"]["params"]
-    assert set(config["parameters"]) == set(params)
+    assert set(config["parameters"]) == set(sweeper["params"]) | set(grids[-1] if grids else {})
     assert config["command"][-1] == "${args_no_hyphens}" and f"sweep={sweep_file.stem}" in config["command"]
-    assert wandb_sweep_config(sweep_file, method) == config
+    assert wandb_sweep_config(sweep_file, method, grid=len(grids) - 1 if grids else None) == config

@@ -1,12 +1,20 @@
 """`compress-sweeps report <sweep folder>`: a results table (CSV + Markdown) and plots from every job's results.json.
 
 Works offline, from the files alone: no W&B needed. The swept values come from each job's `.hydra/overrides.yaml`.
+
+Damage recovered: a run of 0 optimizer steps (results.json `optimizer_steps`, e.g. one-shot pruning) that is
+compressed is a *one-shot* row; a compressed run that trained is a *trained* row. When the sweep holds the dense
+run, one-shot rows and trained rows of the same compression target (task, model, measured pattern and sparsity),
+each trained row shows the one-shot accuracy it is compared with (the one-shot row of the same pruner, else the
+best one-shot row of the target) and the share of the one-shot drop that training (and KD) recovered:
+(trained - one_shot) / (dense - one_shot).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,9 +27,15 @@ from compress_sweeps.run.identity import identity_free
 COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)
 NUMBERS = ["accuracy", "f1_macro", "sparsity", "bits", "size_mb", "latency_ms"]
+INT8 = ["int8_accuracy", "int8_latency_ratio"]  # of the int8 export, when the run made one
 
 
 def _value(text: str):
+    """An override's value as typed (`0.5`, `100`), without Hydra's escapes (`2\\:4`); `2:4` stays a pattern, not
+    YAML 1.1's base-60 number 124."""
+    text = re.sub(r"\\(.)", r"\1", text)
+    if re.fullmatch(r"\d+:\d+", text):
+        return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -51,11 +65,13 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         row |= {f"choice.{group}": choices.get(group) for group in CHOICES}
         metrics, compression = results.get("metrics") or {}, results.get("compression") or {}
         size = compression.get("sparse_size_bytes", compression.get("size_bytes"))
+        int8 = compression.get("int8_export") or {}
         row |= {
             "status": results.get("status"),
             "seed": results.get("seed"),
             "accuracy": metrics.get("eval/accuracy"),
             "f1_macro": metrics.get("eval/f1_macro"),
+            "steps": results.get("optimizer_steps"),  # 0: compressed without training (one shot)
             "baseline_accuracy": metrics.get("baseline/accuracy"),
             "teacher_accuracy": metrics.get("kd/teacher_accuracy"),
             "sparsity": compression.get("sparsity"),
@@ -63,6 +79,8 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
             "bits": compression.get("bits"),
             "size_mb": size / 2**20 if size else None,
             "latency_ms": compression.get("latency_ms"),
+            "int8_accuracy": int8.get("eval/accuracy"),  # the exported int8 model's (export=onnxruntime...)
+            "int8_latency_ratio": int8.get("latency_ratio"),
             "error": results.get("error"),
         }
         rows.append(row)
@@ -97,8 +115,8 @@ def with_student_reference(jobs: pd.DataFrame) -> pd.DataFrame:
 
 def swept_keys(jobs: pd.DataFrame) -> list[str]:
     """Override keys whose value differs between jobs (the seed is averaged over, not a column)."""
-    fixed = {"job", "status", "seed", "error", "baseline_accuracy", "teacher_accuracy", "student_accuracy"}
-    fixed |= {*NUMBERS, "pattern"}
+    fixed = {"job", "status", "seed", "error", "baseline_accuracy", "teacher_accuracy", "student_accuracy", "steps"}
+    fixed |= {*NUMBERS, *INT8, "pattern"}
     fixed |= {f"choice.{group}" for group in CHOICES}
     return [c for c in jobs.columns if c not in fixed and jobs[c].astype(str).nunique() > 1]
 
@@ -116,7 +134,8 @@ def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
         accuracy_std=("accuracy", "std"),
         seeds=("seed", "nunique"),
         **{c: (c, "mean") for c in ["f1_macro", "sparsity", "bits", "size_mb", "latency_ms", "baseline_accuracy"]},
-        **{c: (c, "mean") for c in ["teacher_accuracy", "student_accuracy"]},
+        **{c: (c, "mean") for c in ["teacher_accuracy", "student_accuracy", "steps", *INT8]},
+        **{c: (c, "first") for c in ["pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))]},
     ).reset_index()
     if not keys:
         table = table.drop(columns=table.columns[0])
@@ -127,8 +146,35 @@ def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
     gap = table["teacher_accuracy"] - table["student_accuracy"]
     table["kd_gap_closed_pct"] = (table["accuracy"] - table["student_accuracy"]) / gap.where(gap != 0) * 100.0
     kd_columns = ["teacher_accuracy", "student_accuracy", "kd_gap_closed_pct"]
-    table = table.drop(columns=[c for c in kd_columns if table[c].isna().all()])
-    return table.drop(columns=["baseline_accuracy"])
+    table = with_recovery(table)
+    optional = [*kd_columns, "oneshot_accuracy", "recovered_pct", "steps", *INT8]
+    table = table.drop(columns=[c for c in optional if table[c].isna().all()])
+    return table.drop(columns=["baseline_accuracy", "pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))])
+
+
+def target_of(row: pd.Series) -> tuple:
+    """A row's compression target: task, model, measured pattern and sparsity (to 2 decimals)."""
+    sparsity = row["sparsity"]
+    return (row["choice.task"], row["choice.model"], str(row["pattern"]), round(float(sparsity), 2))
+
+
+def with_recovery(table: pd.DataFrame) -> pd.DataFrame:
+    """`oneshot_accuracy` and `recovered_pct` of every trained, compressed row that has one-shot rows of its target
+    (module docstring); NaN elsewhere."""
+    table["oneshot_accuracy"] = table["recovered_pct"] = float("nan")
+    compressed = table["sparsity"].fillna(0) > 0
+    oneshot = table[compressed & (table["steps"] == 0)]
+    for index, row in table[compressed & (table["steps"] > 0)].iterrows():
+        same = oneshot[[target_of(r) == target_of(row) for _, r in oneshot.iterrows()]]
+        if same.empty:
+            continue
+        own = same[same["choice.pruner"] == row["choice.pruner"]]
+        reference = own.iloc[0] if len(own) else same.loc[same["accuracy"].idxmax()]
+        drop = row["baseline_accuracy"] - reference["accuracy"]
+        table.loc[index, "oneshot_accuracy"] = reference["accuracy"]
+        if drop and not pd.isna(drop):
+            table.loc[index, "recovered_pct"] = (row["accuracy"] - reference["accuracy"]) / drop * 100.0
+    return table
 
 
 def to_markdown(table: pd.DataFrame, failed: pd.DataFrame) -> str:
