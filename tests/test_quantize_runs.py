@@ -93,3 +93,23 @@ def test_onnx_export_failure_falls_back_to_torch_and_keeps_the_run(tmp_path):
     assert "adaptive_avg_pool2d" in export["onnxruntime_failed"]
     assert export["backend"].startswith("torch.ao") and export["latency_ms_int8"] > 0
     assert not (tmp_path / "run" / "model.int8.onnx").exists()
+
+
+def test_ptq_static_text_run_calibrates_on_the_one_shot_pruners_draw(tmp_path, tiny_bert, text_csvs, monkeypatch):
+    """quantizer=ptq_static: no training-time quantization; export=onnxruntime_static calibrates on training examples
+    drawn as the one-shot pruners draw them (tasks/sample.py) and reports the int8 model beside fp32."""
+    from compress_sweeps.export import onnx_static
+
+    drawn = []
+    real = onnx_static.calibration_batches
+    monkeypatch.setattr(onnx_static, "calibration_batches", lambda *args: drawn.append(args) or real(*args))
+    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "logger=none", "quantizer=ptq_static"]
+    results, _ = finished(tmp_path, [*overrides, "export.calibration_examples=20", "seed=3"])
+    export = results["compression"]["int8_export"]
+    assert export["backend"].startswith("ONNX Runtime quantize_static (QDQ U8S8, minmax")
+    assert export["file"] == "model.int8-static.onnx" and (tmp_path / "run" / "model.int8-static.onnx").is_file()
+    assert export["calibration_examples"] == 20 and export["int8_weights"] == 2 * 6 + 2
+    assert export["eval/accuracy_fp32"] == results["metrics"]["eval/accuracy"] and export["latency_ms_int8"] > 0
+    [(train_set, keys, examples, batch_size, seed)] = drawn
+    assert (len(train_set), examples, batch_size, seed) == (48, 20, 16, 3) and "input_ids" in keys
+    assert results["compression"]["bits"] == 32 and results["compression"]["spec"] == []  # the fp32 model is kept
