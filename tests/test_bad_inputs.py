@@ -331,6 +331,7 @@ ATTACH_TIME = {
         ["query"],
         NO_LAYER,
     ),
+    "pattern_lock on a dense model": (["pruner=pattern_lock"], "pruner", "pattern_lock", "finds nothing to lock"),
     "pattern_lock selects nothing": (
         ["pruner=pattern_lock", "pruner.include=[nothere]"],
         "pruner.include",

@@ -21,6 +21,7 @@ def test_every_yaml_is_covered():
     on_disk = {p.relative_to(CONF) for p in CONF.rglob("*.yaml")}
     covered = {Path(g) / f"{o}.yaml" for g, o in OPTIONS} | {Path("train.yaml")}
     covered |= {p.relative_to(CONF) for p in (CONF / "hydra" / "launcher").glob("*.yaml")}  # test_sweeps.py
+    covered |= {p.relative_to(CONF) for p in (CONF / "hydra" / "sweeper").glob("*.yaml")}  # test_sweeps.py
     covered |= {p.relative_to(CONF) for p in (CONF / "recipe").glob("*.yaml")}  # test_results_table.py
     assert on_disk == covered, f"configs outside the known groups: {on_disk - covered}"
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.targets import MASK, mask_grads, remove_mask
 from compress_sweeps.spec import CompressionSpec, SparsityPromise
@@ -34,7 +35,16 @@ class PatternLock:
 
     @torch.no_grad()
     def attach(self, model: nn.Module, context: RunContext) -> None:
-        for name, module in self.selection.select(model).items():
+        layers = self.selection.select(model)
+        if not any(bool((module.weight == 0).any()) for module in layers.values()):
+            raise ConfigError(
+                "pruner",
+                "pattern_lock",
+                "must start from a pruned model (model=from_run model.folder=<a pruned run>): the selected layers "
+                f"({', '.join(list(layers)[:3])}{', ...' if len(layers) > 3 else ''}) hold no zero weights",
+                problem="finds nothing to lock",
+            )
+        for name, module in layers.items():
             module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
             self.modules[weight_name(name)] = module
         self._weights = [m.weight for m in self.modules.values()]
