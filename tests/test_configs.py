@@ -55,6 +55,10 @@ def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_
         needs.append(f"model.name_or_path={tiny_bert}")
     if (group, option) == ("model", "from_run"):
         needs.append(f"model.folder={digits_run(tmp_path)}")
+    if (group, option) == ("model", "finetuned"):  # the tiny BERT fine-tuned for 3 steps on the CSV task, cached
+        needs += ["task=text_files", f"task.train_file={text_csvs[0]}", f"task.validation_file={text_csvs[1]}"]
+        needs += ["task.max_length=16", "model@model.model=hf", f"model.model.name_or_path={tiny_bert}"]
+        needs.append("trainer@model.finetune=smoke")
     if (group, option) == ("model", "minilm_student"):
         needs += [f"model.teacher={tiny_bert}", "model.num_layers=1"]
     return needs
