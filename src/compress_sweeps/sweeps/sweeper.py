@@ -20,7 +20,10 @@ same key of `params`; the command line replaces both, as it replaces `params` in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")  # an override: a parsed Hydra `Override` in the sweeper, a string in tests
 
 
 def touches(override: str, group: str) -> bool:
@@ -32,10 +35,14 @@ def touches(override: str, group: str) -> bool:
 
 
 def grid_union(
-    params: Sequence[str], grids: Sequence[Sequence[str]], command_line: Sequence[str], product
+    params: Sequence[T],
+    grids: Sequence[Sequence[T]],
+    command_line: Sequence[T],
+    product: Callable[[list[T]], list[list[str]]],
 ) -> list[list[str]]:
     """The jobs of every grid, each `product(overrides)` of `params`, the grid's own overrides and the command line
-    (in that order, so a later one replaces an earlier one of the same key), in grid order, duplicates dropped."""
+    (in that order, so a later one replaces an earlier one of the same key), in grid order, duplicates dropped.
+    `product` is Hydra's grid expansion (the overrides are Hydra's parsed `Override`s in the sweeper)."""
     jobs: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()
     for grid in grids or [[]]:

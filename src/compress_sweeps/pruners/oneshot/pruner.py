@@ -150,8 +150,8 @@ class OneShotPruner:
                 "model (model=finetuned, or model=from_run model.folder=<a dense run>)",
                 problem="stops a 0-step run",
             )
-        log.warning("pruner.method=%s: %s; the %d training steps train it after pruning", self.method.name, what,
-                    context.total_steps)  # fmt: skip
+        steps = context.total_steps
+        log.warning("pruner.method=%s: %s; the %d training steps train it after pruning", self.method.name, what, steps)
 
     @torch.no_grad()
     def _prune(self, name: str, module: nn.Module, statistic: Any) -> None:
