@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from compress_sweeps.models.hf import save_hf_extras
+from compress_sweeps.pruners.slim.structure import save_structure
 
 RESULTS = "results.json"
 WEIGHTS = "model.safetensors"
@@ -76,4 +77,5 @@ def save_model(model: nn.Module, folder: Path, tokenizer: Any, model_config: Dic
     rebuild = {**OmegaConf.to_container(model_config, resolve=True), "num_labels": num_labels}
     OmegaConf.save(OmegaConf.create(rebuild), folder / MODEL_CONFIG)
     save_hf_extras(model, tokenizer, folder)
+    save_structure(model, folder)  # a slim model's per-layer shapes: models.runs.from_run applies them
     return weights

@@ -12,6 +12,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hub import check_hub_source
 
 LOCAL_MODEL_HINT = (
@@ -28,6 +29,14 @@ def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | N
     """
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     check_hub_source(name_or_path, "model.name_or_path", LOCAL_MODEL_HINT)
+    if (Path(name_or_path) / "slim_structure.json").is_file():  # per-layer shapes config.json cannot hold
+        raise ConfigError(
+            "model.name_or_path",
+            name_or_path,
+            "must be a folder config.json describes; this run folder holds a slim model with per-layer shapes "
+            "(slim_structure.json): load it with model=from_run model.folder=<folder>",
+            problem="holds a slim model",
+        )
     try:
         config = AutoConfig.from_pretrained(name_or_path, num_labels=num_labels, **overrides)
         return AutoModelForSequenceClassification.from_pretrained(

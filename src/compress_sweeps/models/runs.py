@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.pruners.slim.structure import load_structure
 
 # the file names written by compress_sweeps.artifacts.save_model (not imported: artifacts imports models)
 WEIGHTS = "model.safetensors"
@@ -38,5 +39,6 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
             problem="has another label set",
         )
     model = instantiate(config, num_labels=num_labels)
+    load_structure(model, root)  # a slim model's per-layer shapes (heads, widths, blocks, channels), if any
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return model
