@@ -30,6 +30,10 @@ def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def reduce_blocks(blocks: torch.Tensor, dims: tuple[int, ...], how: str) -> torch.Tensor:
+    """`mean`, `sum` or `max` over `dims`; `first` (internal: a mask's value per group) takes index 0 there."""
+    if how == "first":
+        index = tuple(0 if d in dims else slice(None) for d in range(blocks.ndim))
+        return blocks[index]
     if how == "mean":
         return blocks.mean(dim=dims)
     if how == "sum":

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.patterns import Pattern, as_matrix
+from compress_sweeps.pruners.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}
 MASK = "weight_mask"
@@ -74,12 +74,26 @@ class LayerTarget:
     @torch.no_grad()
     def group_scores(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
         # pruned weights score -inf: masks only grow, and an N:M run counts its pruned weights first
-        matrix = as_matrix(scores[0]).float().masked_fill(as_matrix(self.masks[0]) == 0, float("-inf"))
-        return self.pattern.group_scores(matrix, self.reduce)
+        mask = as_matrix(self.masks[0])
+        if isinstance(self.pattern, NMPattern):  # groups are single weights
+            return self.pattern.group_scores(as_matrix(scores[0]).float().masked_fill(mask == 0, float("-inf")), "")
+        # blocks and channels: reduce, then -inf for the pruned groups. A mask prunes whole groups (set_pruned
+        # writes it so), so one mask entry per group tells, cheaper than a masked copy of all the scores
+        grouped = self.pattern.group_scores(as_matrix(scores[0]).float(), self.reduce)
+        return grouped.masked_fill_(self.pattern.group_scores(mask, "first") == 0, float("-inf"))
 
     @torch.no_grad()
     def set_pruned(self, pruned: torch.Tensor) -> None:
-        self.masks[0].copy_(self.pattern.expand(pruned, self.shape).reshape(self.masks[0].shape))
+        mask = as_matrix(self.masks[0])
+        keep = (~pruned).to(mask.dtype)
+        if isinstance(self.pattern, BlockPattern):  # one broadcast copy into the mask, no expanded temporary
+            rows, cols = self.pattern.rows, self.pattern.cols
+            grid = keep.view(self.shape[0] // rows, 1, self.shape[1] // cols, 1)
+            mask.view(grid.shape[0], rows, grid.shape[2], cols).copy_(grid.expand(-1, rows, -1, cols))
+        elif isinstance(self.pattern, ChannelPattern):
+            mask.copy_(keep.unsqueeze(1).expand_as(mask))
+        else:
+            self.masks[0].copy_(self.pattern.expand(pruned, self.shape).reshape(self.masks[0].shape))
 
 
 def select_layers(
