@@ -76,6 +76,14 @@ class Stateful(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class Structured(Protocol):
+    """Optional, outside the hook protocol: a compressor that changes the model's shapes (structured slimming)
+    describes the finalized model's per-layer shapes, for results.json `compression.structure`."""
+
+    def structure(self) -> dict[str, Any]: ...
+
+
 class Passthrough:
     """The `none` choice of the pruner, quantizer and distiller groups: every hook does nothing."""
 

@@ -14,7 +14,7 @@ from compress_sweeps import artifacts, distributed, measure
 from compress_sweeps.checkpoint import Checkpoints
 from compress_sweeps.checks import check_config
 from compress_sweeps.errors import describe
-from compress_sweeps.hooks import Compressors, RunContext
+from compress_sweeps.hooks import Compressors, RunContext, Structured
 from compress_sweeps.loggers import NullLogger, RunLogger
 from compress_sweeps.models import tokenizer_for
 from compress_sweeps.quantizers.export import int8_export_report, wants_int8_export
@@ -71,6 +71,9 @@ def run(cfg: DictConfig) -> float:
         # a pruner names the weights it pruned and their pattern; the report re-counts both from the weights
         patterns = next((m.layer_patterns() for m in compressors.members if hasattr(m, "layer_patterns")), None)
         compression = measure.measure(model, eval_set[0], task.input_keys, patterns=patterns)
+        for member in compressors.members:  # heads / widths / blocks / channels kept, and the cost before and after
+            if isinstance(member, Structured):
+                compression["structure"] = member.structure()
         if backend := wants_int8_export(compressors.members):  # the real int8 model, evaluated and timed vs this one
             evaluate = partial(trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
             folder = run_dir if distributed.is_main() else None
