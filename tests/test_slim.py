@@ -304,3 +304,34 @@ def test_slim_bert_with_different_heads_per_layer_exports_to_onnx(tmp_path):
     path = export_onnx(slim, inputs, tmp_path / "slim.onnx")
     onnx_logits = OnnxModel(path, threads=1)(**inputs)
     torch.testing.assert_close(onnx_logits, logits(slim, inputs), atol=1e-4, rtol=1e-4)
+
+
+# --- end to end: a run leaves a slim model that the project's loader rebuilds ------------------------------------
+
+
+@pytest.mark.parametrize("units", ["[heads,ffn,blocks]", "[channels]"])
+def test_slim_run_saves_a_smaller_model_that_reloads(tmp_path, tiny_bert, text_csvs, units):
+    import json
+
+    from conftest import compose_cfg, tiny_text_overrides
+    from safetensors.torch import load_file
+
+    from compress_sweeps import train
+
+    data = tiny_text_overrides(text_csvs, tiny_bert) if units != "[channels]" else ["task=digits", "model=cnn"]
+    overrides = ["pruner=slim", f"pruner.units={units}", "pruner.target=0.5", "pruner.target_metric=flops"]
+    cfg = compose_cfg(
+        [*data, "trainer=smoke", "trainer.max_steps=4", "logger=none", *overrides], output_dir=tmp_path / "run"
+    )
+    train.run(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "completed" and results["verified"]["ok"]
+    structure = results["compression"]["structure"]
+    assert 0.4 <= structure["removed"]["flops"] <= 0.5 + 1e-9, structure
+    assert (tmp_path / "run" / STRUCTURE).is_file()
+    saved = load_file(tmp_path / "run" / "model.safetensors")
+    assert results["compression"]["total_params"] == sum(
+        t.numel() for n, t in saved.items() if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
+    reloaded = from_run(str(tmp_path / "run"), num_labels=3 if units != "[channels]" else 10).eval()
+    assert sum(p.numel() for p in reloaded.parameters()) == results["compression"]["total_params"]
