@@ -93,6 +93,22 @@ def test_heads_differ_per_layer_and_the_last_head_stays():
     assert pruner.structure()["hf_config_loadable"] is False
 
 
+def test_slim_false_keeps_the_shapes_with_whole_units_zero():
+    model, inputs = bert(), tokens()
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    pruner = oneshot(model, inputs, units=["heads", "ffn"], target=0.5, slim=False)
+    masked = logits(model, inputs)
+    plain = pruner.finalize(model)
+    assert {n: p.shape for n, p in plain.named_parameters()} == shapes
+    assert not any(name.endswith("_mask") for name, _ in plain.named_buffers())
+    torch.testing.assert_close(logits(plain, inputs), masked)
+    block = plain.bert.encoder.layer[0]
+    zero_rows = (block.intermediate.dense.weight == 0).all(dim=1)
+    kept = pruner.structure()["layers"]["bert.encoder.layer.0.intermediate.dense"]["kept"]
+    assert int((~zero_rows).sum()) == kept
+    assert bool((block.output.dense.weight[:, zero_rows] == 0).all())
+
+
 def test_round_to_keeps_ffn_widths_a_multiple():
     model, inputs = bert(ffn=64), tokens()
     pruner = oneshot(model, inputs, units=["ffn"], target=0.5, round_to=8)
