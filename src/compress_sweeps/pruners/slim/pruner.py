@@ -127,6 +127,7 @@ class SlimPruner:
         masked = unique([s.name for g in self.groups for s in g.slices])
         self._params = [params[n] for n in masked]
         self._masks = {n: _add_mask(model, n) for n in masked}
+        self._mask_list = list(self._masks.values())  # aligned with self._params, for the per-step foreach ops
         self._costs(model)
         self._hooks = [] if self.blocks is None else _skip_hooks(self.blocks)
         self._check_reachable()
@@ -141,20 +142,20 @@ class SlimPruner:
         if (crit.accumulates and step <= sched.end) or (crit.needs_grad and sched.prunes_at(step)):
             crit.observe(self._weights, [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._weights])
         if self.pruned_any and sched.active(step):
-            mask_grads(self._params, list(self._masks.values()))
+            mask_grads(self._params, self._mask_list)
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
         if self.schedule.prunes_at(step):
             self.update(step)
         if self.pruned_any and self._params:
-            torch._foreach_mul_(self._params, list(self._masks.values()))
+            torch._foreach_mul_(self._params, self._mask_list)
 
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
         """Fold the masks into the weights; with `slim`, remove the pruned units and record the new shapes."""
         if self._params:
-            torch._foreach_mul_(self._params, list(self._masks.values()))
+            torch._foreach_mul_(self._params, self._mask_list)
         for name in self._masks:
             module_name, _, attr = name.rpartition(".")
             delattr(model.get_submodule(module_name), f"{attr}_mask")
