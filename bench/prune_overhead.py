@@ -5,7 +5,7 @@ one plain and one with `conf/pruner/snip_momentum.yaml` (4x1, target 0.8, iterat
 steps interleaved so that both see the same machine load. Each step is what the trainer does: forward, cross
 entropy, backward, gradient clipping, hooks, AdamW, zero_grad. Batch 32, sequence length 64, random token ids.
 
-    PYTHONPATH=src python bench/prune_overhead.py [--steps 60] [--device cpu]
+    PYTHONPATH=src python bench/prune_overhead.py [--steps 60] [--device cpu] [--threads N]
 
 Prints the ratio of the summed step times (mask updates included), the median ratio of the steps without a mask
 update, the extra time of a mask update, and the ratio these two measured costs give for the default 100-step run
@@ -58,7 +58,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     models = [student_from_teacher(num_labels=5).to(device).train() for _ in range(2)]
