@@ -11,7 +11,6 @@ per-layer shapes (`structure.py`) that rebuilds it from a run folder.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,8 +22,9 @@ from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.criteria import make_criterion
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.slim import allocate, channels, costs, transformer
-from compress_sweeps.pruners.slim.structure import STRUCTURE, describe
-from compress_sweeps.pruners.slim.units import KINDS, BlockUnits, UnitGroup, unique
+from compress_sweeps.pruners.slim.budget import Budget
+from compress_sweeps.pruners.slim.structure import describe
+from compress_sweeps.pruners.slim.units import KINDS, BlockUnits, UnitGroup, add_mask, unique
 from compress_sweeps.pruners.targets import mask_grads
 
 METRICS = ("params", "flops")
@@ -126,10 +126,10 @@ class SlimPruner:
         self._weights = [params[n] for n in self._scored]
         masked = unique([s.name for g in self.groups for s in g.slices])
         self._params = [params[n] for n in masked]
-        self._masks = {n: _add_mask(model, n) for n in masked}
+        self._masks = {n: add_mask(model, n) for n in masked}
         self._mask_list = list(self._masks.values())  # aligned with self._params, for the per-step foreach ops
-        self._costs(model)
-        self._hooks = [] if self.blocks is None else _skip_hooks(self.blocks)
+        self.budget = Budget(model, self.groups, self.blocks, self.metric, self.example)
+        self._hooks = [] if self.blocks is None else transformer.skip_hooks(self.blocks)
         self._check_reachable()
         self.after_optimizer_step(0)  # a mask update scheduled at step 0 prunes before training
 
@@ -173,15 +173,16 @@ class SlimPruner:
                 gone = [i for i, g in zip(self.blocks.indices, self.blocks.removed.tolist(), strict=True) if g]
                 dropped = {self.blocks.prefix: gone} if gone else {}
             transformer.remove_units(self.groups, self.blocks)
-            _update_hf_config(model, self.groups, self.blocks, self._structure)
+            transformer.update_hf_config(model, self.groups, self.blocks, self._structure)
         model.slim_structure = describe(model, dropped)
-        measured = {"params": self.prunable["params"] - (params_before - sum(p.numel() for p in model.parameters()))}
+        # the prunable part after = before - what the whole model lost, both measured on the models themselves
+        before = self.budget.prunable
+        measured = {"params": before["params"] - (params_before - sum(p.numel() for p in model.parameters()))}
         if self.example is not None:
-            measured["flops"] = self.prunable["flops"] - (
-                self.model_flops - costs.module_flops(model, self.example)[""]
-            )
+            flops_after = costs.module_flops(model, self.example)[""]
+            measured["flops"] = before["flops"] - (self.budget.model_flops - flops_after)
         self._structure["prunable_after"] = measured
-        self._structure["removed"] = {k: 1.0 - measured[k] / self.prunable[k] for k in measured}
+        self._structure["removed"] = {k: 1.0 - measured[k] / before[k] for k in measured}
         return model
 
     def metrics(self) -> dict[str, float]:
@@ -218,86 +219,16 @@ class SlimPruner:
 
     # --- internals ----------------------------------------------------------------------------------------------
 
-    def _costs(self, model: nn.Module) -> None:
-        """The cost terms of the units (costs.Terms), each block's cost and the prunable part's, in the metric."""
-        flops = costs.module_flops(model, self.example) if self.example is not None else None
-        self.model_flops = flops[""] if flops is not None else None
-        nblocks = len(self.blocks.indices) if self.blocks is not None else 0
-        self._in_block = [g.block if g.block is not None else nblocks for g in self.groups]
-        self.terms = costs.cost_terms(self.groups, self._in_block, flops if self.metric == "flops" else None)
-        scope = [n for g in self.groups for n in g.scope] + (self.blocks.names if self.blocks is not None else [])
-        self.prunable = {"params": costs.scope_cost(model, scope, None)}
-        if flops is not None:
-            self.prunable["flops"] = costs.scope_cost(model, scope, flops)
-        if self.blocks is not None:
-            per_block = [
-                costs.module_params(model, [n]) if self.metric == "params" else flops.get(n, 0.0)
-                for n in self.blocks.names
-            ]
-            self.blocks.cost = torch.tensor(per_block, dtype=torch.float64)
-        self.total = self.prunable[self.metric]
-
-    def _fractions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        units = torch.tensor([g.num_units for g in self.groups], dtype=torch.long)
-        kept = torch.tensor([g.kept for g in self.groups], dtype=torch.float64)
-        return kept / units, units
-
-    def _leaves(self, scores: Mapping[str, torch.Tensor] | None, target: float) -> allocate.Leaves:
-        fractions, units = self._fractions()
-        # what one more unit of each layer saves now (its share of every term it scales, at today's kept shapes)
-        per_unit = self.terms.marginal(fractions, units) if self.groups else torch.zeros(0, dtype=torch.float64)
-        rows, low, high, rounds = [], [], [], []
-        for group, cost in zip(self.groups, per_unit.tolist(), strict=True):
-            n = group.num_units
-            if scores is None:  # only the caps matter (reachability check)
-                priority = torch.zeros(n, dtype=torch.float64)
-            else:
-                priority = group.unit_scores(scores) / max(cost, 1e-12)
-            priority[group.pruned] = float("-inf")
-            most = min(math.floor(self.max_s * n + 1e-9), n - group.min_kept)
-            least = max(math.ceil(min(self.min_s, target) * n - 1e-9), int(group.pruned.sum()))
-            rows.append(priority)
-            high.append(most)
-            low.append(min(least, most))
-            rounds.append(1 if group.kind == "heads" else self.round_to)
-        long = {"dtype": torch.long}
-        rounds_t = torch.tensor(rounds, **long)
-        return allocate.Leaves(
-            priority=allocate.pad(rows),
-            units=units,
-            low=allocate.rounded(torch.tensor(low, **long), units, rounds_t),
-            high=torch.tensor(high, **long),
-            round_to=rounds_t,
-            terms=self.terms,
-            block=torch.tensor(self._in_block, **long),
-        )
-
-    def _block_budget(self, scores: Mapping[str, torch.Tensor] | None) -> allocate.Blocks | None:
-        if self.blocks is None:
-            return None
-        fractions, _ = self._fractions()
-        spent = torch.zeros(len(self.blocks.indices) + 1, dtype=torch.float64)
-        spent.index_add_(0, self.terms.block, self.terms.coef - self.terms.kept(fractions))
-        priority = torch.zeros(len(self.blocks.indices), dtype=torch.float64)
-        for b, names in enumerate(self._block_weights):
-            remaining = float(self.blocks.cost[b] - spent[b])
-            if scores is not None:
-                total = 0.0
-                for name in names:
-                    mask = self._masks.get(name)
-                    score = scores[name].detach()
-                    total += float((score * mask).sum() if mask is not None else score.sum())
-                priority[b] = total / max(remaining, 1e-12)
-        priority[self.blocks.removed] = float("-inf")
-        return allocate.Blocks(priority, self.blocks.cost, len(self.blocks.indices) - self.blocks.min_kept)
-
     def _check_reachable(self) -> None:
-        _, _, most = allocate.counts_at(self._leaves(None, self.target), self._block_budget(None), float("inf"))
-        if most + 1e-9 * self.total < self.target * self.total:
+        leaves = self.budget.leaves(None, self.target, self.min_s, self.max_s, self.round_to)
+        blocks = self.budget.block_priorities(None, self._block_weights, self._masks)
+        _, _, most = allocate.counts_at(leaves, blocks, float("inf"))
+        total = self.budget.total
+        if most + 1e-9 * total < self.target * total:
             raise ConfigError(
                 "pruner.target",
                 self.target,
-                f"must be <= {most / self.total:.4f}: the most of the prunable {self.metric} that units="
+                f"must be <= {most / total:.4f}: the most of the prunable {self.metric} that units="
                 f"{self.units} can remove here while every layer keeps one head / pruner.round_to={self.round_to} "
                 f"neurons or channels and at most pruner.max_sparsity_per_layer={self.max_s} of its units go",
                 problem="cannot be reached",
@@ -308,16 +239,16 @@ class SlimPruner:
         """A scheduled mask update: scores -> priorities -> one global allocation -> pruned units -> masks."""
         self.current = self.schedule.target(step, self.target)
         scores = dict(zip(self._scored, self.criterion.scores(self._weights), strict=True))
-        leaves = self._leaves(scores, self.current)
-        blocks = self._block_budget(scores)
-        counts, gone, saved = allocate.allocate(leaves, blocks, self.current * self.total)
+        leaves = self.budget.leaves(scores, self.current, self.min_s, self.max_s, self.round_to)
+        blocks = self.budget.block_priorities(scores, self._block_weights, self._masks)
+        counts, gone, saved = allocate.allocate(leaves, blocks, self.current * self.budget.total)
         for group, row, count in zip(self.groups, leaves.priority, counts.tolist(), strict=True):
             pruned = torch.zeros(group.num_units, dtype=torch.bool)
             pruned[row[: group.num_units].topk(count, largest=False).indices] = True
             group.pruned = pruned
         if self.blocks is not None:
             self.blocks.removed = gone.clone()
-        self.saved = saved / self.total
+        self.saved = saved / self.budget.total
         self._apply_masks()
 
     @torch.no_grad()
@@ -343,7 +274,7 @@ class SlimPruner:
             name = next((new + g.name[len(old) :] for old, new in rename.items() if g.name.startswith(old)), g.name)
             layers[name] = {"kind": g.kind, "kept": g.kept, "total": g.num_units}
         summary: dict[str, Any] = {"units": self.units, "target_metric": self.metric, "target": self.target}
-        summary |= {"slim": self.slim, "layers": layers, "prunable_before": dict(self.prunable)}
+        summary |= {"slim": self.slim, "layers": layers, "prunable_before": dict(self.budget.prunable)}
         if self.blocks is not None:
             kept = [i for i, g in zip(self.blocks.indices, self.blocks.removed.tolist(), strict=True) if not g]
             summary["blocks"] = {"list": self.blocks.prefix, "kept": kept, "total": len(self.blocks.container)}
@@ -357,50 +288,3 @@ def _example(context: RunContext) -> dict[str, torch.Tensor] | None:
     row = context.train_set[0]
     keys = [k for k in context.input_keys if k in row] or [k for k in row if k not in ("labels", "idx")]
     return {k: torch.as_tensor(row[k]).unsqueeze(0).to(context.device) for k in keys}
-
-
-def _add_mask(model: nn.Module, name: str) -> torch.Tensor:
-    """The keep-mask buffer `<attr>_mask` beside parameter `name` (non-persistent: never in a state dict)."""
-    module_name, _, attr = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    buffer = f"{attr}_mask"
-    if not hasattr(module, buffer):
-        module.register_buffer(buffer, torch.ones_like(getattr(module, attr)), persistent=False)
-    return getattr(module, buffer)
-
-
-def _skip_hooks(blocks: BlockUnits) -> list:
-    """Forward hooks that make a removed block return its input (the block is dropped at finalize)."""
-
-    def hook(position: int):
-        def skip(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            if not bool(blocks.removed[position]):
-                return output
-            hidden = args[0] if args else kwargs["hidden_states"]
-            return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
-
-        return skip
-
-    return [blocks.container[i].register_forward_hook(hook(p), with_kwargs=True) for p, i in enumerate(blocks.indices)]
-
-
-def _update_hf_config(model: nn.Module, groups: Sequence[UnitGroup], blocks: BlockUnits | None, summary: dict) -> None:
-    """What a Hugging Face config can say about the slim model: depth, and the FFN width when every layer shares
-    one. Per-layer head counts or widths it cannot say: the structure record carries them."""
-    config = getattr(model, "config", None)
-    if config is None:
-        return
-    live = [g for g in groups if g.block is None or not bool(blocks.removed[g.block])]
-    if blocks is not None and hasattr(config, "num_hidden_layers"):
-        config.num_hidden_layers = len(blocks.container)
-    widths = {g.kept for g in live if g.kind == "ffn"}
-    if len(widths) == 1 and hasattr(config, "intermediate_size"):
-        config.intermediate_size = widths.pop()
-    reasons = []
-    if any(g.kind == "heads" and g.kept < g.num_units for g in live):
-        reasons.append("heads were removed (a Hugging Face config derives the head size from the head count)")
-    if len({g.kept for g in live if g.kind == "ffn"}) > 1:
-        reasons.append("FFN widths differ per layer")
-    summary["hf_config_loadable"] = not reasons
-    if reasons:
-        summary["hf_config_note"] = "; ".join(reasons) + f": the structure record ({STRUCTURE}) rebuilds it"

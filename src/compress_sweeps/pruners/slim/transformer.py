@@ -10,11 +10,13 @@ reshapes with `view(..., -1, head_dim)`, so per-layer head counts need nothing m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.pruners.slim.structure import STRUCTURE
 from compress_sweeps.pruners.slim.units import BlockUnits, Slice, UnitGroup, block_of
 from compress_sweeps.pruners.targets import name_selected
 
@@ -145,3 +147,40 @@ def remove_units(groups: Sequence[UnitGroup], blocks: BlockUnits | None) -> None
         for _ in range(len(blocks.container)):
             del blocks.container[0]
         blocks.container.extend(kept)
+
+
+def skip_hooks(blocks: BlockUnits) -> list:
+    """Forward hooks that make a removed block return its input (the block is dropped at finalize)."""
+
+    def hook(position: int):
+        def skip(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            if not bool(blocks.removed[position]):
+                return output
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
+
+        return skip
+
+    return [blocks.container[i].register_forward_hook(hook(p), with_kwargs=True) for p, i in enumerate(blocks.indices)]
+
+
+def update_hf_config(model: nn.Module, groups: Sequence[UnitGroup], blocks: BlockUnits | None, summary: dict) -> None:
+    """What a Hugging Face config can say about the slim model: depth, and the FFN width when every layer shares
+    one. Per-layer head counts or widths it cannot say: the structure record carries them."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    live = [g for g in groups if g.block is None or not bool(blocks.removed[g.block])]
+    if blocks is not None and hasattr(config, "num_hidden_layers"):
+        config.num_hidden_layers = len(blocks.container)
+    widths = {g.kept for g in live if g.kind == "ffn"}
+    if len(widths) == 1 and hasattr(config, "intermediate_size"):
+        config.intermediate_size = widths.pop()
+    reasons = []
+    if any(g.kind == "heads" and g.kept < g.num_units for g in live):
+        reasons.append("heads were removed (a Hugging Face config derives the head size from the head count)")
+    if len({g.kept for g in live if g.kind == "ffn"}) > 1:
+        reasons.append("FFN widths differ per layer")
+    summary["hf_config_loadable"] = not reasons
+    if reasons:
+        summary["hf_config_note"] = "; ".join(reasons) + f": the structure record ({STRUCTURE}) rebuilds it"

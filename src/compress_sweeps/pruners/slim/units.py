@@ -147,3 +147,13 @@ def block_of(name: str, blocks: BlockUnits | None) -> int | None:
 
 def unique(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
+
+
+def add_mask(model: nn.Module, name: str) -> torch.Tensor:
+    """The keep-mask buffer `<attr>_mask` beside parameter `name` (non-persistent: never in a state dict)."""
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    buffer = f"{attr}_mask"
+    if not hasattr(module, buffer):
+        module.register_buffer(buffer, torch.ones_like(getattr(module, attr)), persistent=False)
+    return getattr(module, buffer)
