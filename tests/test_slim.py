@@ -308,7 +308,7 @@ def test_include_that_matches_no_block_names_the_key():
 
 
 def test_slim_bert_with_different_heads_per_layer_exports_to_onnx(tmp_path):
-    from compress_sweeps.quantizers.onnx_export import OnnxModel, export_onnx
+    from compress_sweeps.quantizers.onnx_export import OnnxModel, export_onnx, to_int8_onnx
 
     model, inputs = bert(heads=4), tokens()
     with torch.no_grad():
@@ -320,6 +320,8 @@ def test_slim_bert_with_different_heads_per_layer_exports_to_onnx(tmp_path):
     path = export_onnx(slim, inputs, tmp_path / "slim.onnx")
     onnx_logits = OnnxModel(path, threads=1)(**inputs)
     torch.testing.assert_close(onnx_logits, logits(slim, inputs), atol=1e-4, rtol=1e-4)
+    int8, counts = to_int8_onnx(slim, inputs, tmp_path / "slim.int8.onnx", threads=1)  # the int8 export too
+    assert int8(**inputs).shape == onnx_logits.shape and sum(counts.values()) == 3 * 6 + 2
 
 
 # --- end to end: a run leaves a slim model that the project's loader rebuilds ------------------------------------
