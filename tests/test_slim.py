@@ -279,6 +279,11 @@ def test_bad_settings_name_the_key(kwargs, match):
         SlimPruner(**kwargs)
 
 
+def test_a_schedule_beyond_the_run_fails_before_loading():
+    with pytest.raises(ConfigError, match="pruner.end_step=50 is beyond the run"):
+        SlimPruner(start_step=10, end_step=50).check(total_steps=20)
+
+
 def test_an_unreachable_target_names_the_most_that_can_go():
     model, inputs = bert(), tokens()
     with pytest.raises(ConfigError, match=r"pruner.target=0.9 cannot be reached: must be <= 0\.\d+"):

@@ -212,6 +212,10 @@ class SlimPruner:
         self.current, self.saved = state["current"], state["saved"]
         self._apply_masks()
 
+    def check(self, total_steps: int, how: str = "") -> None:
+        """The schedule must fit a run of `total_steps` optimizer steps (before any data or model is loaded)."""
+        self.schedule.resolve(total_steps, how)
+
     def structure(self) -> dict[str, Any]:
         """Per-layer shapes after finalize (heads, FFN widths, blocks kept, channels) and the prunable part's cost
         before and after, measured on the finalized model (for results.json `compression.structure`)."""
