@@ -40,10 +40,10 @@ report: install ## table + plots of a sweep folder: make report SWEEP_DIR=output
 # a failed job does not stop the table (it shows there). Re-running skips finished jobs.
 # With W&B too: make results RESULTS_ARGS="logger=wandb"
 RESULTS_LAUNCH := threads=1 hydra/launcher=joblib hydra.launcher.n_jobs=2
-results: install ## the README's results table: text + image sweeps of conf/recipe/, 2 seeds (under 1 h on 2 cores)
+results: install ## docs/results.md's tables: text + image sweeps of the conf/recipe/ rows, 2 seeds each
 	-$(PY) -m compress_sweeps -m sweep=results_text $(RESULTS_LAUNCH) $(RESULTS_ARGS)
 	-$(PY) -m compress_sweeps -m sweep=results_image $(RESULTS_LAUNCH) $(RESULTS_ARGS)
-	$(PY) -m compress_sweeps results $(RESULTS_DIR)/text $(RESULTS_DIR)/image --readme README.md --out $(RESULTS_DIR)/results.md
+	$(PY) -m compress_sweeps results $(RESULTS_DIR)/text $(RESULTS_DIR)/image --into docs/results.md --out $(RESULTS_DIR)/results.md
 
 test: install ## the test suite without the tests marked slow (what CI runs)
 	$(PY) -m pytest -m "not slow" -q
@@ -51,9 +51,10 @@ test: install ## the test suite without the tests marked slow (what CI runs)
 test-full: install ## every test, slow ones included
 	$(PY) -m pytest -q
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, and the import contracts of pyproject.toml (layers, no cycles)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench

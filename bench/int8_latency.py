@@ -6,7 +6,7 @@ Without `--model` the bundled all-MiniLM-L6-v2 (fresh 5-way head) is folded onto
 the export stores every Linear exactly, as after `quantizer=q8bert`; with `--model` a finished run's folder is
 loaded as saved. Four models run interleaved (each repeat times every model once) so load from other processes
 hits them alike: the PyTorch fp32 model (what a run trains and saves), both int8 backends
-(`quantizer.int8_backend=onnxruntime`, the default, and `torch`), and, for reference, the same ONNX graph in fp32
+(`export=onnxruntime` and `export=torch`), and, for reference, the same ONNX graph in fp32
 under ONNX Runtime, which separates what the runtime gains from what int8 gains.
 """
 
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from compress_sweeps.export.int8 import paired_latency_ms, to_int8
+from compress_sweeps.export.onnx import OnnxModel, export_onnx, to_int8_onnx
 from compress_sweeps.hooks import RunContext, logits_of
 from compress_sweeps.models import minilm
 from compress_sweeps.quantizers import Q8Bert
-from compress_sweeps.quantizers.export import paired_latency_ms, to_int8
-from compress_sweeps.quantizers.onnx_export import OnnxModel, export_onnx, to_int8_onnx
 
 
 def main() -> None:

@@ -16,10 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress_sweeps import train
-from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState, save_atomic
 from compress_sweeps.hooks import Compressors
 from compress_sweeps.pruners import Pruner
+from compress_sweeps.pruners.criteria import SnipMomentum
 from compress_sweeps.quantizers import Q8Bert
+from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState, save_atomic
 
 # a small CNN on digits that learns in 60 steps, with Python-side state in both compressors: snip_momentum scores
 # and an iterative mask schedule (updates at steps 6, 9, ..., 42) and Q8BERT activation ranges + shadow weights
@@ -31,7 +32,7 @@ RUN = [
     "pruner=snip_momentum",
     "pruner.target_sparsity=0.5",
     "quantizer=q8bert",
-    "quantizer.export_int8=false",
+    "export=none",
     "logger=none",
     "threads=1",
     "trainer.max_steps=60",
@@ -86,9 +87,9 @@ def _toy(seed: int = 0):
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     compressors = Compressors(
         [
-            Pruner(criterion="snip_momentum", pattern="1x1", target_sparsity=0.5, start_step=2, end_step=8,
+            Pruner(criterion=SnipMomentum, pattern="1x1", target_sparsity=0.5, start_step=2, end_step=8,
                    update_frequency=2, exclude=()),
-            Q8Bert(start_step=3, export_int8=False),
+            Q8Bert(start_step=3),
         ]
     )  # fmt: skip
     compressors.attach(model, RunContext(total_steps=10, num_labels=3, device=torch.device("cpu")))
@@ -134,19 +135,20 @@ def test_training_state_round_trip_continues_exactly(tmp_path):
     assert pruner.groups[0].current == pytest.approx(0.5) and 0.49 < pruner.metrics()["pruner/sparsity"] < 0.51
 
 
-def test_checkpoint_of_another_config_or_of_a_completed_run_starts_fresh(tmp_path):
+def test_checkpoint_of_another_config_or_of_a_completed_run_starts_fresh(tmp_path, caplog):
     model, compressors, training = _toy()
     _steps(model, compressors, training, range(1, 3))
     Checkpoints(tmp_path, "config-a").save(2, training)
 
     other = Checkpoints(tmp_path, "config-b")
-    with pytest.warns(UserWarning, match="config id config-a"):
+    with caplog.at_level("WARNING"):
         assert other.resume(training) == 0
-    assert other.resumed_from is None
+    assert other.resumed_from is None and "config id config-a" in caplog.text
 
     (tmp_path / "results.json").write_text(json.dumps({"status": "completed", "job_id": "config-a"}))
-    with pytest.warns(UserWarning, match="completed run"):
+    with caplog.at_level("WARNING"):
         assert Checkpoints(tmp_path, "config-a").resume(training) == 0
+    assert "holds a completed run" in caplog.text
     Checkpoints(tmp_path, "config-a").remove()
     assert not (tmp_path / "checkpoint").exists()
 
@@ -168,7 +170,7 @@ def test_atomic_save_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch
 
 
 def test_checkpoint_every_is_validated_and_not_part_of_the_job_id():
-    from compress_sweeps.sweeps.jobs import job_id
+    from compress_sweeps.run.identity import job_id
     from compress_sweeps.trainer import Trainer
 
     with pytest.raises(ValueError, match="trainer.checkpoint_every"):

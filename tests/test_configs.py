@@ -10,9 +10,11 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from compress_sweeps.hooks import Compressor
+from compress_sweeps.run.build import build, check
 
-GROUPS = ["task", "model", "pruner", "quantizer", "distiller", "trainer", "logger", "experiment"]
-OPTIONS = sorted((path.parent.name, path.stem) for group in GROUPS for path in (CONF / group).glob("*.yaml"))
+GROUPS = ["task", "model", "pruner", "pruner/criterion", "quantizer", "distiller", "export", "trainer", "logger"]
+GROUPS += ["experiment"]
+OPTIONS = sorted((group, path.stem) for group in GROUPS for path in (CONF / group).glob("*.yaml"))
 
 
 def test_every_yaml_is_covered():
@@ -48,17 +50,23 @@ def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])
-def test_config_composes_and_instantiates(group, option, tiny_bert, text_csvs, tmp_path):
+def test_config_composes_builds_and_instantiates(group, option, tiny_bert, text_csvs, tmp_path):
+    """Each option composes; the run's parts build and pass the pre-launch checks; the option's own `_target_`
+    instantiates (models with a label count)."""
     overrides = [f"{group}={option}", *required_overrides(group, option, tiny_bert, text_csvs, tmp_path)]
+    if group == "pruner/criterion":
+        overrides.insert(0, "pruner=base")
     cfg = compose_cfg(overrides, output_dir=tmp_path)
-    if group == "experiment":
-        return  # an experiment only overrides the other groups, which are instantiated here one by one
-    node = cfg[group]
-    kwargs = {"num_labels": 10 if option == "from_run" else 3} if group == "model" else {}
-    obj = instantiate(node, **kwargs)
-    if group in ("pruner", "quantizer", "distiller"):
-        assert isinstance(obj, Compressor)
-    assert obj is not None
+    parts = build(cfg)
+    check(parts, cfg)
+    if group in ("pruner", "quantizer", "distiller", "pruner/criterion"):
+        node = cfg.pruner if group == "pruner/criterion" else cfg[group]
+        assert [type(m).__name__ for m in parts.compressors.members] == (
+            [] if node._target_.endswith("Passthrough") else [node._target_.rsplit(".", 1)[-1]]
+        )
+    elif group in ("task", "model"):
+        kwargs = {"num_labels": 10 if option == "from_run" else 3} if group == "model" else {}
+        instantiate(cfg[group], **kwargs)
 
 
 def test_primary_defaults_are_the_offline_text_run(tmp_path):

@@ -28,7 +28,8 @@ POLINO_TINY = [
 ]
 
 
-def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_path, capsys):
+def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_path, caplog):
+    caplog.set_level("INFO")
     runs = []
     for job, (temperature, cache) in enumerate([(1, "true"), (4, "true"), (1, "false")]):
         overrides = [*POLINO_TINY, f"distiller.temperature={temperature}", f"distiller.cache_teacher={cache}"]
@@ -38,7 +39,7 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
         metrics = results["metrics"]
         assert metrics["kd/temperature"] == temperature
         assert {"kd/task_loss", "kd/loss", "kd/loss_main"} <= set(metrics)
-        assert 0.0 <= metrics["kd/teacher_accuracy"] <= 1.0  # on the whole validation split, the same every job
+        assert metrics["kd/teacher_accuracy"] == (runs or [metrics])[0]["kd/teacher_accuracy"]  # the same every job
         assert 0.1 <= metrics["kd/teacher_confidence"] <= 1.0  # peak of softmax(t/T) over 10 digit classes
         runs.append(metrics)
         assert not any("kd_" in name for name in load_file(tmp_path / str(job) / "model.safetensors"))
@@ -50,7 +51,7 @@ def test_polino_temperature_jobs_share_one_teacher_and_its_cached_logits(tmp_pat
     # the cached teacher trains exactly the same student as the live teacher (same seed, same T)
     assert runs[0]["eval/loss"] == pytest.approx(runs[2]["eval/loss"], rel=1e-5)
     assert runs[0]["kd/loss"] == pytest.approx(runs[2]["kd/loss"], rel=1e-5)
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert printed.count("fine-tuning once") == 1 and printed.count("reusing the fine-tuned teacher") == 2
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from compress_sweeps import artifacts
 from compress_sweeps.distillers import LogitsDistiller, MultiLayerDistiller, Teacher, losses
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, from_run
+from compress_sweeps.models.runs import save_model
 from compress_sweeps.tasks.images import TensorDictDataset
 from compress_sweeps.trainer import Trainer
 
@@ -202,9 +202,10 @@ def test_hooked_bert_features_equal_hugging_face_outputs(tmp_path, tiny_bert):
     assert student.config._attn_implementation == before  # SDPA (or whatever it was) again after training
 
 
-def test_teacher_from_a_run_folder_and_fine_tuned_once(tmp_path, capsys):
+def test_teacher_from_a_run_folder_and_fine_tuned_once(tmp_path, caplog):
+    caplog.set_level("INFO")
     model = ConvNet(3, channels=[4], hidden=8)
-    artifacts.save_model(
+    save_model(
         model,
         tmp_path / "run",
         None,
@@ -224,6 +225,6 @@ def test_teacher_from_a_run_folder_and_fine_tuned_once(tmp_path, capsys):
         module = teacher.load(context, "digest")
         assert not module.training and not any(p.requires_grad for p in module.parameters())
         weights.append(module.state_dict())
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert printed.count("fine-tuning once") == 1 and printed.count("reusing") == 1
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

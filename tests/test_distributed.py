@@ -49,20 +49,16 @@ def _check_two_ranks(rank: int, store: str, out: str) -> None:
         model = nn.Linear(3, 2)
         model.register_buffer("weight_mask", torch.ones(2, 3), persistent=False)
 
-        class Holder:  # stands in for a compressor: its tensors are checked too
-            pass
+        scores = {"a": torch.ones(2), "b": torch.zeros(2)}
 
-        holder = Holder()
-        holder.scores = {"a": torch.ones(2), "b": torch.zeros(2)}
-        Holder.__module__ = "compress_sweeps.test"
-
-        class Members:
-            members = [holder]
+        class Members:  # stands in for the run's compressors: the tensors of their state_dict() are checked too
+            def state_dict(self):
+                return {"0.Holder": {"scores": scores}}
 
         same = distributed.check_state(model, Members())
         if rank == 1:
             model.weight_mask[0, 0] = 0.0
-            holder.scores["b"] += 1e-6
+            scores["b"] += 1e-6
         differs = distributed.check_state(model, Members())
         Path(out, f"{rank}.json").write_text(json.dumps([float(low), float(high), same, differs]))
     finally:
@@ -76,7 +72,7 @@ def test_state_check_names_what_differs_between_ranks(tmp_path):
         assert (low, high) == (-2.0, 3.0)  # the min and max over both ranks, on both ranks
         assert same == {"world_size": 2, "backend": "gloo", "state_identical": True, "tensors_checked": 5}
         assert differs["state_identical"] is False
-        assert differs["differing"] == ["Holder.scores[b]", "model.weight_mask"]
+        assert differs["differing"] == ["0.Holder[scores][b]", "model.weight_mask"]
 
 
 def test_torchrun_two_processes_prune_and_quantize_one_run(tmp_path):

@@ -12,12 +12,14 @@ import torch
 from conftest import TOPICS, text_rows
 from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
-from compress_sweeps import measure
 from compress_sweeps.distillers import LogitsDistiller, Teacher
 from compress_sweeps.integrations import CompressionCallback
 from compress_sweeps.models import pretrained_classifier
 from compress_sweeps.pruners import Pruner
+from compress_sweeps.pruners.criteria import SnipMomentum
 from compress_sweeps.quantizers import Q8Bert
+from compress_sweeps.run import measure
+from compress_sweeps.weights.patterns import pattern_holds
 
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (a project dependency)")
 
@@ -66,13 +68,13 @@ def fit(tmp_path: Path, tiny_bert: Path, data, *compressors, **training) -> tupl
 def test_snip_momentum_reaches_the_exact_target_and_pattern_under_trainer(
     tmp_path, tiny_bert, tiny_set, pattern, accumulate
 ):
-    pruner = Pruner(target_sparsity=0.5, pattern=pattern)
+    pruner = Pruner(criterion=SnipMomentum, target_sparsity=0.5, pattern=pattern)
     model, trainer = fit(tmp_path, tiny_bert, tiny_set, pruner, gradient_accumulation_steps=accumulate)
     assert trainer.state.global_step == 10 and pruner.total_steps == 10
-    report = measure.compression_report(model, patterns=pruner.layer_patterns())
+    report = measure.compression_report(model, patterns=pruner.spec().patterns)
     assert len(report["layers"]) == 2 * 6 and report["pattern"] == pattern and report["pattern_holds"]
     assert report["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert all(measure.pattern_holds(w, pattern) for w in measure.prunable_weights(model).values())
+    assert all(pattern_holds(w, pattern) for w in measure.prunable_weights(model).values())
     assert float((model.classifier.weight == 0).float().mean()) == 0.0
     assert not any(hasattr(m, "weight_mask") for m in model.modules())  # finalize dropped the masks
     logged = [row for row in trainer.state.log_history if "pruner/sparsity" in row]
@@ -81,7 +83,7 @@ def test_snip_momentum_reaches_the_exact_target_and_pattern_under_trainer(
 
 def test_q8bert_finalize_leaves_at_most_2_to_the_bits_levels(tmp_path, tiny_bert, tiny_set):
     bits = 4
-    quantizer = Q8Bert(bits=bits, export_int8=False)
+    quantizer = Q8Bert(bits=bits)
     model, trainer = fit(tmp_path, tiny_bert, tiny_set, quantizer, max_steps=4, logging_steps=2)
     assert quantizer.layers and not quantizer.handles  # finalize removed the input fake-quant hooks
     for name, layer in quantizer.layers.items():
@@ -104,7 +106,7 @@ def test_logits_distiller_adds_its_term_to_the_trainers_loss(tmp_path, tiny_bert
 
 
 def test_a_trainer_without_the_callbacks_loss_fails_loudly(tmp_path, tiny_bert, tiny_set):
-    callback = CompressionCallback(Pruner(target_sparsity=0.5, pattern="4x1"))
+    callback = CompressionCallback(Pruner(criterion=SnipMomentum, target_sparsity=0.5, pattern="4x1"))
     args = TrainingArguments(str(tmp_path), max_steps=1, report_to="none", use_cpu=True, save_strategy="no")
     trainer = Trainer(model=pretrained_classifier(str(tiny_bert), 3), args=args, train_dataset=tiny_set)
     trainer.add_callback(callback)
@@ -119,7 +121,7 @@ def test_example_script_runs_end_to_end(tmp_path, tiny_bert, capsys):
 
     argv = ["--model", str(tiny_bert), "--max-steps", "4", "--batch-size", "4", "--max-length", "16"]
     argv += ["--max-train-examples", "16", "--max-eval-examples", "8", "--output-dir", str(tmp_path / "out")]
-    summary = main([*argv, "pruner.pattern=2:4", "quantizer=q8bert", "quantizer.export_int8=false"])
+    summary = main([*argv, "pruner.pattern=2:4", "quantizer=q8bert", "export=none"])
     assert summary["pattern"] == "2:4" and summary["pattern_holds"] and summary["sparsity"] >= 0.5
-    assert summary["bits"] <= 8 and 0.0 <= summary["eval_accuracy"] <= 1.0
+    assert summary["bits"] <= 8
     assert "final: sparsity=" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress_sweeps.measure import compression_report, sparse_storage
+from compress_sweeps.run.measure import compression_report, sparse_storage
 
 
 def test_sparse_storage_is_bitmask_plus_nonzeros_when_smaller():

@@ -17,7 +17,8 @@ def test_student_copies_the_mapped_teacher_layers(tiny_bert):
         s["bert.encoder.layer.0.attention.self.query.weight"], t["bert.encoder.layer.1.attention.self.query.weight"]
     )
     assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
-    assert tokenizer_for(student) is not None
+    tokenizer = tokenizer_for(student)  # the teacher's: the student keeps its embeddings
+    assert len(tokenizer) == s["bert.embeddings.word_embeddings.weight"].shape[0]
 
 
 def test_student_default_map_and_bad_maps(tiny_bert):

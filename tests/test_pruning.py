@@ -11,10 +11,11 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.measure import compression_report, pattern_holds
-from compress_sweeps.pruners import PatternLock, Pruner, parse_pattern
-from compress_sweeps.pruners.criteria import SnipMomentum, make_criterion
+from compress_sweeps.pruners import PatternLock, Pruner
+from compress_sweeps.pruners.criteria import Gradient, Magnitude, Movement, Snip, SnipMomentum
 from compress_sweeps.pruners.schedules import Schedule, decayed_target
+from compress_sweeps.run.measure import compression_report
+from compress_sweeps.weights.patterns import parse_pattern, pattern_holds
 
 
 class Net(nn.Module):
@@ -39,7 +40,7 @@ def context(total_steps: int = 10) -> RunContext:
 
 def oneshot(model: nn.Module, **kwargs) -> Pruner:
     """Magnitude pruning at attach (step 0), before any training."""
-    pruner = Pruner(**({"criterion": "magnitude", "start_step": 0, "end_step": 0} | kwargs))
+    pruner = Pruner(**({"criterion": Magnitude, "start_step": 0, "end_step": 0} | kwargs))
     pruner.attach(model, context())
     return pruner
 
@@ -109,7 +110,7 @@ def test_nm_groups_hold_at_most_n_nonzeros(pattern, n, m, domain):
 
 def test_nm_ramps_up_inside_the_pattern_and_ends_on_it():
     model = Net()
-    pruner = Pruner(criterion="magnitude", pattern="2:4", start_step=1, end_step=9, update_frequency=2)
+    pruner = Pruner(criterion=Magnitude, pattern="2:4", start_step=1, end_step=9, update_frequency=2)
     pruner.attach(model, context())
     for step in range(1, 10):
         pruner.after_optimizer_step(step)
@@ -203,7 +204,7 @@ def test_max_sparsity_per_layer_caps_and_moves_the_budget():
 def test_masked_weights_stay_exactly_zero_while_training_on():
     model = Net()
     pruner = Pruner(
-        criterion="snip_momentum", pattern="4x1", target_sparsity=0.7, start_step=2, end_step=6, update_frequency=2
+        criterion=SnipMomentum, pattern="4x1", target_sparsity=0.7, start_step=2, end_step=6, update_frequency=2
     )
     pruner.attach(model, context(12))
     train_steps(model, pruner, range(1, 7))
@@ -241,9 +242,9 @@ def test_several_groups_prune_side_by_side():
     ]
     pruner = oneshot(model, pattern="1x4", target_sparsity=0.75, prune_domain="local", groups=groups)
     assert sparsities(model) == pytest.approx({LAYERS[0]: 0.5, LAYERS[1]: 0.25, LAYERS[2]: 0.25})
-    assert pruner.layer_patterns() == {LAYERS[0]: "2:4", LAYERS[1]: "1x4", LAYERS[2]: "1x4"}
-    report = compression_report(model, patterns=pruner.layer_patterns())
-    assert report["pattern_holds"] and report["pattern"] == pruner.layer_patterns()
+    assert pruner.spec().patterns == {LAYERS[0]: "2:4", LAYERS[1]: "1x4", LAYERS[2]: "1x4"}
+    report = compression_report(model, patterns=pruner.spec().patterns)
+    assert report["pattern_holds"] and report["pattern"] == pruner.spec().patterns
     assert report["sparsity"] == pytest.approx(overall(model))
 
 
@@ -252,7 +253,7 @@ def test_head_pruning_zeroes_whole_heads(tiny_bert):
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)  # 2 layers x 2 heads of 16
     pruner = oneshot(model, pattern="head", target_sparsity=0.5, prune_domain="local")
-    patterns = pruner.layer_patterns()
+    patterns = pruner.spec().patterns
     assert len(patterns) == 8 and patterns["bert.encoder.layer.0.attention.self.query.weight"] == "16x32"
     report = compression_report(pruner.finalize(model), patterns=patterns)
     assert report["pattern_holds"] and report["sparsity"] == 0.5
@@ -261,20 +262,32 @@ def test_head_pruning_zeroes_whole_heads(tiny_bert):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "key", "value", "problem"),
     [
-        ({"pattern": "2:4", "target_sparsity": 0.8}, "contradicts pruner.pattern=2:4"),
-        ({"pattern": "3x"}, "pruner.pattern=3x is not a pattern"),
-        ({"pattern": "4x1", "target_sparsity": 1.2}, "pruner.target_sparsity=1.2"),
-        ({"criterion": "taylor"}, "pruner.criterion"),
-        ({"prune_domain": "everywhere"}, "pruner.prune_domain"),
-        ({"sparsity_decay": "step"}, "pruner.sparsity_decay"),
-        ({"groups": [{"pattren": "2:4"}]}, "pruner.groups[0]=[pattren] has unknown keys"),
+        ({"pattern": "2:4", "target_sparsity": 0.8}, "pruner.target_sparsity", 0.8, "contradicts pruner.pattern=2:4"),
+        ({"pattern": "3x"}, "pruner.pattern", "3x", "is not a pattern"),
+        ({"pattern": "4x1", "target_sparsity": 1.2}, "pruner.target_sparsity", 1.2, "is out of range"),
+        ({"prune_domain": "everywhere"}, "pruner.prune_domain", "everywhere", "is unknown"),
+        ({"sparsity_decay": "step"}, "pruner.sparsity_decay", "step", "is unknown"),
+        ({"groups": [{"pattren": "2:4"}]}, "pruner.groups[0]", ["pattren"], "has unknown keys"),
+        ({"taget_sparsity": 0.5}, "pruner", ["taget_sparsity"], "has unknown keys"),
+        ({"target_sparsity": 0.5, "min_sparsity_per_layer": 0.6}, "pruner.min_sparsity_per_layer", 0.6, "exceeds"),
+        ({"layer_types": ["Linear", "LSTM"]}, "pruner.layer_types", ["Linear", "LSTM"], "is out of range"),
+        ({"include": ["(unclosed"]}, "pruner.include", ["(unclosed"], "is invalid"),
     ],
 )
-def test_bad_values_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        Pruner(**kwargs)
+def test_bad_values_are_named(kwargs, key, value, problem):
+    with pytest.raises(ConfigError) as caught:
+        Pruner(**({"criterion": Magnitude} | kwargs))
+    assert (caught.value.key, caught.value.value) == (key, value)
+    assert caught.value.problem.startswith(problem)
+
+
+@pytest.mark.parametrize(("alpha", "beta", "key"), [(0.0, 0.9, "alpha"), (1.0, 1.5, "beta")])
+def test_snip_momentum_constants_are_checked(alpha, beta, key):
+    with pytest.raises(ConfigError) as caught:
+        SnipMomentum(alpha=alpha, beta=beta)
+    assert caught.value.key == f"pruner.criterion.{key}"
 
 
 def test_incompatible_layers_are_named_or_skipped():
@@ -285,11 +298,51 @@ def test_incompatible_layers_are_named_or_skipped():
     assert pruner.groups[0].skipped == ["encoder.4"] and sparsities(model)["encoder.4.weight"] == 0.0
 
 
-def test_gradient_criteria_refuse_to_prune_before_any_gradient():
-    with pytest.raises(ConfigError, match="pruner.start_step=0 prunes before any gradient"):
-        Pruner(criterion="snip", start_step=0, end_step=0)  # at construction: before any model or data is loaded
+@pytest.mark.parametrize("criterion", [Gradient, Snip, SnipMomentum, Movement])
+def test_gradient_criteria_refuse_to_prune_before_any_gradient(criterion):
+    with pytest.raises(ConfigError) as caught:  # at construction: before any model or data is loaded
+        Pruner(criterion=criterion, start_step=0, end_step=0)
+    assert (caught.value.key, caught.value.value, caught.value.problem) == (
+        "pruner.start_step",
+        0,
+        "prunes before any gradient",
+    )
     with pytest.raises(RuntimeError, match="before any gradient"):  # the criterion itself refuses too
-        make_criterion("snip").scores([torch.ones(2, 2)])
+        criterion().scores([torch.ones(2, 2)])
+
+
+W = torch.tensor([1.0, -2.0, 3.0])
+G1, G2 = torch.tensor([0.5, 1.0, -1.0]), torch.tensor([-1.0, 0.5, 2.0])
+
+
+def test_gradient_scores_are_the_latest_gradient_magnitude():
+    criterion = Gradient()
+    criterion.observe([W], [G1])
+    criterion.observe([W], [G2])
+    assert torch.equal(criterion.scores([W])[0], torch.tensor([1.0, 0.5, 2.0]))
+
+
+def test_snip_scores_are_the_latest_weight_times_gradient_magnitude():
+    criterion = Snip()
+    criterion.observe([W], [G1])
+    criterion.observe([W], [G2])
+    assert torch.equal(criterion.scores([W])[0], torch.tensor([1.0, 1.0, 6.0]))  # |W * G2|
+
+
+def test_movement_scores_sum_minus_weight_times_gradient():
+    """Movement keeps weights moving away from zero: -W*G > 0 when the update (-lr*G) grows |W|."""
+    criterion = Movement()
+    criterion.observe([W], [G1])
+    criterion.observe([W], [G2])
+    expected = -(W * G1) - (W * G2)  # [-0.5 + 1, 2 + 1, 3 - 6]
+    assert torch.equal(criterion.scores([W])[0], expected)
+    assert torch.equal(expected, torch.tensor([0.5, 3.0, -3.0]))
+    # weight 0 is positive and its gradients push it up on balance (sum G < 0): a positive score, kept before 2
+    assert criterion.scores([W])[0].argsort().tolist()[0] == 2
+
+
+def test_magnitude_scores_are_absolute_weights():
+    assert torch.equal(Magnitude().scores([W])[0], torch.tensor([1.0, 2.0, 3.0]))
 
 
 def test_parse_pattern_convention():

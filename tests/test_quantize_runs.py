@@ -10,9 +10,9 @@ from conftest import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train
-from compress_sweeps.quantizers import onnx_export
-from compress_sweeps.quantizers.fake_quant import bucketed
-from compress_sweeps.quantizers.onnx_export import OnnxModel
+from compress_sweeps.export import onnx as onnx_export
+from compress_sweeps.export.onnx import OnnxModel
+from compress_sweeps.weights.grid import group_rows
 
 IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
 
@@ -25,7 +25,7 @@ def finished(tmp_path, overrides: list[str]) -> tuple[dict, dict]:
 
 
 def max_levels(tensor, bucket_size=None) -> int:
-    return max(int(row.unique().numel()) for row in bucketed(tensor, bucket_size)[0])
+    return max(int(row.unique().numel()) for row in group_rows(tensor, bucket_size))
 
 
 def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
@@ -35,7 +35,7 @@ def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
         "logger=none",
         "quantizer=q8bert",
         "quantizer.bits=4",
-        "quantizer.int8_backend=torch",  # stores 4-bit codes exactly (ONNX Runtime re-quantizes them to max|w|/127)
+        "export=torch",  # stores 4-bit codes exactly (ONNX Runtime re-quantizes them to max|w|/127)
     ]
     results, weights = finished(tmp_path, overrides)
     compression = results["compression"]
@@ -45,7 +45,7 @@ def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
     assert all(compression["layer_bits"][name] == 4 for name in linear)
     export = compression["int8_export"]
     assert export["exact_layers"] > 0 and export["requantized_layers"] == 0
-    assert 0.0 <= export["eval/accuracy"] <= 1.0 and export["latency_ms_int8"] > 0
+    assert export["latency_ms_int8"] > 0
     assert export["eval/accuracy_fp32"] == results["metrics"]["eval/accuracy"]
     full_size = sum(t.numel() * t.element_size() for t in weights.values())
     assert compression["size_bytes"] < full_size
@@ -58,7 +58,7 @@ def test_q8bert_onnxruntime_export_in_a_text_run(tmp_path, tiny_bert, text_csvs,
     export = results["compression"]["int8_export"]
     assert export["backend"].startswith("ONNX Runtime") and export["file"] == "model.int8.onnx"
     assert export["exact_layers"] > 0 and export["requantized_layers"] == 0  # 8-bit codes kept as trained
-    assert 0.0 <= export["eval/accuracy"] <= 1.0 and export["latency_ms_int8"] > 0 and export["latency_ratio"] > 0
+    assert export["latency_ratio"] == export["latency_ms_int8"] / export["latency_ms_fp32"]
     assert abs(export["accuracy_drop"]) <= 0.5  # a 2-step tiny model: only a sanity bound
     session = OnnxModel(tmp_path / "run" / "model.int8.onnx")  # the file stands on its own for deployment
     assert session.input_names == ["input_ids", "attention_mask", "token_type_ids"]
@@ -82,7 +82,7 @@ def test_differentiable_image_run(tmp_path):
     layer_bits = results["compression"]["layer_bits"]
     quantized = [name for name, bits in layer_bits.items() if bits < 32]
     assert quantized and all(max_levels(weights[name]) <= 4 for name in quantized)
-    assert "int8_export" not in results["compression"]
+    assert "int8_export" not in results["compression"]  # learned points are no int8 grid: no export selected
 
 
 def test_onnx_export_failure_falls_back_to_torch_and_keeps_the_run(tmp_path):

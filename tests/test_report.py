@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from compress_sweeps.sweeps.plots import pareto_front
-from compress_sweeps.sweeps.report import load_jobs, summarize_jobs, write_report
+from compress_sweeps.reporting.plots import pareto_front
+from compress_sweeps.reporting.report import load_jobs, summarize_jobs, write_report
 from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""The results sweeps: every recipe composes on both tasks, and `compress-sweeps results` builds the README table."""
+"""The results sweeps: every recipe composes on both tasks, and `compress-sweeps results` builds docs/results.md's
+tables, their rows read from conf/recipe/."""
 
 from __future__ import annotations
 
@@ -8,17 +9,39 @@ from pathlib import Path
 import pytest
 from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
+from torch import nn
 
 from compress_sweeps.hooks import Compressor
-from compress_sweeps.sweeps import results_table
-from compress_sweeps.sweeps.results_table import BEGIN, END, RECIPES
+from compress_sweeps.reporting import results_table
+from compress_sweeps.reporting.results_table import BEGIN, END, recipe_labels, sweep_recipes
 
 ON_DISK = sorted(p.stem for p in (CONF / "recipe").glob("*.yaml"))
+BUILDING_BLOCKS = [p.stem for p in (CONF / "recipe").glob("*.yaml") if "Results-table building block" in p.read_text()]
+RECIPES = recipe_labels()
 
 
-def test_every_table_recipe_is_a_config_and_every_row_config_is_in_the_table():
-    building_blocks = {"kd_from_dense"}
-    assert set(RECIPES) == set(ON_DISK) - building_blocks
+def test_the_table_rows_are_the_recipe_files_that_are_not_building_blocks():
+    assert BUILDING_BLOCKS == ["kd_from_dense"]
+    assert sorted(RECIPES) == sorted(set(ON_DISK) - set(BUILDING_BLOCKS))
+    assert RECIPES["dense"] == "dense baseline" and RECIPES["snip80_4x1_kd"] == "snip_momentum 80% 4x1 + KD"
+    assert len(set(RECIPES.values())) == len(RECIPES)  # every row has a label of its own
+
+
+@pytest.mark.parametrize("sweep", ["results_text", "results_image"])
+def test_results_sweeps_run_every_row_in_the_table_order(sweep):
+    assert sweep_recipes(CONF / "sweep" / f"{sweep}.yaml") == list(RECIPES)
+
+
+def test_rows_follow_the_sweep_order_and_unlisted_recipes_come_last_by_name(tmp_path):
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "sweep").mkdir()
+    for name, label in [("b", "B row"), ("a", "A row"), ("z", "Z row"), ("y", "Y row")]:
+        (tmp_path / "recipe" / f"{name}.yaml").write_text(f'# @package _global_\n# Results-table row "{label}": x\n')
+    (tmp_path / "recipe" / "block.yaml").write_text("# Results-table building block: x\nfoo: 1\n")
+    (tmp_path / "recipe" / "late.yaml").write_text('foo: 1\n# Results-table row "not in the header"\n')
+    sweep = {"hydra": {"sweeper": {"params": {"+recipe": "z,b", "seed": "0,1"}}}}
+    (tmp_path / "sweep" / "results_text.yaml").write_text(json.dumps(sweep))
+    assert recipe_labels(tmp_path) == {"z": "Z row", "b": "B row", "a": "A row", "y": "Y row"}
 
 
 @pytest.mark.parametrize("sweep", ["results_text", "results_image"])
@@ -34,7 +57,7 @@ def test_recipe_composes_and_its_compressors_build(sweep, recipe, tmp_path):
     if recipe in ("student", "kd_student", "polino4bit"):
         assert cfg.model == cfg.results.student
     if sweep == "results_image":
-        assert instantiate(cfg.model, num_labels=10) is not None
+        assert isinstance(instantiate(cfg.model, num_labels=10), nn.Module)
 
 
 def fake_job(sweep: Path, recipe: str, seed: int, accuracy: float, **compression) -> None:
@@ -56,7 +79,7 @@ def fake_job(sweep: Path, recipe: str, seed: int, accuracy: float, **compression
     (folder / "results.json").write_text(json.dumps(results))
 
 
-def test_results_table_means_drops_and_goals(tmp_path):
+def test_results_table_means_and_drops(tmp_path):
     sweep = tmp_path / "text"
     for seed, (dense, pruned) in enumerate([(0.96, 0.95), (0.98, 0.955)]):
         fake_job(sweep, "dense", seed, dense)
@@ -77,19 +100,34 @@ def test_results_table_means_drops_and_goals(tmp_path):
     text = results_table.render([sweep])
     assert "| snip_momentum 80% 4x1 + KD | 0.9525 ± 0.0035 | 2 | -1.80% | 0.800 | 4x1 holds |" in text
     assert "| snip_momentum 2:4 | failed (1 jobs) |" in text
-    assert "- 80% 4x1 with KD: relative drop +1.80% (goal <= 1.0%): missed by 0.80 percentage points" in text
-    assert "- int8 export: accuracy drop vs fp32 of the same run +0.20 points (goal <= 0.5): met" in text
+    assert "| Q8BERT int8 QAT | 0.9670 ± 0.0000 | 1 | -0.31% |  |  | 8 |" in text
+    assert "| 0.9650 (-0.20 pts), 0.50 |" in text  # the int8 model: its accuracy, drop and latency ratio
+    assert "| small student, no KD | not run | 0 |" in text
+    assert "goal" not in text.lower()  # a results table reports measurements
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "recipe" not in line]
+    assert [line.split(" | ")[0][2:] for line in lines] == list(RECIPES.values())  # every row, in table order
 
 
-def test_results_command_replaces_only_the_readme_section(tmp_path):
+def test_results_command_replaces_only_the_marked_section(tmp_path, capsys):
     sweep = tmp_path / "image"
     fake_job(sweep, "dense", 0, 0.9)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{BEGIN}\nold table\n{END}\nafter\n")
-    assert results_table.results_main([str(sweep), "--readme", str(readme)]) == 0
-    text = readme.read_text()
+    page = tmp_path / "results.md"
+    page.write_text(f"# title\n\nbefore\n{BEGIN}\nold table\n{END}\nafter\n")
+    assert results_table.results_main([str(sweep), "--into", str(page)]) == 0
+    text = page.read_text()
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
     assert "old table" not in text and "| dense baseline | 0.9000 ± 0.0000 | 1 |" in text
-    readme.write_text("no markers\n")
+    page.write_text("no markers\n")
+    with pytest.raises(SystemExit) as stopped:
+        results_table.results_main([str(sweep), "--into", str(page)])
+    assert stopped.value.code == 2 and "markers" in capsys.readouterr().err
+    assert page.read_text() == "no markers\n"
     with pytest.raises(ValueError, match="markers"):
-        results_table.results_main([str(sweep), "--readme", str(readme)])
+        results_table.replace_between_markers("no markers\n", "table\n")
+
+
+def test_docs_results_page_has_the_markers():
+    page = CONF.parent / "docs" / "results.md"
+    if not page.parent.is_dir():  # an installed wheel carries conf/ but not docs/
+        pytest.skip("no docs/ next to conf/")
+    assert results_table.has_markers(page.read_text())

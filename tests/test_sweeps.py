@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 from conftest import CONF, compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
+
+from compress_sweeps.run.build import build, check
 
 ROOT = CONF.parent
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -42,12 +45,13 @@ def test_sweep_folder_is_the_sweep_config_group():
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_every_sweep_point_composes(name):
+def test_every_grid_point_of_every_sweep_composes_and_passes_the_precheck(name):
+    """Each combination of the sweep's values (Optuna ranges at both ends), as its job would be built and checked."""
     points = sweep_points(name)
     assert points, f"sweeps/{name}.yaml defines no hydra.sweeper.params"
-    for key, values in points.items():
-        for value in values:
-            compose_cfg([f"sweep={name}", f"{key}={value}"])
+    for point in itertools.product(*([f"{key}={value}" for value in values] for key, values in points.items())):
+        cfg = compose_cfg([f"sweep={name}", *point])
+        check(build(cfg), cfg)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -62,15 +66,15 @@ def job_results(sweep: Path) -> dict[str, dict]:
 
 def test_failed_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     sweep = tmp_path / "sweep"
-    # the impossible split sits in the middle of the grid (the task is only built when its job runs, so the
-    # precheck lets it through): the jobs after it must still run
-    fractions = "task.validation_fraction=0.2,1.5,0.3"
-    done = cli("-m", *IMAGE_SMOKE, fractions, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    # a pattern the CNN's first layer (32 rows) does not divide sits in the middle of the grid: only the model
+    # shows it, so the precheck lets it through and the job fails when the pruner attaches; the jobs after it run
+    patterns = ["pruner=magnitude", "pruner.pattern=4x1,3x1,1x1"]
+    done = cli("-m", *IMAGE_SMOKE, *patterns, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 1
     statuses = sorted(r["status"] for r in job_results(sweep).values())
     assert statuses == ["completed", "completed", "failed"]
     assert "2 completed, 1 failed" in done.stdout
-    assert "FAILED" in done.stdout and "task.validation_fraction must be in (0, 1), got 1.5" in done.stdout
+    assert "FAILED" in done.stdout and "pruner.pattern=3x1 does not fit layer 'features.0'" in done.stdout
 
 
 def test_precheck_stops_a_sweep_with_bad_settings_before_any_job(tmp_path):
@@ -80,7 +84,7 @@ def test_precheck_stops_a_sweep_with_bad_settings_before_any_job(tmp_path):
     done = cli("-m", *IMAGE_SMOKE, *grid, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 2
     assert "sweep not started: 7 of 8 jobs have invalid settings" in done.stderr
-    assert "trainer.lr=-1 is out of range: must be > 0" in done.stderr
+    assert "trainer.lr=-1 is out of range: must be a number > 0" in done.stderr
     assert "trainer.warmup_ratio=2 is out of range" in done.stderr
     assert "pruner.end_step=10 is beyond the run: must resolve to a step <= 3" in done.stderr
     assert not list(sweep.glob("*/results.json"))  # nothing ran
@@ -192,3 +196,38 @@ def test_each_sweep_job_is_its_own_wandb_run_in_the_sweep_group(tmp_path):
         assert found["exit"].exit.exit_code == 0  # each job finished its own run
         columns = {item.key for item in found["run"].run.config.update}
         assert {"seed", "trainer.max_steps", "model.channels"} <= columns
+
+
+def test_a_bad_objective_stops_the_sweep_and_the_fixed_grid_then_runs(tmp_path):
+    """A mistyped optimized_metric is found before any job trains (it used to fail every finished job); after the
+    fix, re-launching into the same folder runs the grid and exits 0, whatever the first launch left there."""
+    sweep = tmp_path / "sweep"
+    grid = [*IMAGE_SMOKE, "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    done = cli("-m", *grid, "optimized_metric=eval/acc", cwd=tmp_path)
+    assert done.returncode == 2 and "optimized_metric=eval/acc is not measured" in done.stderr
+    assert not list(sweep.glob("*/results.json"))
+    done = cli("-m", *grid, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 completed" in done.stdout and len(job_results(sweep)) == 2
+
+
+def test_the_summary_counts_this_launch_and_a_job_whose_model_file_is_gone_runs_again(tmp_path):
+    sweep = tmp_path / "sweep"
+    failing = cli(
+        "-m", *IMAGE_SMOKE, "pruner=magnitude", "pruner.pattern=3x1", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert failing.returncode == 1  # the 3x1 job failed at attach
+    done = cli("-m", *IMAGE_SMOKE, "pruner=magnitude", "pruner.pattern=4x1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout  # the old failure is not this launch's
+    assert "1 completed" in done.stdout and "1 job folders of earlier launches" in done.stdout
+    [job] = [p.parent for p in sweep.glob("*/results.json") if json.loads(p.read_text())["status"] == "completed"]
+    (job / "model.safetensors").unlink()
+    again = cli("-m", *IMAGE_SMOKE, "pruner=magnitude", "pruner.pattern=4x1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0 and "skip: already completed" not in again.stdout + again.stderr
+    assert (job / "model.safetensors").is_file() and "1 completed" in again.stdout
+
+
+def test_output_dir_cannot_point_every_job_at_one_folder(tmp_path):
+    done = cli("-m", *IMAGE_SMOKE, "seed=0,1", f"paths.output_dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert done.returncode == 2 and "paths.output_dir" in done.stderr and "cannot be set" in done.stderr
+    assert not (tmp_path / "one").exists()

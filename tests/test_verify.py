@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from compress_sweeps import train
-from compress_sweeps.measure import pattern_holds
-from compress_sweeps.verify import max_levels, zero_units
+from compress_sweeps.weights.grid import max_levels
+from compress_sweeps.weights.patterns import parse_pattern, pattern_holds
 
 SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]
 
@@ -22,7 +22,7 @@ SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.pr
 def test_unit_counters():
     weight = torch.ones(4, 8)
     weight[:2, :4] = 0  # one of the four 2x4 blocks
-    assert zero_units(weight, "2x4") == (1, 4) and zero_units(weight, "channel") == (0, 4)
+    assert parse_pattern("2x4").zero_units(weight) == (1, 4) and parse_pattern("channel").zero_units(weight) == (0, 4)
     assert pattern_holds(torch.tensor([[1.0, 0, 0, 2, 0, 3, 0, 0]]), "2:4")
     assert not pattern_holds(torch.tensor([[1.0, 1, 1, 0, 0, 0, 0, 0]]), "2:4")
     levels = torch.tensor([0.0, 0.5, 0.5, -0.5, 1.0, 0.0, 2.0, 2.0])
@@ -38,9 +38,9 @@ def run(tmp_path, *overrides: str):
     return folder, json.loads((folder / "results.json").read_text())
 
 
-def verify_cli(folder):
+def verify_cli(folder, *flags: str):
     return subprocess.run(
-        [sys.executable, "-m", "compress_sweeps", "verify", str(folder)], capture_output=True, text=True
+        [sys.executable, "-m", "compress_sweeps", "verify", str(folder), *flags], capture_output=True, text=True
     )
 
 
@@ -54,8 +54,14 @@ def test_pruned_run_verifies_and_a_revived_weight_fails_it(tmp_path):
     fc = weights["fc.weight"]
     fc[fc == 0] = 0.01
     save_file(weights, str(folder / "model.safetensors"))
+    before = (folder / "results.json").read_text()
     done = verify_cli(folder)
     assert done.returncode == 1 and "FAIL layer fc.weight sparsity" in done.stdout
+    assert (folder / "results.json").read_text() == before  # read-only unless asked to record
+    (folder / "results.json").chmod(0o444)  # a read-only copy verifies too
+    assert verify_cli(folder).returncode == 1
+    (folder / "results.json").chmod(0o644)
+    assert verify_cli(folder, "--record").returncode == 1
     after = json.loads((folder / "results.json").read_text())
     assert after["status"] == "failed" and after["error"].startswith("verification failed: layer fc.weight")
 
@@ -67,12 +73,26 @@ def test_quantized_run_verifies_and_extra_levels_fail_it(tmp_path):
     weights["fc.weight"] += 1e-3 * torch.randn_like(weights["fc.weight"])  # off the 4-bit grid
     save_file(weights, str(folder / "model.safetensors"))
     done = verify_cli(folder)
-    assert done.returncode == 1 and "FAIL levels <= 2^4" in done.stdout
+    assert done.returncode == 1 and "FAIL 2 weights at 4 bits" in done.stdout and "fc.weight" in done.stdout
+
+
+def test_one_weight_moved_off_the_8_bit_grid_fails_verification(tmp_path):
+    folder, results = run(tmp_path, "quantizer=q8bert", "export=none")
+    assert results["verified"]["ok"], results["verified"]
+    weights = load_file(folder / "model.safetensors")
+    fc = weights["fc.weight"]
+    step = float(fc.abs().max()) / 127
+    fc.view(-1)[0] += 0.4 * step  # one weight between two codes: no new extreme, few enough levels
+    save_file(weights, str(folder / "model.safetensors"))
+    done = verify_cli(folder)
+    assert done.returncode == 1 and "fc.weight" in done.stdout
 
 
 def test_verify_names_a_folder_that_is_not_a_run(tmp_path):
     done = verify_cli(tmp_path)
-    assert done.returncode == 2 and "not found" in done.stderr
+    assert done.returncode == 2 and "not a readable finished run folder" in done.stderr
+    (tmp_path / "results.json").write_text("{not json")
+    assert verify_cli(tmp_path).returncode == 2
 
 
 @pytest.mark.parametrize("pattern", ["2:4"])
@@ -80,6 +100,15 @@ def test_nm_run_verifies(tmp_path, pattern):
     _, results = run(tmp_path, "pruner=magnitude", f"pruner.pattern={pattern}", "pruner.skip_incompatible=true")
     checks = {c["check"]: c for c in results["verified"]["checks"]}
     assert checks[f"pattern {pattern}"]["ok"] and checks["target_sparsity"]["expected"] == 0.5
+
+
+def test_verify_reads_the_spec_not_the_config(tmp_path):
+    """The gate needs results.json and the weights alone: no .hydra/ config, no method-specific keys."""
+    folder, results = run(tmp_path, "pruner=magnitude", "pruner.target_sparsity=0.5", "pruner.pattern=4x1")
+    (folder / ".hydra" / "config.yaml").unlink()
+    assert verify_cli(folder).returncode == 0
+    [spec] = results["compression"]["spec"]
+    assert spec["sparsity"][0]["target"] == 0.5 and set(spec["sparsity"][0]["patterns"].values()) == {"4x1"}
 
 
 def test_pruned_and_quantized_run_counts_whole_zero_blocks(tmp_path):

@@ -2,7 +2,7 @@
 
 `compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots;
 `compress-sweeps verify <run folder>` re-counts a run from its saved files; `compress-sweeps results <sweep
-folders>` writes the README's results table from the `results_*` sweeps; `compress-sweeps wandb-sweep
+folders>` writes the results tables of docs/results.md from the `results_*` sweeps; `compress-sweeps wandb-sweep
 sweeps/<name>.yaml` writes the equivalent W&B sweep configuration. The Hydra task function
 lives here, in an importable module, so launchers that pickle it (joblib, submitit) import this module in their
 workers, which registers the config resolvers there too. Under `torchrun --nproc_per_node N` every process
@@ -11,6 +11,7 @@ runs this same CLI; see distributed.py for what they share.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 
@@ -22,9 +23,9 @@ from omegaconf import DictConfig
 from compress_sweeps import distributed, train
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import config_error
-from compress_sweeps.sweeps import completed_result, register_resolvers
+from compress_sweeps.run.identity import completed_result
 
-register_resolvers()
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -33,19 +34,19 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
     In a sweep, a job whose folder already holds a completed run of the same config is skipped (resume), and a
     job that fails is recorded (results.json, W&B) without stopping the jobs after it. A single run with a bad
-    setting (a ConfigError) prints one `error: <key>=<value> ...` line and exits with code 2, no traceback.
+    setting (a ConfigError) prints one `error: <key>=<value> ...` line and exits with code 2; a run that fails
+    otherwise has logged one `run failed: ...` line naming its results.json (which holds the traceback): exit 1.
     """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         try:
             return train.run(cfg)
         except Exception as error:
-            if (problem := config_error(error)) is None:
-                raise
-            print(f"error: {problem}", file=sys.stderr)
-            sys.exit(2)  # SystemExit passes through Hydra, which would print its own wrapper of the error
+            if (problem := config_error(error)) is not None:
+                print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2 if problem is not None else 1)  # SystemExit passes through Hydra without its traceback
     done = completed_result(HydraConfig.get().runtime.output_dir, cfg)
     if done is not None:
-        print(f"skip: already completed in {HydraConfig.get().runtime.output_dir}")
+        log.info("skip: already completed in %s", HydraConfig.get().runtime.output_dir)
         return train.objective(done, cfg.optimized_metric)
     try:
         return train.run(cfg)
@@ -58,15 +59,15 @@ def cli() -> None:
     """Console script: subcommands first (`report`, `wandb-sweep`), anything else is a Hydra run or sweep."""
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "report":
-        from compress_sweeps.sweeps.report import report_main
+        from compress_sweeps.reporting.report import report_main
 
         sys.exit(report_main(sys.argv[2:]))
     if command == "verify":
-        from compress_sweeps.verify import verify_main
+        from compress_sweeps.run.verify import verify_main
 
         sys.exit(verify_main(sys.argv[2:]))
     if command == "results":
-        from compress_sweeps.sweeps.results_table import results_main
+        from compress_sweeps.reporting.results_table import results_main
 
         sys.exit(results_main(sys.argv[2:]))
     if command == "wandb-sweep":

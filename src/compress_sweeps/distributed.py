@@ -11,8 +11,8 @@ that sets WORLD_SIZE > 1 (torchrun, `accelerate launch`). Then:
 - gradients are averaged by DDP, so gradient-based pruning scores and masks agree on all ranks by construction;
   what a method computes from *local activations* is synchronized where it is computed (Q8BERT's activation
   ranges take the min/max over all ranks' batches) and normalization running statistics are averaged;
-- `check_state()` hashes every parameter, buffer (masks included) and tensor a compressor holds, gathers the
-  hashes and says whether all ranks agree: results.json records it and the run fails if they do not;
+- `check_state()` hashes every parameter, buffer (masks included) and tensor of each method's `state_dict()`,
+  gathers the hashes and says whether all ranks agree: results.json records it and the run fails if they do not;
 - only rank 0 writes results.json, model.safetensors, caches and logs to W&B.
 """
 
@@ -181,26 +181,16 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
-def held_tensors(obj: Any, prefix: str, found: dict[str, torch.Tensor], seen: set[int]) -> dict[str, torch.Tensor]:
-    """Every tensor a compressor holds, by attribute path (`pruner.groups[0].criterion.state[1]`).
-
-    Follows this package's objects, dicts, lists and tuples; modules are left out (their state is the model's,
-    or a frozen teacher's), as are floats (running means of local loss terms are logged, not state).
-    """
-    if id(obj) in seen:
-        return found
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        found[prefix] = obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            held_tensors(value, f"{prefix}[{key}]", found, seen)
-    elif isinstance(obj, list | tuple):
-        for i, value in enumerate(obj):
-            held_tensors(value, f"{prefix}[{i}]", found, seen)
-    elif type(obj).__module__.startswith("compress_sweeps.") and not isinstance(obj, nn.Module):
-        for key, value in vars(obj).items() if hasattr(obj, "__dict__") else ():
-            held_tensors(value, f"{prefix}.{key}", found, seen)
+def state_tensors(state: Any, prefix: str, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every tensor in a `state_dict()` (nested dicts and lists), by path (`0.Pruner[groups][0][masks][1]`)."""
+    if isinstance(state, torch.Tensor):
+        found[prefix] = state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            state_tensors(value, f"{prefix}[{key}]", found)
+    elif isinstance(state, list | tuple):
+        for i, value in enumerate(state):
+            state_tensors(value, f"{prefix}[{i}]", found)
     return found
 
 
@@ -215,8 +205,8 @@ def check_state(model: nn.Module, compressors: Any) -> dict[str, Any] | None:
     tensors = {f"model.{n}": t for n, t in model.named_parameters()} | {
         f"model.{n}": t for n, t in model.named_buffers()
     }
-    for member in compressors.members:
-        held_tensors(member, type(member).__name__, tensors, set())
+    for key, state in compressors.state_dict().items():  # what a checkpoint would restore (hooks.Stateful)
+        state_tensors(state, key, tensors)
     digests = {name: _digest(t) for name, t in tensors.items()}
     gathered: list[dict[str, str] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, digests)

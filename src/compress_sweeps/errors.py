@@ -7,7 +7,11 @@ pre-launch checks (run/build.py), or by a method's `attach` (a regex that matche
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -63,6 +67,39 @@ def config_error(error: BaseException) -> ConfigError | None:
     """The ConfigError behind `error`, also when Hydra wrapped it in an InstantiationException; else None."""
     error = root_cause(error)
     return error if isinstance(error, ConfigError) else None
+
+
+def write_error(path: str | os.PathLike, error: BaseException) -> OSError:
+    """An OSError that says why `path` could not be written whole: no space left, the file size limit (ulimit -f),
+    a read-only file system or folder, or the library's own words (torch.save reports a full disk as
+    `[enforce fail at inline_container.cc] unexpected pos`)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on the device"
+    elif isinstance(error, OSError) and error.errno == errno.EFBIG or _beyond_size_limit(path):
+        reason = f"the file size limit (ulimit -f: {resource.getrlimit(resource.RLIMIT_FSIZE)[0]} bytes) was reached"
+    elif isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason = f"read-only ({error.strerror})"
+    elif _free_bytes(path) == 0:
+        reason = "no space left on the device"
+    else:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+    return OSError(code, f"cannot write {path}: {reason}")
+
+
+def _beyond_size_limit(path: str | os.PathLike) -> bool:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return limit != resource.RLIM_INFINITY and any(
+        p.is_file() and p.stat().st_size >= limit for p in Path(path).parent.glob(f".{Path(path).name}*")
+    )
+
+
+def _free_bytes(path: str | os.PathLike) -> int | None:
+    try:
+        stats = os.statvfs(Path(path).parent)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
 
 
 def describe(error: BaseException) -> str:

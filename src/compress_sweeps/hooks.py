@@ -3,10 +3,13 @@
 A method never owns the loop: the trainer calls these six hooks at fixed points, so any combination of a pruner,
 a quantizer and a distiller composes in one run (prune + KD + QAT = Prune-Once-for-All).
 
-Outside the six hooks, a compressor that keeps state in Python objects (masks in non-persistent buffers, running
-scores, observer ranges, full-precision shadow weights, its own optimizer or generator) also implements the
-optional `Stateful` pair, so a checkpoint can restore it (checkpoint.py). State held in the model's parameters,
-persistent buffers or submodules is already in `model.state_dict()` and needs nothing more.
+Outside the six hooks a method describes itself through two optional protocols, and every other module asks it
+through them instead of inspecting it:
+- `Stateful` (`state_dict` / `load_state_dict`): Python-side state (masks in non-persistent buffers, running scores,
+  observer ranges, shadow weights, its own optimizer or generator) that a checkpoint saves and restores. State held
+  in the model's parameters, persistent buffers or submodules is already in `model.state_dict()`.
+- `Describes` (`spec()` / `check(total_steps, how)`): what it promises about the finalized weights (`spec.py`),
+  which results.json records and `verify` checks, and the checks that need the run's length (schedules).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from compress_sweeps.spec import CompressionSpec
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
@@ -77,11 +82,41 @@ class Stateful(Protocol):
 
 
 @runtime_checkable
-class Structured(Protocol):
-    """Optional, outside the hook protocol: a compressor that changes the model's shapes (structured slimming)
-    describes the finalized model's per-layer shapes, for results.json `compression.structure`."""
+class Describes(Protocol):
+    """Optional, outside the hook protocol: a method that says what it promises (see spec.py).
 
-    def structure(self) -> dict[str, Any]: ...
+    `spec()` may be called before `attach` (weight lists empty then) and after `finalize` (the weights it touched).
+    `check(total_steps, how)` raises `ConfigError` when a setting cannot work in a run of `total_steps` optimizer
+    steps (`how` says how they were counted, e.g. `trainer.max_steps=300`); it needs no model and no data.
+    """
+
+    def spec(self) -> CompressionSpec: ...
+
+    def check(self, total_steps: int, how: str = "") -> None: ...
+
+
+@runtime_checkable
+class FineTuner(Protocol):
+    """A training loop a method is handed to train a model of its own (a teacher fine-tuned once on the task):
+    `compress_sweeps.trainer.Trainer`, built from a `trainer` config inside the method's config. Methods use it
+    through this protocol and never import the training loop."""
+
+    def total_steps(self, train_size: int) -> int: ...
+
+    def fit(
+        self,
+        model: nn.Module,
+        train_set: Any,
+        eval_set: Any,
+        compressors: Compressors,
+        context: RunContext,
+        logger: Any,
+        seed: int = 0,
+    ) -> dict[str, float]: ...
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the trained result (for cache keys): not progress bars, checkpoint cadence or device."""
+        ...
 
 
 class Passthrough:
@@ -142,6 +177,16 @@ class Compressors:
         for member in self.members:
             merged.update(member.metrics())
         return merged
+
+    def specs(self) -> list[CompressionSpec]:
+        """The specs of the members that describe themselves, in order."""
+        return [m.spec() for m in self.members if isinstance(m, Describes)]
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        """Every describing member's checks against the run's length."""
+        for member in self.members:
+            if isinstance(member, Describes):
+                member.check(total_steps, how)
 
     def state_dict(self) -> dict[str, Any]:
         """{'<position>.<class name>': state} of the `Stateful` members."""

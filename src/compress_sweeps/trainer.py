@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -15,12 +18,15 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from compress_sweeps import distributed
-from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
+from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState
+from compress_sweeps.run.identity import TRAINER_FREE
+from compress_sweeps.run.threads import parallel_jobs
+from compress_sweeps.schema import check_arguments
 
-LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,25 +46,29 @@ class Trainer:
     micro-batches of `batch_size` per step. Compressors see every optimizer step through their hooks.
     """
 
+    evaluates = ("eval/accuracy", "eval/f1_macro", "eval/loss", "eval/examples")  # what `evaluate` returns
+
     def __init__(
         self,
-        max_steps: int | None = 300,
-        epochs: float | None = None,
-        batch_size: int = 16,
-        grad_accum_steps: int = 1,
-        eval_batch_size: int = 64,
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
-        lr_schedule: str = "linear",
-        max_grad_norm: float | None = 1.0,
-        eval_every: int | None = 100,
-        eval_max_batches: int | None = None,
-        log_every: int = 10,
-        checkpoint_every: int | None = 50,
+        max_steps: Annotated[int, Field(ge=1)] | None = 300,
+        epochs: Annotated[float, Field(gt=0)] | None = None,
+        batch_size: Annotated[int, Field(ge=1)] = 16,
+        grad_accum_steps: Annotated[int, Field(ge=1)] = 1,
+        eval_batch_size: Annotated[int, Field(ge=1)] = 64,
+        lr: Annotated[float, Field(gt=0)] = 5e-5,
+        weight_decay: Annotated[float, Field(ge=0)] = 0.01,
+        warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1,
+        lr_schedule: Literal["linear", "cosine", "constant_with_warmup"] = "linear",
+        max_grad_norm: Annotated[float, Field(gt=0)] | None = 1.0,
+        eval_every: Annotated[int, Field(ge=1)] | None = 100,
+        eval_max_batches: Annotated[int, Field(ge=1)] | None = None,
+        log_every: Annotated[int, Field(ge=1)] = 10,
+        checkpoint_every: Annotated[int, Field(ge=1)] | None = 50,
         device: str = "auto",
         progress: bool = True,
     ) -> None:
+        arguments = {k: v for k, v in locals().items() if k != "self"}
+        check_arguments(Trainer, arguments, "trainer.")  # the signature is the schema, also for Python callers
         if (max_steps is None) == (epochs is None):
             raise ConfigError(
                 "trainer.max_steps",
@@ -67,32 +77,17 @@ class Trainer:
                 f"(trainer.epochs={'null' if epochs is None else epochs})",
                 problem="clashes with trainer.epochs",
             )
-        checks = {  # key: (value, allowed?, what is allowed)
-            "max_steps": (max_steps, max_steps is None or max_steps >= 1, "an integer >= 1 or null"),
-            "epochs": (epochs, epochs is None or epochs > 0, "> 0 or null"),
-            "batch_size": (batch_size, batch_size >= 1, "an integer >= 1"),
-            "grad_accum_steps": (grad_accum_steps, grad_accum_steps >= 1, "an integer >= 1"),
-            "eval_batch_size": (eval_batch_size, eval_batch_size >= 1, "an integer >= 1"),
-            "lr": (lr, lr > 0, "> 0"),
-            "weight_decay": (weight_decay, weight_decay >= 0, ">= 0"),
-            "warmup_ratio": (warmup_ratio, 0 <= warmup_ratio < 1, "in [0, 1)"),
-            "max_grad_norm": (max_grad_norm, max_grad_norm is None or max_grad_norm > 0, "> 0 or null"),
-            "eval_every": (eval_every, eval_every is None or eval_every >= 1, "an integer >= 1 or null"),
-            "eval_max_batches": (eval_max_batches, eval_max_batches is None or eval_max_batches >= 1, ">= 1 or null"),
-            "log_every": (log_every, log_every >= 1, "an integer >= 1"),
-            "checkpoint_every": (checkpoint_every, checkpoint_every is None or checkpoint_every >= 1, ">= 1 or null"),
-        }
-        for key, (value, ok, allowed) in checks.items():
-            if not ok:
-                raise ConfigError(f"trainer.{key}", value, f"must be {allowed}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError("trainer.lr_schedule", lr_schedule, f"must be one of {list(LR_SCHEDULES)}", "is unknown")
         self.max_steps, self.epochs, self.batch_size = max_steps, epochs, batch_size
         self.grad_accum_steps, self.eval_batch_size = grad_accum_steps, eval_batch_size
         self.lr, self.weight_decay, self.warmup_ratio, self.lr_schedule = lr, weight_decay, warmup_ratio, lr_schedule
         self.max_grad_norm, self.eval_every, self.eval_max_batches = max_grad_norm, eval_every, eval_max_batches
         self.log_every, self.progress, self.checkpoint_every = log_every, progress, checkpoint_every
         self.device = resolve_device(device)
+
+    def settings(self) -> dict[str, object]:
+        """The settings that decide the trained result (a fine-tuned teacher's cache key): all but the progress bar
+        and the checkpoint cadence (run/identity.py)."""
+        return {k: str(v) if k == "device" else v for k, v in vars(self).items() if k not in TRAINER_FREE}
 
     def total_steps(self, train_size: int) -> int:
         """Optimizer steps of the run: `max_steps`, or `epochs` worth of accumulated batches (of all processes)."""
@@ -149,7 +144,8 @@ class Trainer:
             initial=start,
             desc="train",
             unit="step",
-            disable=not self.progress or not distributed.is_main(),
+            # jobs in parallel processes (joblib) would interleave their bars into one line: they log eval lines only
+            disable=not self.progress or not distributed.is_main() or parallel_jobs() > 1,
             dynamic_ncols=True,
         )
         metrics: dict[str, float] = {}
@@ -183,7 +179,7 @@ class Trainer:
                 running, since_log = 0.0, 0
             if self.eval_every and step % self.eval_every == 0 and step < total:
                 metrics = self.evaluate(model, eval_set, input_keys)
-                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 logger.log(metrics, step=step)
                 model.train()
             saving = checkpoints is not None and self.checkpoint_every and step % self.checkpoint_every == 0

@@ -8,8 +8,8 @@ in float32 exactly as the live teacher returns them, in rows indexed by the exam
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from compress_sweeps import distributed
 
 Outputs = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 def dataset_digest(dataset: Dataset, keys: Sequence[str], batch_size: int = 1024) -> str:
@@ -67,10 +68,9 @@ class TeacherOutputCache:
             if not tables:
                 per_row = sum(v[0].numel() * 4 for v in outputs.values())
                 if per_row * len(dataset) > max_bytes:
-                    warnings.warn(
+                    log.warning(
                         f"teacher outputs would take {per_row * len(dataset) / 1e6:.0f} MB > "
                         f"distiller.cache_max_mb={max_bytes / 1e6:.0f}; running the teacher live instead",
-                        stacklevel=2,
                     )
                     return None
                 tables = {n: torch.zeros((len(dataset), *v.shape[1:]), dtype=v.dtype) for n, v in outputs.items()}

@@ -23,6 +23,7 @@ from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.distillers.tracker import MeanTracker
 from compress_sweeps.errors import ConfigError, show
 from compress_sweeps.hooks import RunContext, logits_of
+from compress_sweeps.spec import CompressionSpec
 
 LOSSES = {
     "hidden": ("mse", "cosine"),
@@ -220,6 +221,13 @@ class MultiLayerDistiller:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.tracker.load_state_dict(state["tracker"])
         self.teachers.load_state_dict(state["teachers"])
+
+    def spec(self) -> CompressionSpec:
+        """No promise about the weights; with the teacher-output cache it reads each batch's `idx`."""
+        return CompressionSpec(method="MultiLayerDistiller", batch_keys=self.teachers.batch_keys)
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        pass
 
     def metrics(self) -> dict[str, float]:
         return self.tracker.kd_metrics(self.temperature, self.teachers.forward_passes) | self.teachers.metrics()

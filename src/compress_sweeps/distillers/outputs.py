@@ -48,6 +48,11 @@ class TeacherOutputs:
         self.extract: Extract | None = None
         self.accuracy: dict[str, float] = {}  # each teacher's validation accuracy, measured at attach
 
+    @property
+    def batch_keys(self) -> frozenset[str]:
+        """Batch entries read besides the model inputs: the example `idx` the cache is indexed by."""
+        return frozenset({"idx"}) if self.cache else frozenset()
+
     def attach(
         self, context: RunContext, extract: Extract, tag: str, on_load: Callable[[Teacher], None] | None = None
     ) -> None:

@@ -8,30 +8,33 @@ the result is saved as a run-like folder (`model.safetensors` + `model_config.ya
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from omegaconf import OmegaConf
+from pydantic import Field
 from torch import nn
 
-from compress_sweeps import artifacts, distributed
+from compress_sweeps import distributed
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.hooks import Compressors, RunContext
+from compress_sweeps.hooks import Compressors, FineTuner, RunContext
 from compress_sweeps.loggers import NullLogger
-from compress_sweeps.models.runs import from_run
-from compress_sweeps.trainer import Trainer
+from compress_sweeps.models.runs import WEIGHTS, from_run, save_model
+
+log = logging.getLogger(__name__)
 
 
 def describe(build: Callable[..., nn.Module]) -> dict:
     """A model builder (a `functools.partial` from Hydra's `_partial_: true`) as a config that rebuilds it."""
-    func = getattr(build, "func", build)
-    keywords = dict(getattr(build, "keywords", {}))
+    func, keywords = (build.func, dict(build.keywords)) if isinstance(build, functools.partial) else (build, {})
     return {"_target_": f"{func.__module__}.{func.__qualname__}", **keywords}
 
 
@@ -49,14 +52,15 @@ class Teacher:
     """One teacher of a distiller: how to build it, its weight among several teachers, how to fine-tune it first.
 
     `model` is a builder called with `num_labels` (a model config with `_partial_: true`, e.g. `minilm`, or
-    `compress_sweeps.models.from_run` with a run folder). `finetune` is a `Trainer`; null uses the weights as built.
+    `compress_sweeps.models.from_run` with a run folder). `finetune` is a training loop (a `trainer` config, see
+    `hooks.FineTuner`); null uses the weights as built.
     """
 
     def __init__(
         self,
         model: Callable[..., nn.Module],
-        weight: float = 1.0,
-        finetune: Trainer | None = None,
+        weight: Annotated[float, Field(ge=0)] = 1.0,
+        finetune: FineTuner | None = None,
         finetune_seed: int = 0,
     ) -> None:
         if not callable(model):
@@ -98,22 +102,22 @@ class Teacher:
         return tensors_digest(self.module.state_dict())
 
     def _finetuned(self, context: RunContext, data_digest: str) -> nn.Module:
-        settings = {k: v for k, v in vars(self.finetune).items() if k not in ("device", "progress", "checkpoint_every")}
+        settings = self.finetune.settings()
         key = repr((describe(self.build), context.task_name, data_digest, settings, self.finetune_seed))
         folder = Path(context.cache_dir or ".").expanduser() / "teachers"
         folder = folder / f"{context.task_name or 'task'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
         # rank 0 decides for all ranks: they fine-tune together (each on its shard) or all load
-        if not distributed.on_rank_zero((folder / artifacts.WEIGHTS).is_file):
+        if not distributed.on_rank_zero((folder / WEIGHTS).is_file):
             model = self.build(num_labels=context.num_labels)
             train_set, steps = context.train_set, self.finetune.total_steps(len(context.train_set))
-            print(f"teacher: fine-tuning once for {steps} steps -> {folder}")
+            log.info("teacher: fine-tuning once for %d steps -> %s", steps, folder)
             own = RunContext(**{**vars(context), "total_steps": steps})
-            self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), self.finetune_seed)
+            self.finetune.fit(model, train_set, train_set, Compressors([]), own, NullLogger(), seed=self.finetune_seed)
             if distributed.is_main():
                 _save_once(model, folder, describe(self.build), context.num_labels)
             distributed.barrier()  # the other ranks load rank 0's copy below
         else:
-            print(f"teacher: reusing the fine-tuned teacher in {folder}")
+            log.info("teacher: reusing the fine-tuned teacher in %s", folder)
         return from_run(str(folder), context.num_labels)
 
 
@@ -122,10 +126,10 @@ def _save_once(model: nn.Module, folder: Path, config: dict, num_labels: int) ->
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        artifacts.save_model(model, tmp, None, OmegaConf.create(config), num_labels)
+        save_model(model, tmp, None, OmegaConf.create(config), num_labels)
         os.replace(tmp, folder)
     except OSError:
-        if not (folder / artifacts.WEIGHTS).is_file():  # another job won the race only if its copy is complete
+        if not (folder / WEIGHTS).is_file():  # another job won the race only if its copy is complete
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

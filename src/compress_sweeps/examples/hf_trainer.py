@@ -8,7 +8,7 @@ pruning by default). Offline: the bundled MiniLM (or any local model folder) on 
     python -m compress_sweeps.examples.hf_trainer pruner.pattern=2:4 quantizer=q8bert
     python -m compress_sweeps.examples.hf_trainer distiller=logits distiller.cache_teacher=false
 
-At the end it re-counts the sparsity and pattern from the finalized weights (`compress_sweeps.measure`) and prints
+At the end it re-counts the sparsity and pattern from the finalized weights (`compress_sweeps.run.measure`) and prints
 them with the eval accuracy.
 """
 
@@ -22,11 +22,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
-from compress_sweeps import measure
 from compress_sweeps.config import config_dir
 from compress_sweeps.integrations import CompressionCallback
 from compress_sweeps.models import pretrained_classifier, tokenizer_for
 from compress_sweeps.models.hf import minilm_path
+from compress_sweeps.run import measure
 from compress_sweeps.tasks import bbc_news
 
 DEFAULT_OVERRIDES = ("pruner=snip_momentum", "pruner.target_sparsity=0.5")
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     trainer.train()  # the callback finalizes the model at the end of training
     scores = trainer.evaluate()
-    patterns = compressors[0].layer_patterns() if hasattr(compressors[0], "layer_patterns") else None
-    report = measure.compression_report(callback.model, patterns=patterns)
+    patterns = {name: label for spec in callback.compressors.specs() for name, label in spec.patterns.items()}
+    report = measure.compression_report(callback.model, patterns=patterns or None)
     summary = {key: report.get(key) for key in ("sparsity", "pattern", "pattern_holds", "bits")}
     summary |= {"eval_accuracy": scores["eval_accuracy"], "eval_loss": scores["eval_loss"]}
     print(

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from compress_sweeps.distillers.outputs import TeacherOutputs
 from compress_sweeps.hooks import Compressor, Compressors, RunContext, logits_of
 
 DEFAULT_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -66,13 +65,12 @@ class CompressionCallback(TrainerCallback):
         task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
     ) -> None:
         self.compressors = Compressors(compressors)
-        for member in self.compressors.members:
-            teachers = getattr(member, "teachers", None)
-            if isinstance(teachers, TeacherOutputs) and teachers.cache:
+        for spec in self.compressors.specs():
+            if "idx" in spec.batch_keys:
                 raise ValueError(
-                    f"{type(member).__name__}: distiller.cache_teacher=true looks teacher outputs up by the example "
-                    "`idx`, which the Trainer drops from each batch; set distiller.cache_teacher=false (the teacher "
-                    "then runs live on every batch)"
+                    f"{spec.method} reads the example `idx` of each batch (distiller.cache_teacher=true looks teacher "
+                    "outputs up by it), which the Trainer drops; set distiller.cache_teacher=false (the teacher then "
+                    "runs live on every batch)"
                 )
         self.num_labels, self.input_keys, self.train_set = num_labels, input_keys, train_set
         self.task_name, self.cache_dir, self.task_loss = task_name, cache_dir, task_loss

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-VALID_MODES = ("online", "offline", "disabled")
+log = logging.getLogger(__name__)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -50,11 +50,9 @@ class WandbLogger:
         group: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
-        mode: str | None = None,
+        mode: Literal["online", "offline", "disabled"] | None = None,
         job_type: str = "train",
     ) -> None:
-        if mode is not None and mode not in VALID_MODES:
-            raise ValueError(f"logger.mode must be one of {list(VALID_MODES)} or null, got '{mode}'")
         self.project, self.entity, self.group, self.name = project, entity, group, name
         self.tags, self.mode, self.job_type = list(tags or []), mode, job_type
         self.run = None
@@ -89,9 +87,8 @@ class WandbLogger:
             reinit="finish_previous",
         )
         if mode == "offline":
-            print(
-                f"W&B is logging offline (no API key found). To upload later: wandb sync {Path(self.run.dir).parent}",
-                file=sys.stderr,
+            log.info(
+                "W&B is logging offline (no API key found). To upload later: wandb sync %s", Path(self.run.dir).parent
             )
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -99,10 +96,22 @@ class WandbLogger:
             self.run.log(values, step=step)
 
     def finish(self, summary: dict, exit_code: int) -> None:
+        """The results as the run summary, except what is per layer (sparsity, bits) and the methods' specs: those
+        go to one W&B table (`layers`), so the summary (and the terminal at `finish`) stays a few dozen keys."""
         if self.run is None:
             return
+        import wandb
+
+        compression = dict(summary.get("compression") or {})
+        layers, bits = compression.pop("layers", {}) or {}, compression.pop("layer_bits", {}) or {}
+        compression.pop("spec", None)
         try:
-            self.run.summary.update(flatten(summary))
+            kept = {key: value for key, value in summary.items() if key != "traceback"}  # in results.json
+            self.run.summary.update(flatten({**kept, "compression": compression}))
+            names = sorted(set(layers) | set(bits))
+            if names:
+                rows = [[name, layers.get(name), bits.get(name)] for name in names]
+                self.run.summary["layers"] = wandb.Table(columns=["weight", "sparsity", "bits"], data=rows)
         finally:
             self.run.finish(exit_code=exit_code)
             self.run = None

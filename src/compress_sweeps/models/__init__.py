@@ -1,7 +1,64 @@
-"""Models: each config in conf/model/ points at one of these builders; all return a plain `nn.Module`."""
+"""Models: each config in conf/model/ points at one of these builders; all return a plain `nn.Module`.
 
+Before anything loads, the pre-launch pass checks a model config's values against its builder's signature
+(schema.py) and asks this package the rest: `modality` (the inputs the model takes, to match the task) and
+`precheck` (a previous run's folder must hold a saved model).
+"""
+
+from __future__ import annotations
+
+import typing
+
+from hydra.utils import get_object
+from omegaconf import DictConfig
+from transformers import PreTrainedModel
+
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.models.cnn import ConvNet
 from compress_sweeps.models.hf import minilm, pretrained_classifier, student_from_teacher, tokenizer_for
-from compress_sweeps.models.runs import from_run
+from compress_sweeps.models.runs import from_run, saved_config
 
-__all__ = ["ConvNet", "from_run", "minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]
+__all__ = [
+    "ConvNet",
+    "from_run",
+    "is_model",
+    "minilm",
+    "modality",
+    "precheck",
+    "pretrained_classifier",
+    "student_from_teacher",
+    "tokenizer_for",
+]
+
+
+BUILDERS = (ConvNet, minilm, pretrained_classifier, student_from_teacher, from_run)
+
+
+def is_model(node: DictConfig) -> bool:
+    """Whether a config node builds one of this package's models (the run's model, or a teacher)."""
+    try:
+        return get_object(str(node._target_)) in BUILDERS
+    except Exception:
+        return False
+
+
+def modality(model: DictConfig) -> str | None:
+    """`text` (a Hugging Face model with a tokenizer) or `images` (the CNN); None for a target that is not a model
+    builder of this package (then nothing is assumed)."""
+    target = get_object(str(model._target_))
+    if target is from_run:
+        return modality(saved_config(str(model.folder))) if "folder" in model else None
+    if isinstance(target, type):
+        return "images" if issubclass(target, ConvNet) else None
+    returns = typing.get_type_hints(target).get("return") if str(model._target_).startswith(__name__) else None
+    return "text" if returns is PreTrainedModel else None
+
+
+def precheck(model: DictConfig, prefix: str) -> None:
+    """A model that starts from a previous run's folder needs the saved model there; `prefix` is the config path of
+    the model node (`model.`, `distiller.teachers.main.model.`), for the error."""
+    if get_object(str(model._target_)) is from_run and "folder" in model:
+        try:
+            saved_config(str(model.folder))
+        except ConfigError as error:  # saved_config names `model.folder`: put it where this node lives
+            raise error.under(prefix.removesuffix("model.")) from None

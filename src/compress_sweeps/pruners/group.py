@@ -6,57 +6,79 @@ each group keeps its own scores, masks and schedule. The `Pruner` drives them th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from compress_sweeps.errors import ConfigError, no_layer_error
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.pruners.allocate import DOMAINS, allocate
-from compress_sweeps.pruners.criteria import make_criterion
+from compress_sweeps.pruners.criteria import Criterion
 from compress_sweeps.pruners.heads import select_heads
-from compress_sweeps.pruners.patterns import REDUCTIONS, NMPattern, parse_pattern
 from compress_sweeps.pruners.schedules import Schedule
-from compress_sweeps.pruners.targets import layer_classes, mask_grads, select_layers
+from compress_sweeps.pruners.targets import mask_grads, select_layers
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.weights.patterns import REDUCTIONS, NMPattern, parse_pattern
+from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection
 
 DEFAULT_TARGET_SPARSITY = 0.9  # when target_sparsity is null and the pattern does not fix it (N:M does)
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """Everything one pruning group is configured by (the pruner's top-level keys, or one entry of `groups`).
+
+    `target_sparsity: null` means 1 - N/M for N:M patterns and 0.9 otherwise. `pattern` is a weight pattern
+    (`4x1`, `1x1`, `2:4`, `channel`; weights/patterns.py) or `head` (attention heads, pruners/heads.py).
+    Schedule steps are an int step or a fraction of the run (pruners/schedules.py).
+    """
+
+    target_sparsity: float | None = None
+    pattern: str = "4x1"
+    block_reduce: Literal["mean", "sum", "max"] = "mean"
+    sparsity_decay: Literal["linear", "cos", "exp", "cube"] = "exp"
+    start_step: int | float = 0.1
+    end_step: int | float = 0.7
+    update_frequency: int | float = 0.05
+    prune_domain: Literal["global", "local"] = "global"
+    layer_types: Sequence[str] = DEFAULT_LAYER_TYPES
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = DEFAULT_EXCLUDE
+    min_sparsity_per_layer: float = 0.0
+    max_sparsity_per_layer: float = 0.98
+    skip_incompatible: bool = False
+
+
+def settings_for(defaults: GroupSettings, overrides: Mapping[str, Any], key: str) -> GroupSettings:
+    """`defaults` with one group's own keys, each checked against its annotated type; an unknown key is a
+    ConfigError naming it."""
+    known = {f.name for f in fields(GroupSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(key.rstrip("."), unknown, f"must use only {sorted(known)}", problem="has unknown keys")
+    check_arguments(GroupSettings, overrides, key)
+    return replace(defaults, **overrides)
 
 
 class PruneGroup:
     """Settings and state of one group; `key` is the config path its error messages name (e.g. `pruner.`)."""
 
-    def __init__(
-        self,
-        criterion: str,
-        alpha: float,
-        beta: float,
-        target_sparsity: float | None,
-        pattern: str,
-        block_reduce: str,
-        sparsity_decay: str,
-        start_step: int | float,
-        end_step: int | float,
-        update_frequency: int | float,
-        prune_domain: str,
-        layer_types: Sequence[str],
-        include: Sequence[str],
-        exclude: Sequence[str],
-        min_sparsity_per_layer: float,
-        max_sparsity_per_layer: float,
-        skip_incompatible: bool,
-        key: str = "pruner.",
-    ) -> None:
-        self.criterion = make_criterion(criterion, alpha, beta, key)
-        if self.criterion.needs_grad and type(start_step) is int and start_step == 0:
+    def __init__(self, criterion: Criterion, settings: GroupSettings, key: str = "pruner.") -> None:
+        s = settings
+        self.criterion = criterion
+        if criterion.needs_grad and type(s.start_step) is int and s.start_step == 0:
             raise ConfigError(
                 f"{key}start_step",
                 0,
-                f"must be >= 1 (or a fraction of the run) with {key}criterion={criterion}, which scores weights by "
-                f"their gradients; step 0 is before any gradient (or use {key}criterion=magnitude)",
+                f"must be >= 1 (or a fraction of the run) with pruner/criterion={criterion.name}, which scores "
+                "weights by their gradients; step 0 is before any gradient (or use pruner/criterion=magnitude)",
                 problem="prunes before any gradient",
             )
-        self.heads = str(pattern).strip().lower() == "head"
-        self.pattern = None if self.heads else parse_pattern(pattern, f"{key}pattern")
+        self.heads = str(s.pattern).strip().lower() == "head"
+        self.pattern = None if self.heads else parse_pattern(s.pattern, f"{key}pattern")
+        target_sparsity = s.target_sparsity
         if isinstance(self.pattern, NMPattern):
             implied = self.pattern.max_fraction
             if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
@@ -70,25 +92,33 @@ class PruneGroup:
         self.target = DEFAULT_TARGET_SPARSITY if target_sparsity is None else float(target_sparsity)
         if not 0.0 < self.target < 1.0:
             raise ConfigError(f"{key}target_sparsity", target_sparsity, "must be in (0, 1) or null")
-        if block_reduce not in REDUCTIONS:
-            raise ConfigError(f"{key}block_reduce", block_reduce, f"must be one of {list(REDUCTIONS)}", "is unknown")
-        if prune_domain not in DOMAINS:
-            raise ConfigError(f"{key}prune_domain", prune_domain, f"must be one of {list(DOMAINS)}", "is unknown")
-        if not 0.0 <= min_sparsity_per_layer <= max_sparsity_per_layer <= 1.0:
+        if s.block_reduce not in REDUCTIONS:
+            raise ConfigError(f"{key}block_reduce", s.block_reduce, f"must be one of {list(REDUCTIONS)}", "is unknown")
+        if s.prune_domain not in DOMAINS:
+            raise ConfigError(f"{key}prune_domain", s.prune_domain, f"must be one of {list(DOMAINS)}", "is unknown")
+        if not 0.0 <= s.min_sparsity_per_layer <= s.max_sparsity_per_layer <= 1.0:
             raise ConfigError(
                 f"{key}min_sparsity_per_layer",
-                min_sparsity_per_layer,
-                f"must satisfy 0 <= min <= {key}max_sparsity_per_layer={max_sparsity_per_layer} <= 1",
+                s.min_sparsity_per_layer,
+                f"must satisfy 0 <= min <= {key}max_sparsity_per_layer={s.max_sparsity_per_layer} <= 1",
             )
-        if self.target > max_sparsity_per_layer:
+        if s.min_sparsity_per_layer > self.target:
             raise ConfigError(
-                f"{key}target_sparsity", self.target, f"must be <= {key}max_sparsity_per_layer={max_sparsity_per_layer}"
+                f"{key}min_sparsity_per_layer",
+                s.min_sparsity_per_layer,
+                f"must be <= the group's target sparsity {self.target:g}: every layer cannot prune more than the whole",
+                problem="exceeds the target",
             )
-        self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay, key)
-        self.classes = layer_classes(list(layer_types), f"{key}layer_types")
-        self.include, self.exclude = list(include), list(exclude)
-        self.reduce, self.domain, self.skip = block_reduce, prune_domain, skip_incompatible
-        self.min_s, self.max_s = min_sparsity_per_layer, max_sparsity_per_layer
+        if self.target > s.max_sparsity_per_layer:
+            raise ConfigError(
+                f"{key}target_sparsity",
+                self.target,
+                f"must be <= {key}max_sparsity_per_layer={s.max_sparsity_per_layer}",
+            )
+        self.schedule = Schedule(s.start_step, s.end_step, s.update_frequency, s.sparsity_decay, key)
+        self.selection = LayerSelection(s.layer_types, s.include, s.exclude, key)
+        self.reduce, self.domain, self.skip = s.block_reduce, s.prune_domain, s.skip_incompatible
+        self.min_s, self.max_s = s.min_sparsity_per_layer, s.max_sparsity_per_layer
         self.key = key
         self.targets: list = []
         self.skipped: list[str] = []
@@ -99,14 +129,13 @@ class PruneGroup:
         """Select this group's layers (or attention blocks) and resolve its schedule against the run length."""
         self.schedule.resolve(total_steps)
         if self.heads:
-            self.targets = select_heads(model, self.include, self.exclude, self.reduce, taken, self.key)
+            self.targets = select_heads(model, self.selection, self.reduce, taken)
         else:
             self.targets, self.skipped = select_layers(
-                model, self.classes, self.include, self.exclude, self.pattern, self.reduce, self.skip, taken, self.key
+                model, self.selection, self.pattern, self.reduce, self.skip, taken
             )
         if not self.targets:
-            kinds = [c.__name__ for c in self.classes]
-            raise no_layer_error(model, self.key, self.include, self.exclude, kinds)
+            raise self.selection.no_layer(model)
 
     @property
     def weights(self) -> list[torch.Tensor]:

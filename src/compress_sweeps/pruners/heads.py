@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.patterns import reduce_blocks
-from compress_sweeps.pruners.targets import add_mask, name_selected
+from compress_sweeps.pruners.targets import add_mask
+from compress_sweeps.weights.patterns import reduce_blocks
+from compress_sweeps.weights.selection import LayerSelection
 
 # attribute names of (query, key, value, heads) on the self-attention module and the output projection's path
 # relative to the self-attention module's parent: BERT/RoBERTa/ELECTRA/MiniLM, then DistilBERT
@@ -65,14 +66,13 @@ class HeadTarget:
         self.masks[3].copy_(keep.unsqueeze(0).expand_as(self.masks[3]))
 
 
-def select_heads(
-    model: nn.Module, include: Sequence[str], exclude: Sequence[str], reduce: str, taken: set[str], key: str = "pruner."
-) -> list[HeadTarget]:
-    """One target per attention block whose self-attention module name passes include/exclude."""
+def select_heads(model: nn.Module, selection: LayerSelection, reduce: str, taken: set[str]) -> list[HeadTarget]:
+    """One target per attention block whose self-attention module name passes the selection's include/exclude."""
+    key, include = selection.key, list(selection.include)
     targets = []
     for name, module in model.named_modules():
         for (q, k, v, heads), out_path, nested in LAYOUTS:
-            if not all(hasattr(module, a) for a in (q, k, v, heads)) or not name_selected(name, include, exclude):
+            if not all(hasattr(module, a) for a in (q, k, v, heads)) or not selection.selects_name(name):
                 continue
             out_name = f"{name.rsplit('.', 1)[0]}.{out_path}" if nested else f"{name}.{out_path}"
             modules = {f"{name}.{a}": getattr(module, a) for a in (q, k, v)}

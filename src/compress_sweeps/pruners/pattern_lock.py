@@ -14,16 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress_sweeps.errors import no_layer_error
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.pruners.pruner import DEFAULT_EXCLUDE
-from compress_sweeps.pruners.targets import (
-    MASK,
-    layer_classes,
-    mask_grads,
-    name_selected,
-    remove_mask,
-)
+from compress_sweeps.pruners.targets import MASK, mask_grads, remove_mask
+from compress_sweeps.spec import CompressionSpec, SparsityPromise
+from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection, weight_name
 
 
 class PatternLock:
@@ -31,25 +25,20 @@ class PatternLock:
 
     def __init__(
         self,
-        layer_types: Sequence[str] = ("Linear", "Conv2d"),
+        layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
         include: Sequence[str] = (),
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
     ) -> None:
-        self.classes = layer_classes(list(layer_types), "pruner.layer_types")
-        self.include, self.exclude = list(include), list(exclude)
+        self.selection = LayerSelection(layer_types, include, exclude, "pruner.")
         self.modules: dict[str, nn.Module] = {}
 
     @torch.no_grad()
     def attach(self, model: nn.Module, context: RunContext) -> None:
-        for name, module in model.named_modules():
-            if isinstance(module, self.classes) and name_selected(name, self.include, self.exclude):
-                module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
-                self.modules[f"{name}.weight"] = module
-        if not self.modules:
-            kinds = [c.__name__ for c in self.classes]
-            raise no_layer_error(model, "pruner.", self.include, self.exclude, kinds)
+        for name, module in self.selection.select(model).items():
+            module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
+            self.modules[weight_name(name)] = module
         self._weights = [m.weight for m in self.modules.values()]
-        self._masks = [getattr(m, MASK) for m in self.modules.values()]
+        self._masks = [m.get_buffer(MASK) for m in self.modules.values()]
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -74,9 +63,17 @@ class PatternLock:
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
         for module in self.modules.values():
-            module.weight.mul_(getattr(module, MASK))
+            module.weight.mul_(module.get_buffer(MASK))
             remove_mask(module)
         return model
+
+    def spec(self) -> CompressionSpec:
+        """The zeros found at attach stay: no target of its own, and zeros are kept."""
+        patterns = {name: "1x1" for name in self.modules}
+        return CompressionSpec(method="PatternLock", sparsity=(SparsityPromise(patterns, None),), keeps_zeros=True)
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        pass
 
     def metrics(self) -> dict[str, float]:
         """Sparsity of the locked weights, counted from the weights."""

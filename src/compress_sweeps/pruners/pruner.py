@@ -8,65 +8,41 @@ it). `finalize` folds the masks into the plain weights and removes the buffers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.pruners.group import PruneGroup
+from compress_sweeps.pruners.criteria import Criterion
+from compress_sweeps.pruners.group import GroupSettings, PruneGroup, settings_for
 from compress_sweeps.pruners.targets import remove_mask
-
-DEFAULT_EXCLUDE = ("classifier", "pooler", "embeddings")  # as the reference pruners: the head and inputs stay dense
-GROUP_KEYS = (
-    "criterion", "alpha", "beta", "target_sparsity", "pattern", "block_reduce", "sparsity_decay", "start_step",
-    "end_step", "update_frequency", "prune_domain", "layer_types", "include", "exclude", "min_sparsity_per_layer",
-    "max_sparsity_per_layer", "skip_incompatible",
-)  # fmt: skip
+from compress_sweeps.spec import CompressionSpec, SparsityPromise
 
 
 class Pruner:
-    """Prune the selected weights to `target_sparsity` by `criterion`, `pattern` and schedule.
+    """Prune the selected weights to `target_sparsity` by a criterion, a pattern and a schedule.
 
-    `groups` is an optional list of dicts with any of the keys above; each is one group pruned on its own, and the
-    keys a group leaves out come from the top-level values. Without `groups`, the top-level values are one group.
-    `target_sparsity: null` means 1 - N/M for N:M patterns and 0.9 otherwise.
+    `criterion` builds the scoring object (a `pruner/criterion` config, `_partial_: true`), once per group.
+    `settings` are the keys of `GroupSettings` (group.py); `groups` is an optional list of dicts with any of those
+    keys, each one group pruned on its own, the keys it leaves out taken from the top-level settings. Without
+    `groups`, the top-level settings are the one group.
     """
 
     def __init__(
         self,
-        criterion: str = "snip_momentum",
-        alpha: float = 1.0,
-        beta: float = 0.9,
-        target_sparsity: float | None = None,
-        pattern: str = "4x1",
-        block_reduce: str = "mean",
-        sparsity_decay: str = "exp",
-        start_step: int | float = 0.1,
-        end_step: int | float = 0.7,
-        update_frequency: int | float = 0.05,
-        prune_domain: str = "global",
-        layer_types: Sequence[str] = ("Linear", "Conv2d"),
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = DEFAULT_EXCLUDE,
-        min_sparsity_per_layer: float = 0.0,
-        max_sparsity_per_layer: float = 0.98,
-        skip_incompatible: bool = False,
+        criterion: Callable[[], Criterion],
         groups: Sequence[Mapping[str, Any]] | None = None,
+        **settings: Any,
     ) -> None:
-        values = locals()
-        defaults = {key: values[key] for key in GROUP_KEYS}
-        specs = [{}] if not groups else [_plain(g) for g in groups]
+        defaults = settings_for(GroupSettings(), settings, "pruner.")
+        overrides = [{}] if not groups else [_plain(g) for g in groups]
         self.groups = []
-        for i, spec in enumerate(specs):
+        for i, own in enumerate(overrides):
             key = "pruner." if not groups else f"pruner.groups[{i}]."
-            unknown = sorted(set(spec) - set(GROUP_KEYS))
-            if unknown:
-                raise ConfigError(key[:-1], unknown, f"must use only {list(GROUP_KEYS)}", problem="has unknown keys")
-            self.groups.append(PruneGroup(**(defaults | spec), key=key))
+            self.groups.append(PruneGroup(criterion(), settings_for(defaults, own, key), key=key))
         self.total_steps = 0
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
@@ -111,9 +87,15 @@ class Pruner:
         for group, saved in zip(self.groups, state["groups"], strict=True):
             group.load_state_dict(saved)
 
-    def layer_patterns(self) -> dict[str, str]:
-        """{parameter name -> pattern label} of every pruned weight (for results.json and its pattern check)."""
-        return {name: label for g in self.groups for name, label in g.labels().items()}
+    def spec(self) -> CompressionSpec:
+        """Each group's weights reach its target sparsity in its pattern (weight names known after attach)."""
+        promises = tuple(SparsityPromise(g.labels(), g.target) for g in self.groups)
+        return CompressionSpec(method=f"Pruner(criterion={self.groups[0].criterion.name})", sparsity=promises)
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        """Every group's schedule must fall inside the run's optimizer steps."""
+        for group in self.groups:
+            group.schedule.resolve(total_steps, how)
 
     def metrics(self) -> dict[str, float]:
         """Target sparsity of the latest mask update and achieved sparsity (counted from the weights)."""

@@ -1,4 +1,4 @@
-"""What a pruner prunes: layers picked by type and name regexes, each holding its keep-mask as a buffer.
+"""What a pruner prunes: layers picked by a `LayerSelection`, each holding its keep-mask as a buffer.
 
 A *target* owns one or more weights, cuts them into equal-sized groups (see patterns.py) and turns a vector of
 pruned groups into keep-masks. Masks live on the module as the non-persistent buffer `weight_mask`, so they move
@@ -7,16 +7,15 @@ with `model.to(device)` and never leak into a saved state dict.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
+from compress_sweeps.weights.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
+from compress_sweeps.weights.selection import LayerSelection, weight_name
 
-LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}
 MASK = "weight_mask"
 
 
@@ -40,27 +39,13 @@ def mask_grads(weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -
         torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
 
-def name_selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Included (by any `include` regex, or all when the list is empty) and matched by no `exclude` regex."""
-    if include and not any(re.search(p, name) for p in include):
-        return False
-    return not any(re.search(p, name) for p in exclude)
-
-
-def layer_classes(names: Sequence[str], key: str = "pruner.layer_types") -> tuple[type[nn.Module], ...]:
-    unknown = [n for n in names if n not in LAYER_TYPES]
-    if unknown or not names:
-        raise ConfigError(key, list(names), f"must be a non-empty list drawn from {list(LAYER_TYPES)}")
-    return tuple(LAYER_TYPES[n] for n in names)
-
-
 class LayerTarget:
     """One Linear/Conv weight under an NxM, N:M or channel pattern."""
 
     def __init__(self, name: str, module: nn.Module, pattern: Pattern, reduce: str) -> None:
         self.name, self.pattern, self.reduce = name, pattern, reduce
         self.modules = [module]
-        self.param_names = [f"{name}.weight" if name else "weight"]
+        self.param_names = [weight_name(name)]
         self.weights = [module.weight]
         self.masks = [add_mask(module)]
         self.shape = tuple(as_matrix(module.weight).shape)
@@ -98,27 +83,23 @@ class LayerTarget:
 
 def select_layers(
     model: nn.Module,
-    classes: tuple[type[nn.Module], ...],
-    include: Sequence[str],
-    exclude: Sequence[str],
+    selection: LayerSelection,
     pattern: Pattern,
     reduce: str,
     skip_incompatible: bool,
     taken: set[str],
-    key: str = "pruner.",
 ) -> tuple[list[LayerTarget], list[str]]:
     """Targets for the selected layers, and the names of layers skipped because the pattern does not fit them.
 
     A layer whose shape does not fit the pattern is an error naming it, unless `skip_incompatible` is set.
     """
+    key = selection.key
     targets, skipped = [], []
-    for name, module in model.named_modules():
-        if not isinstance(module, classes) or not name_selected(name, include, exclude):
-            continue
+    for name, module in selection.select(model, required=False).items():
         if name in taken:
             raise ConfigError(
                 f"{key}include",
-                list(include),
+                list(selection.include),
                 "must be disjoint from the other groups' layers",
                 f"takes layer '{name}' again",
             )

@@ -17,9 +17,10 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.quantizers.export import check_backend
-from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
+from compress_sweeps.quantizers.selection import select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
+from compress_sweeps.spec import CompressionSpec, QuantizationPromise
+from compress_sweeps.weights.selection import DEFAULT_LAYER_TYPES, LayerSelection
 
 
 def quantile_points(weight: torch.Tensor, count: int, pin_zero: bool) -> torch.Tensor:
@@ -49,22 +50,16 @@ class DifferentiableQuantization:
         bits: int = 4,
         lr: float = 1.0e-4,
         skip_first_last: bool = True,
-        layer_types: Sequence[str] = ("Linear", "Conv2d"),
-        include: Sequence[str] = (".*",),
+        layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
+        include: Sequence[str] = (),
         exclude: Sequence[str] = (),
-        export_int8: bool = False,
-        int8_backend: str = "onnxruntime",
     ) -> None:
         if not 1 <= bits <= 8:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [1, 8]")
         if lr <= 0:
             raise ConfigError("quantizer.lr", lr, "must be > 0")
         self.bits, self.lr, self.skip_first_last = bits, lr, skip_first_last
-        self.layer_types = layer_types_from_names(layer_types, "quantizer.layer_types")
-        self.include = check_regexes(include, "quantizer.include")
-        self.exclude = check_regexes(exclude, "quantizer.exclude")
-        self.export_int8 = export_int8  # non-uniform points are not an int8 grid; the export would re-quantize
-        self.int8_backend = check_backend(int8_backend)
+        self.selection = LayerSelection(layer_types, include, exclude, "quantizer.")
         self.points: dict[str, torch.Tensor] = {}
         self.assignment: dict[str, torch.Tensor] = {}
         self.pinned: dict[str, bool] = {}
@@ -72,7 +67,7 @@ class DifferentiableQuantization:
         self.optimizer: torch.optim.Optimizer | None = None
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
-        layers = select_layers(model, self.layer_types, self.include, self.exclude, self.skip_first_last)
+        layers = select_layers(model, self.selection, self.skip_first_last)
         params = {f"{name}.weight": layer.weight for name, layer in layers.items()}
         self.shadow = ShadowWeights(params)
         for name, weight in params.items():
@@ -126,6 +121,15 @@ class DifferentiableQuantization:
             self.assignment[name] = state["assignment"][name].to(points.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.shadow.load_state_dict(state["shadow"])
+
+    def spec(self) -> CompressionSpec:
+        """2^bits learned (not evenly spaced) points per tensor; a layer's zeros keep a point pinned at 0."""
+        promise = QuantizationPromise(tuple(self.points), self.bits, None, uniform=False)
+        keeps = not self.skip_first_last  # the assignments are fixed: a zero stays on the pinned 0 point
+        return CompressionSpec(method="DifferentiableQuantization", quantization=promise, keeps_zeros=keeps)
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        pass
 
     def metrics(self) -> dict[str, float]:
         spread = [float(p.detach().std()) for p in self.points.values()]

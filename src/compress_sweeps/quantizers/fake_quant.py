@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from compress_sweeps.weights.grid import group_rows
+
 SCALINGS = ("linear", "absmax")
 
 
@@ -55,19 +57,6 @@ def quantize_asymmetric(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.
     return (codes - zero_point) * scale
 
 
-def bucketed(weight: torch.Tensor, bucket_size: int | None) -> tuple[torch.Tensor, int]:
-    """The flat weight as rows of `bucket_size` consecutive values (one row if None), padded with its last value.
-
-    Padding repeats an existing value, so it never adds a level; returns the rows and the pad length to strip.
-    """
-    flat = weight.reshape(-1)
-    size = flat.numel() if bucket_size is None else bucket_size
-    pad = (-flat.numel()) % size
-    if pad:
-        flat = torch.cat([flat, flat[-1:].expand(pad)])
-    return flat.reshape(-1, size), pad
-
-
 def uniform_quantize(
     weight: torch.Tensor,
     bits: int,
@@ -85,7 +74,7 @@ def uniform_quantize(
     """
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {list(SCALINGS)}, got '{scaling}'")
-    rows, pad = bucketed(weight.detach(), bucket_size)
+    rows = group_rows(weight.detach(), bucket_size)  # one row per bucket (the last padded with its last value)
     if scaling == "linear":
         beta = rows.amin(dim=1, keepdim=True)
         alpha = rows.amax(dim=1, keepdim=True) - beta
@@ -104,7 +93,4 @@ def uniform_quantize(
     out = torch.where(alpha > 0, out, rows)  # a constant bucket is already a single level
     if keep_zeros:
         out = torch.where(zeros, torch.zeros_like(out), out)
-    out = out.reshape(-1)
-    if pad:
-        out = out[:-pad]
-    return out.reshape(weight.shape).to(weight.dtype)
+    return out.reshape(-1)[: weight.numel()].reshape(weight.shape).to(weight.dtype)

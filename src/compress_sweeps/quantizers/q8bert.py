@@ -13,10 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress_sweeps.checks import check_quantizer_start
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
     quantize_asymmetric,
@@ -25,8 +23,10 @@ from compress_sweeps.quantizers.fake_quant import (
     symmetric_scale,
 )
 from compress_sweeps.quantizers.observers import EmaRange
-from compress_sweeps.quantizers.selection import check_regexes, select_layers
+from compress_sweeps.quantizers.selection import select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
+from compress_sweeps.spec import CompressionSpec, QuantizationPromise
+from compress_sweeps.weights.selection import LayerSelection
 
 
 class Q8Bert:
@@ -40,10 +40,8 @@ class Q8Bert:
         activation_bits: int = 8,
         ema_decay: float = 0.99,
         start_step: int = 0,
-        include: Sequence[str] = (".*",),
+        include: Sequence[str] = (),
         exclude: Sequence[str] = (),
-        export_int8: bool = True,
-        int8_backend: str = "onnxruntime",
     ) -> None:
         if not 2 <= bits <= 8:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 8]")
@@ -54,10 +52,8 @@ class Q8Bert:
         EmaRange(ema_decay)  # validates quantizer.ema_decay now, not at attach
         self.bits, self.per_channel = bits, per_channel
         self.quantize_activations, self.activation_bits = quantize_activations, activation_bits
-        self.ema_decay, self.start_step, self.export_int8 = ema_decay, start_step, export_int8
-        self.int8_backend = check_backend(int8_backend)
-        self.include = check_regexes(include, "quantizer.include")
-        self.exclude = check_regexes(exclude, "quantizer.exclude")
+        self.ema_decay, self.start_step = ema_decay, start_step
+        self.selection = LayerSelection(("Linear",), include, exclude, "quantizer.")
         self.layers: dict[str, nn.Module] = {}
         self.observers: dict[str, EmaRange] = {}
         self.handles: list[Any] = []
@@ -65,8 +61,8 @@ class Q8Bert:
         self.active = False
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
-        check_quantizer_start(self.start_step, context.total_steps)
-        self.layers = select_layers(model, (nn.Linear,), self.include, self.exclude)
+        self.check(context.total_steps)
+        self.layers = select_layers(model, self.selection)
         self.shadow = ShadowWeights({f"{name}.weight": layer.weight for name, layer in self.layers.items()})
         if self.quantize_activations:
             for name, layer in self.layers.items():
@@ -124,6 +120,22 @@ class Q8Bert:
         for name, observer in self.observers.items():
             observer.load_state_dict(state["observers"][name], self.layers[name].weight.device)
         self.shadow.load_state_dict(state["shadow"])
+
+    def spec(self) -> CompressionSpec:
+        """`bits`-bit symmetric weights, one scale per tensor (or output row with `per_channel`)."""
+        group = "row" if self.per_channel else None
+        weights = tuple(f"{name}.weight" for name in self.layers)
+        return CompressionSpec(method="Q8Bert", quantization=QuantizationPromise(weights, self.bits, group))
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        if self.start_step > total_steps:
+            raise ConfigError(
+                "quantizer.start_step",
+                self.start_step,
+                f"must be <= {total_steps}, the run's optimizer steps{f' ({how})' if how else ''}; else nothing is "
+                "quantized",
+                problem="is beyond the run",
+            )
 
     def metrics(self) -> dict[str, float]:
         ready = [o for o in self.observers.values() if o.ready]

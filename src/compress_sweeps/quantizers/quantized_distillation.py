@@ -16,10 +16,11 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.quantizers.export import check_backend
 from compress_sweeps.quantizers.fake_quant import SCALINGS, uniform_quantize
-from compress_sweeps.quantizers.selection import check_regexes, layer_types_from_names, select_layers
+from compress_sweeps.quantizers.selection import select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
+from compress_sweeps.spec import CompressionSpec, QuantizationPromise
+from compress_sweeps.weights.selection import DEFAULT_LAYER_TYPES, LayerSelection
 
 
 class QuantizedDistillation:
@@ -33,12 +34,10 @@ class QuantizedDistillation:
         stochastic_rounding: bool = False,
         skip_first_last: bool = True,
         keep_zeros: bool = True,
-        layer_types: Sequence[str] = ("Linear", "Conv2d"),
-        include: Sequence[str] = (".*",),
+        layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
+        include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         seed: int = 0,
-        export_int8: bool = True,
-        int8_backend: str = "onnxruntime",
     ) -> None:
         if not 2 <= bits <= 16:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 16]")
@@ -49,17 +48,14 @@ class QuantizedDistillation:
         self.bits, self.bucket_size, self.scaling = bits, bucket_size, scaling
         self.stochastic_rounding, self.skip_first_last = stochastic_rounding, skip_first_last
         self.keep_zeros = keep_zeros
-        self.layer_types = layer_types_from_names(layer_types, "quantizer.layer_types")
-        self.include = check_regexes(include, "quantizer.include")
-        self.exclude = check_regexes(exclude, "quantizer.exclude")
-        self.seed, self.export_int8 = seed, export_int8
-        self.int8_backend = check_backend(int8_backend)
+        self.selection = LayerSelection(layer_types, include, exclude, "quantizer.")
+        self.seed = seed
         self.generator: torch.Generator | None = None
         self.layers: dict[str, nn.Module] = {}
         self.shadow = ShadowWeights({})
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
-        self.layers = select_layers(model, self.layer_types, self.include, self.exclude, self.skip_first_last)
+        self.layers = select_layers(model, self.selection, self.skip_first_last)
         self.shadow = ShadowWeights({f"{name}.weight": layer.weight for name, layer in self.layers.items()})
         # a dedicated generator keeps the stochastic rounding draws out of the data order's random stream
         self.generator = torch.Generator(device=context.device).manual_seed(self.seed)
@@ -94,6 +90,16 @@ class QuantizedDistillation:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.shadow.load_state_dict(state["shadow"])
+
+    def spec(self) -> CompressionSpec:
+        """2^bits evenly spaced levels per bucket; with `keep_zeros` (and no layer left out) zeros stay zeros."""
+        weights = tuple(f"{name}.weight" for name in self.layers)
+        promise = QuantizationPromise(weights, self.bits, self.bucket_size)
+        keeps = self.keep_zeros and not self.skip_first_last  # skipped layers train freely, zeros and all
+        return CompressionSpec(method="QuantizedDistillation", quantization=promise, keeps_zeros=keeps)
+
+    def check(self, total_steps: int, how: str = "") -> None:
+        pass
 
     def metrics(self) -> dict[str, float]:
         return {"quant/bits": float(self.bits), "quant/layers": float(len(self.layers))}

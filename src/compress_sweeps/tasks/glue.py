@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import datasets
 
 from compress_sweeps.hub import check_hub_source
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.tasks.settings import Examples, MaxLength, Seed
 from compress_sweeps.tasks.text import TextTask, subsample
 
 # text columns and the validation split of each GLUE task (test splits carry no labels)
@@ -27,19 +31,16 @@ LOCAL_DATA_HINT = (
 
 
 def glue(
-    name: str = "sst2",
+    name: Literal["cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli"] = "sst2",  # stsb is regression
     path: str = "nyu-mll/glue",
-    max_length: int = 128,
-    max_train_examples: int | None = None,
-    max_eval_examples: int | None = None,
-    split_seed: int = 0,
+    max_length: MaxLength = 128,
+    max_train_examples: Examples | None = None,
+    max_eval_examples: Examples | None = None,
+    split_seed: Seed = 0,
     cache_dir: str | None = None,
 ) -> TextTask:
     """Load GLUE task `name` from `path` (the hub dataset, or a local folder laid out the same way)."""
-    if name not in GLUE_TASKS:
-        raise ValueError(f"task.name must be one of {sorted(GLUE_TASKS)}, got '{name}'")
-    if name == "stsb":
-        raise ValueError("task.name=stsb is a regression task; compress_sweeps trains classifiers only")
+    check_arguments(glue, locals(), "task.")
     text_columns, validation_split = GLUE_TASKS[name]
     check_hub_source(path, "task.path", LOCAL_DATA_HINT, repo_type="dataset")
     try:

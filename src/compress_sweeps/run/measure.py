@@ -6,7 +6,6 @@ Nothing here reads the config or a compressor's bookkeeping: every figure is cou
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -14,24 +13,20 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-# what counts as "prunable" unless a pruner says otherwise: as in the reference pruners, the classifier head,
-# pooler and embeddings are left dense
-DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
-DEFAULT_EXCLUDE: tuple[str, ...] = (r"classifier", r"pooler", r"embeddings")
+from compress_sweeps.spec import CompressionSpec
+from compress_sweeps.weights.grid import grid_levels, group_rows
+from compress_sweeps.weights.patterns import pattern_holds
+from compress_sweeps.weights.selection import LayerSelection, weight_name
+
+# the scalar figures `measure` puts in results.json -> compression, which `optimized_metric` may name
+MEASURED = ("sparsity", "bits", "total_params", "nonzero_params", "size_bytes", "sparse_size_bytes", "latency_ms")
 
 
-def prunable_weights(
-    model: nn.Module,
-    layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
-    exclude: Sequence[str] = DEFAULT_EXCLUDE,
-) -> dict[str, torch.Tensor]:
-    """{parameter name -> weight} of the layers of `layer_types` whose names match none of `exclude`."""
-    patterns = [re.compile(p) for p in exclude]
-    weights = {}
-    for name, module in model.named_modules():
-        if isinstance(module, tuple(layer_types)) and not any(p.search(name) for p in patterns):
-            weights[f"{name}.weight" if name else "weight"] = module.weight
-    return weights
+def prunable_weights(model: nn.Module, selection: LayerSelection | None = None) -> dict[str, torch.Tensor]:
+    """{parameter name -> weight} of the layers `selection` picks (default: Linear/Conv2d outside the classifier head,
+    pooler and embeddings, as the pruners' defaults); what `sparsity` is counted over when no pruner names weights."""
+    selection = selection or LayerSelection()
+    return {weight_name(name): module.weight for name, module in selection.select(model, required=False).items()}
 
 
 def unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,32 +39,6 @@ def unique_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
             seen.add(key)
             tensors[name] = tensor
     return tensors
-
-
-@torch.no_grad()
-def pattern_holds(weight: torch.Tensor, pattern: str) -> bool:
-    """Whether the zeros of `weight` (seen as `(out, in)`, conv kernels flattened) follow `pattern`.
-
-    `NxM`: every N-row x M-column block is all zero or free of zeros; `N:M`: every M consecutive input weights of a
-    row hold at most N non-zeros; `channel`: every output row is all zero or free of zeros. Counted from the
-    tensor alone, independently of the pruner's masks.
-    """
-    matrix = weight.reshape(weight.shape[0], -1) if weight.ndim > 1 else weight.reshape(1, -1)
-    out, inp = matrix.shape
-    text = str(pattern).strip().lower()
-    if text == "channel":
-        rows, cols = 1, inp
-    elif match := re.fullmatch(r"(\d+):(\d+)", text):
-        n, m = int(match[1]), int(match[2])
-        return inp % m == 0 and bool(((matrix != 0).reshape(out, inp // m, m).sum(-1) <= n).all())
-    elif match := re.fullmatch(r"(\d+)x(\d+)", text):
-        rows, cols = int(match[1]), int(match[2])
-    else:
-        raise ValueError(f"unknown sparsity pattern '{pattern}' (NxM, N:M or channel)")
-    if out % rows or inp % cols:
-        return False
-    zeros = (matrix == 0).reshape(out // rows, rows, inp // cols, cols).sum(dim=(1, 3))
-    return bool(((zeros == 0) | (zeros == rows * cols)).all())
 
 
 @torch.no_grad()
@@ -137,13 +106,16 @@ def measure(
     model: nn.Module,
     example: Mapping[str, torch.Tensor],
     input_keys: Sequence[str],
-    patterns: Mapping[str, str] | None = None,
+    specs: Sequence[CompressionSpec] = (),
 ) -> dict:
-    """`compression_report` plus `latency_ms`: one forward pass on a single example (batch size 1)."""
-    report = compression_report(model, patterns=patterns)
+    """`compression_report` over the weights the methods' specs name as pruned (the default prunable layers when
+    none does), plus `latency_ms` (one forward pass on a single example, batch size 1) and the specs themselves."""
+    patterns = {name: label for spec in specs for name, label in spec.patterns.items()}
+    report = compression_report(model, patterns=patterns or None)
     device = next(model.parameters()).device
     inputs = {k: example[k].unsqueeze(0).to(device) for k in input_keys if k in example}
     report["latency_ms"] = latency_ms(model, inputs)
+    report["spec"] = [spec.to_dict() for spec in specs]
     return report
 
 
@@ -151,46 +123,6 @@ def measure(
 
 MAX_QUANT_BITS = 8  # weights with more levels than this per group count as full precision
 QUANT_GROUPS: tuple[int | str | None, ...] = (None, "row", 64, 128, 256, 512, 1024, 2048, 4096)
-
-
-def _group_rows(weight: torch.Tensor, group: int | str | None) -> torch.Tensor:
-    """`weight` as rows of one group each: whole tensor, output channel, or buckets of consecutive values."""
-    flat = weight.detach().float().reshape(-1)
-    if group is None:
-        return flat.reshape(1, -1)
-    if group == "row":
-        return flat.reshape(weight.shape[0], -1)
-    pad = (-flat.numel()) % group
-    flat = torch.cat([flat, flat[-1:].expand(pad)]) if pad else flat  # repeats a value: adds no level
-    return flat.reshape(-1, group)
-
-
-def _levels(rows: torch.Tensor, tol: float = 1e-2) -> tuple[int, int | None]:
-    """Most distinct values in any row, and most grid points any row needs if every row's nonzero values lie on
-    a uniform grid (min + k * step; None if some row does not).
-
-    The grid step is the smallest gap between distinct values, or a 2..8-th of it when codes are skipped.
-    Exact zeros (pruned weights) are allowed off the grid: a row holding them spends one more level on them.
-    """
-    nonzero = rows != 0
-    has_zero = (~nonzero).any(dim=1).long()
-    anchor = rows.gather(1, rows.abs().argmax(dim=1, keepdim=True))  # a value each row has, used in place of zeros
-    values = torch.where(nonzero, rows, anchor).sort(dim=1).values
-    gaps = values.diff(dim=1)
-    distinct = gaps > 0
-    levels = int((distinct.sum(dim=1) + 1 + has_zero).amax())
-    min_gap = torch.where(distinct, gaps, torch.full_like(gaps, float("inf"))).amin(dim=1, keepdim=True)
-    span = values[:, -1] - values[:, 0]
-    grid = torch.zeros_like(has_zero)
-    unresolved = torch.ones_like(has_zero, dtype=torch.bool)
-    for divisor in range(1, 9):
-        step = min_gap / divisor
-        ratio = gaps / step
-        fits = torch.where(distinct, (ratio - ratio.round()).abs() <= tol, True).all(dim=1) & unresolved
-        points = torch.where(span > 0, span / step.squeeze(1), torch.zeros_like(span)).round().long() + 1
-        grid = torch.where(fits, points, grid)
-        unresolved &= ~fits
-    return levels, None if bool(unresolved.any()) else int((grid + has_zero).amax())
 
 
 def quantized_storage(weight: torch.Tensor) -> tuple[int, int]:
@@ -210,8 +142,8 @@ def quantized_storage(weight: torch.Tensor) -> tuple[int, int]:
     if rows.shape[0] > probe_rows and quantized_storage(rows[:probe_rows])[0] > MAX_QUANT_BITS:
         return best_bits, best_bytes
     for group in QUANT_GROUPS:
-        rows = _group_rows(weight, group)
-        levels, grid = _levels(rows)
+        rows = group_rows(weight.float(), group)
+        levels, grid = grid_levels(rows)
         options = [] if grid is None else [(grid, len(rows) * 8)]  # uniform grid: a scale and offset per group
         if group is None:
             options.append((levels, levels * 4))  # one codebook of the tensor's distinct values
@@ -227,8 +159,8 @@ def quantized_storage(weight: torch.Tensor) -> tuple[int, int]:
 def quantized_report(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> dict:
     """`bits`, `layer_bits` (measured per weight of `weights`) and `size_bytes` with every Linear/Conv2d weight at
     its measured width (plus scales or codebook); equal to the plain figures for a full-precision model."""
-    layers = [name for name, module in model.named_modules() if isinstance(module, DEFAULT_LAYER_TYPES)]
-    layer_weights = {f"{name}.weight" if name else "weight" for name in layers}
+    every_layer = LayerSelection(exclude=())
+    layer_weights = {weight_name(name) for name in every_layer.select(model, required=False)}
     storage = {name: quantized_storage(t) for name, t in unique_tensors(model).items() if name in layer_weights}
     tensors = unique_tensors(model)
     size = sum(storage[name][1] if name in storage else t.numel() * t.element_size() for name, t in tensors.items())

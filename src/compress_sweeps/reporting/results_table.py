@@ -1,10 +1,10 @@
-"""`compress-sweeps results <sweep folder>...`: the README's results table from the `results_*` sweeps.
+"""`compress-sweeps results <sweep folder>...`: the results tables of docs/results.md from the `results_*` sweeps.
 
-One Markdown table per sweep folder (a task), one row per recipe of conf/recipe/ in a fixed order: accuracy as
-mean ± std over seeds, the relative change against the dense row, and the figures the verification gate re-counted
-from each run's model.safetensors (sparsity, pattern), plus bits, size and latency. Below each table, the goals of
-the results issue are checked against the measured numbers. With `--readme`, the tables replace the text between
-the README's `<!-- results:begin -->` and `<!-- results:end -->` markers.
+One Markdown table per sweep folder (a task), one row per recipe: accuracy as mean ± std over seeds, the relative
+change against the dense row, and the figures the verification gate re-counted from each run's model.safetensors
+(sparsity, pattern), plus bits, size and latency. The rows are the recipes of conf/recipe/ whose header names a
+table row (`# Results-table row "<label>": ...`), in the order the results sweep lists them. With `--into FILE`,
+the tables replace the text between that file's `<!-- results:begin -->` and `<!-- results:end -->` markers.
 """
 
 from __future__ import annotations
@@ -13,31 +13,56 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from compress_sweeps.artifacts import RESULTS, write_text_atomic
-from compress_sweeps.sweeps.report import job_overrides
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
-# recipe -> label, in the order of the table
-RECIPES = {
-    "dense": "dense baseline",
-    "snip80_4x1": "snip_momentum 80% 4x1",
-    "snip80_4x1_kd": "snip_momentum 80% 4x1 + KD",
-    "nm24": "snip_momentum 2:4",
-    "nm24_kd": "snip_momentum 2:4 + KD",
-    "unstructured90": "snip_momentum 90% unstructured",
-    "unstructured90_kd": "snip_momentum 90% unstructured + KD",
-    "q8bert": "Q8BERT int8 QAT",
-    "student": "small student, no KD",
-    "kd_student": "small student + KD",
-    "polino4bit": "Polino 4-bit quantized distillation (student)",
-}
+from compress_sweeps.config import config_dir
+from compress_sweeps.reporting.report import job_overrides
+from compress_sweeps.run.artifacts import RESULTS, write_text_atomic
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-# goals of the results issue: (recipe, what, limit of the relative drop in %)
-DROP_GOALS = [("snip80_4x1_kd", "80% 4x1 with KD", 1.0), ("nm24", "2:4", 0.3), ("nm24_kd", "2:4 with KD", 0.3)]
-INT8_GOAL_POINTS = 0.5
+ROW = re.compile(r'#\s*Results-table row "(?P<label>[^"]+)"')  # a recipe's header line naming its table row
+ORDER_SWEEP = "results_text"  # sweeps/<this>.yaml: its `+recipe` choices give the row order
+
+
+def _header(path: Path) -> list[str]:
+    """The comment lines at the top of a YAML file, before its first key."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return lines
+
+
+def sweep_recipes(sweep_file: Path) -> list[str]:
+    """The `+recipe` values of a sweep file's `hydra.sweeper.params`, in its order (parsed as Hydra parses them)."""
+    content = yaml.safe_load(Path(sweep_file).read_text()) or {}
+    params = ((content.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    if "+recipe" not in params:
+        return []
+    override = OverridesParser.create().parse_override(f"+recipe={params['+recipe']}")
+    return list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
+
+
+def recipe_labels(conf: Path | None = None) -> dict[str, str]:
+    """recipe -> table label of every `conf/recipe/<name>.yaml` whose header reads `# Results-table row "<label>"`,
+    in the order of the `+recipe` choices of sweeps/results_text.yaml; recipes it does not list follow by name.
+    Recipes without such a line (building blocks such as kd_from_dense) are not rows."""
+    conf = config_dir() if conf is None else Path(conf)
+    labels = {}
+    for path in sorted((conf / "recipe").glob("*.yaml")):
+        found = [match["label"] for line in _header(path) if (match := ROW.match(line))]
+        if found:
+            labels[path.stem] = found[0]
+    order = sweep_recipes(conf / "sweep" / f"{ORDER_SWEEP}.yaml")
+    ranked = sorted(labels, key=lambda recipe: (order.index(recipe) if recipe in order else len(order), recipe))
+    return {recipe: labels[recipe] for recipe in ranked}
 
 
 def _verified(results: dict, check: str):
@@ -64,15 +89,17 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(runs: dict[str, list[dict]]) -> list[dict]:
-    """One dict per recipe (table order) with the means over its completed seeds."""
+def summarize(runs: dict[str, list[dict]], labels: dict[str, str] | None = None) -> list[dict]:
+    """One dict per recipe (the order of `labels`, default `recipe_labels()`; recipes that ran without a label of
+    their own follow, by name) with the means over its completed seeds."""
+    labels = recipe_labels() if labels is None else labels
     rows = []
     dense = [r["metrics"]["eval/accuracy"] for r in runs.get("dense", []) if r["status"] == "completed"]
     dense_mean = statistics.fmean(dense) if dense else None
-    for recipe in [*RECIPES, *sorted(set(runs) - set(RECIPES))]:
+    for recipe in [*labels, *sorted(set(runs) - set(labels))]:
         jobs = runs.get(recipe, [])
         done = [r for r in jobs if r["status"] == "completed"]
-        row = {"recipe": recipe, "label": RECIPES.get(recipe, recipe), "seeds": len(done)}
+        row = {"recipe": recipe, "label": labels.get(recipe, recipe), "seeds": len(done)}
         row["failed"] = len(jobs) - len(done)
         if not done:
             rows.append(row | {"errors": [r.get("error") for r in jobs]})
@@ -134,28 +161,8 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(head + lines) + "\n"
 
 
-def goal_lines(rows: list[dict]) -> list[str]:
-    """The results issue's goals, checked against this table (met / missed by how much)."""
-    by_recipe = {row["recipe"]: row for row in rows}
-    lines = []
-    for recipe, what, limit in DROP_GOALS:
-        row = by_recipe.get(recipe, {})
-        if "change_pct" not in row:
-            continue
-        drop = -row["change_pct"]
-        verdict = "met" if drop <= limit else f"missed by {drop - limit:.2f} percentage points"
-        lines.append(f"- {what}: relative drop {drop:+.2f}% (goal <= {limit}%): {verdict}")
-    int8 = by_recipe.get("q8bert", {})
-    if "int8_drop_points" in int8:
-        drop = int8["int8_drop_points"]
-        verdict = "met" if drop <= INT8_GOAL_POINTS else f"missed by {drop - INT8_GOAL_POINTS:.2f} points"
-        goal = f"goal <= {INT8_GOAL_POINTS}"
-        lines.append(f"- int8 export: accuracy drop vs fp32 of the same run {drop:+.2f} points ({goal}): {verdict}")
-    return lines
-
-
 def describe_runs(runs: dict[str, list[dict]]) -> str:
-    """The task, model and steps of the sweep as its jobs recorded them, for the table's caption."""
+    """The number of jobs of the sweep and their summed run time, for the table's caption."""
     jobs = [r for rs in runs.values() for r in rs]
     compute_min = sum(r.get("timing", {}).get("total_s", 0.0) for r in jobs) / 60
     return f"{len(jobs)} jobs, {compute_min:.0f} min of job time"
@@ -173,40 +180,48 @@ def machine() -> str:
 
 
 def render(sweep_dirs: Sequence[Path]) -> str:
+    """The tables of every sweep folder, each with its caption, and the machine they were rendered on."""
+    labels = recipe_labels()
     parts = []
     for sweep_dir in sweep_dirs:
         runs = load_runs(sweep_dir)
-        rows = summarize(runs)
-        parts += [f"**{Path(sweep_dir).name}** ({describe_runs(runs)}, `{sweep_dir}`)", "", to_markdown(rows)]
-        goals = goal_lines(rows)
-        if goals:
-            parts += ["Goals:", "", *goals, ""]
+        caption = f"**{Path(sweep_dir).name}** ({describe_runs(runs)}, `{sweep_dir}`)"
+        parts += [caption, "", to_markdown(summarize(runs, labels))]
     parts.append(f"Machine: {machine()}.")
     return "\n".join(parts) + "\n"
 
 
+def has_markers(text: str) -> bool:
+    return BEGIN in text and END in text
+
+
 def replace_between_markers(text: str, body: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"the README has no {BEGIN} ... {END} markers to put the table between")
+    """`text` with everything between the results markers replaced by `body`."""
+    if not has_markers(text):
+        raise ValueError(f"no {BEGIN} ... {END} markers to put the tables between")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{body}{END}{tail}"
 
 
 def results_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="compress-sweeps results", description=__doc__)
+    parser = argparse.ArgumentParser(prog="compress-sweeps results", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dirs", type=Path, nargs="+", help="folders of results sweeps (outputs/results/<task>)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
-    parser.add_argument("--readme", type=Path, default=None, help="replace the README's results section")
+    parser.add_argument(
+        "--into", type=Path, default=None, help="replace the text between the results markers of this Markdown file"
+    )
     args = parser.parse_args(argv)
     for folder in args.sweep_dirs:
         if not folder.is_dir():
             parser.error(f"no such folder: {folder}")
+    if args.into and not (args.into.is_file() and has_markers(args.into.read_text())):
+        parser.error(f"{args.into} has no {BEGIN} ... {END} markers to put the tables between")
     body = render(args.sweep_dirs)
     print(body)
     if args.out:
         write_text_atomic(args.out, body)
-    if args.readme:
-        write_text_atomic(args.readme, replace_between_markers(args.readme.read_text(), body))
-        print(f"results table written into {args.readme}")
+    if args.into:
+        write_text_atomic(args.into, replace_between_markers(args.into.read_text(), body))
+        print(f"results tables written into {args.into}")
     return 0

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from compress_sweeps.artifacts import RESULTS
-from compress_sweeps.sweeps.plots import plot_all
+from compress_sweeps.reporting.plots import plot_all
+from compress_sweeps.run.artifacts import RESULTS
+from compress_sweeps.run.identity import identity_free
 
 COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)
@@ -43,7 +44,7 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         results = json.loads(path.read_text())
         row = {"job": folder.name}
         for key, value in job_overrides(folder).items():
-            if key not in ("sweep", "logger", "trainer.progress") and not key.startswith("hydra"):
+            if not identity_free(key):
                 row[key] = value
         hydra_file = folder / ".hydra" / "hydra.yaml"
         choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"] if hydra_file.is_file() else {}

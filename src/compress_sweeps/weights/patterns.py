@@ -1,4 +1,7 @@
-"""Sparsity patterns: which weights are pruned together, and how a layer's scores become per-group scores.
+"""Sparsity patterns, parsed once: which weights are pruned together, how a layer's scores become per-group scores,
+and whether a tensor's zeros follow the pattern (`holds`, counted from the tensor alone).
+
+Pruners, `measure` and `verify` all go through `parse_pattern`; nothing else reads a pattern string.
 
 Every pattern sees a weight as a 2-D matrix `(out, in)`: a Linear weight as is, a Conv2d weight flattened to
 `(out_channels, in_channels * kh * kw)`. A pattern cuts that matrix into equal-sized *groups*; masks prune whole
@@ -26,7 +29,7 @@ REDUCTIONS = ("mean", "sum", "max")
 
 def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     """The 2-D `(out, in)` view every pattern works on (Conv2d kernels flattened into the input columns)."""
-    return tensor.reshape(tensor.shape[0], -1)
+    return tensor.reshape(tensor.shape[0], -1) if tensor.ndim > 1 else tensor.reshape(1, -1)
 
 
 def reduce_blocks(blocks: torch.Tensor, dims: tuple[int, ...], how: str) -> torch.Tensor:
@@ -74,6 +77,31 @@ class BlockPattern:
         grid = (~pruned).reshape(shape[0] // self.rows, shape[1] // self.cols).float()
         return grid.repeat_interleave(self.rows, 0).repeat_interleave(self.cols, 1)
 
+    def describe(self) -> str:
+        if (self.rows, self.cols) == (1, 1):
+            return "unstructured (1x1)"
+        return f"blocks of {self.rows} output rows x {self.cols} input columns"
+
+    @torch.no_grad()
+    def zero_units(self, weight: torch.Tensor) -> tuple[int, int]:
+        """(all-zero blocks, blocks) of `weight`; (0, 1) when the shape does not divide into blocks."""
+        matrix = as_matrix(weight)
+        out, inp = matrix.shape
+        if self.problem((out, inp)):
+            return 0, 1
+        zeros = (matrix == 0).reshape(out // self.rows, self.rows, inp // self.cols, self.cols).all(dim=3).all(dim=1)
+        return int(zeros.sum()), zeros.numel()
+
+    @torch.no_grad()
+    def holds(self, weight: torch.Tensor) -> bool:
+        """Every block is all zero or free of zeros (and the shape divides into blocks)."""
+        matrix = as_matrix(weight)
+        out, inp = matrix.shape
+        if self.problem((out, inp)):
+            return False
+        zeros = (matrix == 0).reshape(out // self.rows, self.rows, inp // self.cols, self.cols).sum(dim=(1, 3))
+        return bool(((zeros == 0) | (zeros == self.rows * self.cols)).all())
+
 
 @dataclass(frozen=True)
 class ChannelPattern:
@@ -93,6 +121,21 @@ class ChannelPattern:
 
     def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return (~pruned).float().unsqueeze(1).expand(shape).contiguous()
+
+    def describe(self) -> str:
+        return "whole output rows (channels / neurons)"
+
+    @torch.no_grad()
+    def zero_units(self, weight: torch.Tensor) -> tuple[int, int]:
+        """(all-zero output rows, rows)."""
+        zeros = (as_matrix(weight) == 0).all(dim=1)
+        return int(zeros.sum()), zeros.numel()
+
+    @torch.no_grad()
+    def holds(self, weight: torch.Tensor) -> bool:
+        """Every output row is all zero or free of zeros."""
+        zeros = (as_matrix(weight) == 0).sum(dim=1)
+        return bool(((zeros == 0) | (zeros == as_matrix(weight).shape[1])).all())
 
 
 @dataclass(frozen=True)
@@ -127,6 +170,16 @@ class NMPattern:
     def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return (~pruned).reshape(shape).float()
 
+    def describe(self) -> str:
+        return f"at most {self.n} non-zeros in every {self.m} consecutive input weights of a row"
+
+    @torch.no_grad()
+    def holds(self, weight: torch.Tensor) -> bool:
+        """Every run of M consecutive input weights of a row holds at most N non-zeros."""
+        matrix = as_matrix(weight)
+        out, inp = matrix.shape
+        return inp % self.m == 0 and bool(((matrix != 0).reshape(out, inp // self.m, self.m).sum(-1) <= self.n).all())
+
 
 Pattern = BlockPattern | ChannelPattern | NMPattern
 
@@ -151,3 +204,8 @@ def parse_pattern(text: str, key: str = "pruner.pattern") -> Pattern:
         "(2:4, 1:4, 4:8, ...), channel, or head (attention heads)",
         problem="is not a pattern",
     )
+
+
+def pattern_holds(weight: torch.Tensor, label: str) -> bool:
+    """Whether the zeros of `weight` follow the pattern named `label` (e.g. `4x1`, `2:4`, `channel`)."""
+    return parse_pattern(label).holds(weight)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.hooks import logits_of
-from compress_sweeps.quantizers.grid import exact_grid
+from compress_sweeps.weights.grid import exact_grid
 
 ONNX_FILE = "model.int8.onnx"  # the onnxruntime export, kept in the run folder for deployment
 

@@ -1,0 +1,1 @@
+"""Offline reporting over finished runs: the sweep report (table + plots) and the results table in docs/."""

@@ -1,0 +1,250 @@
+"""A run's parts, built from its config and checked together, before any data or model is loaded.
+
+`build(cfg)` instantiates what needs no data and no model (the trainer, pruner, quantizer, distiller, export and
+logger); each constructor checks its own values and raises `ConfigError` naming the key. `check(parts, cfg)` checks
+what no single part can see: the run's length against every method's schedule (`Describes.check`), quantization
+on a pruned starting model that nothing keeps pruned, and a starting model from a run folder that did not
+complete. A single run (`train.run`) and the sweep precheck (every grid point before the first job) both call the
+two. Checks that need the model (a regex that matches no layer, a shape a pattern does not divide) run in each
+method's `attach`, before the first optimizer step. The CLI prints any `ConfigError` as one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
+
+from compress_sweeps import models, tasks
+from compress_sweeps.errors import ConfigError, config_error
+from compress_sweeps.hooks import Compressors
+from compress_sweeps.run.artifacts import RESULTS
+from compress_sweeps.run.measure import MEASURED
+from compress_sweeps.schema import check_node, check_value
+
+METHODS = ("pruner", "quantizer", "distiller")  # the order the hooks run in
+GROUPS = ("task", "model", "trainer", *METHODS, "export", "logger")
+PRUNED_SPARSITY = 0.01  # a starting model with more exact zeros than this counts as pruned
+
+
+@dataclass
+class RunParts:
+    """What `build` made: the training loop, the compressors (in hook order), the export step and the logger."""
+
+    trainer: Any
+    compressors: Compressors
+    export: Any
+    logger: Any
+
+
+def build(cfg: DictConfig) -> RunParts:
+    """Check every value against its schema, then instantiate every part that needs no data and no model; the first
+    bad value raises ConfigError."""
+    missing = sorted(missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], "???", "must be set (e.g. on the command line)", problem="is missing")
+    check_run_keys(cfg)
+    for group in GROUPS:  # types and ranges of every key, the task's and the model's included (nothing is loaded)
+        check_node(cfg[group], f"{group}.")
+    return RunParts(
+        trainer=_instantiate(cfg, "trainer"),
+        compressors=Compressors(_instantiate(cfg, group) for group in METHODS),
+        export=_instantiate(cfg, "export"),
+        logger=_instantiate(cfg, "logger"),
+    )
+
+
+def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> None:
+    """The checks across parts; `train_size` (examples in the training split) lets an epochs-based run count its
+    optimizer steps, without it such a run's schedules are checked when the methods attach."""
+    total = run_steps(parts.trainer, train_size)
+    if total is not None:
+        parts.compressors.check(*total)
+    check_objective(cfg.optimized_metric, parts.trainer.evaluates)
+    check_paths(cfg)
+    for key, folder, results in starting_runs(cfg.model):
+        check_starting_run(key, folder, results)
+        check_pruned_start(cfg, parts, key, folder, results)
+    check_data(cfg)
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The task's own checks (its files), every model of the run (the model, teachers) against the task's inputs."""
+    tasks.precheck(cfg.task)
+    inputs = tasks.modality(cfg.task)
+    for prefix, node in model_nodes(cfg):
+        models.precheck(node, prefix)
+        takes = models.modality(node)
+        if inputs is not None and takes is not None and takes != inputs:
+            value = choice(cfg, "model") if prefix == "model." else str(node._target_).rsplit(".", 1)[-1]
+            raise ConfigError(
+                prefix.rstrip("."),
+                value,
+                f"must take {inputs}, as task={choice(cfg, 'task')} gives (text: minilm, minilm_student, hf; images: "
+                "cnn, cnn_student, cnn_teacher)",
+                problem=f"takes {takes}",
+            )
+
+
+def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
+    """(`prefix`, node) of the run's model and of every model inside the methods' configs (teachers)."""
+    yield "model.", cfg.model
+
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
+        if isinstance(node, DictConfig):
+            if "_target_" in node and models.is_model(node):
+                yield prefix, node
+                return
+            for key in node:
+                yield from walk(node[key], f"{prefix}{key}.")
+
+    for group in METHODS:
+        yield from walk(cfg[group], f"{group}.")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The run's folder is Hydra's to choose; the output root and the cache must be writable folders."""
+    declared = OmegaConf.to_container(cfg.paths, resolve=False).get("output_dir")
+    if declared != "${hydra:runtime.output_dir}":
+        raise ConfigError(
+            "paths.output_dir",
+            declared,
+            "must stay Hydra's job folder: choose it with hydra.run.dir=<folder> (one run) or hydra.sweep.dir=<folder> "
+            "(a sweep, one subfolder per job)",
+            problem="cannot be set",
+        )
+    for key in ("root", "cache_dir"):
+        check_writable(f"paths.{key}", str(cfg.paths[key]))
+
+
+def check_writable(key: str, folder: str) -> None:
+    """`folder` (which may not exist yet) can be created and written: every existing part of it is a folder."""
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        problem = "is a file" if existing == path else f"lies under a file ({existing})"
+        raise ConfigError(key, folder, "must be a folder that can be created and written", problem=problem)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, folder, f"must be writable ({existing} is not writable by this user)", "is read-only")
+
+
+def check_objective(optimized_metric: Any, evaluated: tuple[str, ...]) -> None:
+    """What a run returns to a sweeper must be among what it measures: found out before training, not after."""
+    known = [*evaluated, *(f"compression/{key}" for key in MEASURED)]
+    names = [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                "optimized_metric", name, f"must be one of {' | '.join(known)}", problem="is not measured"
+            )
+
+
+def missing_keys(cfg: DictConfig) -> set[str]:
+    """Keys of the parts still `???` (e.g. model=from_run without model.folder)."""
+    keys = set()
+    for group in GROUPS:
+        if OmegaConf.is_missing(cfg, group):
+            keys.add(group)
+        elif isinstance(cfg.get(group), DictConfig):
+            keys |= OmegaConf.missing_keys(cfg[group])  # full paths: model.folder
+    return keys
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """The run-level keys of conf/train.yaml, which belong to no `_target_`."""
+    check_value(Annotated[int, Field(ge=0)], cfg.seed, "seed")
+    check_value(Annotated[int, Field(ge=1)] | None, cfg.threads, "threads")
+    check_value(str | Annotated[list[str], Field(min_length=1)], _plain(cfg.optimized_metric), "optimized_metric")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _instantiate(cfg: DictConfig, group: str) -> Any:
+    try:
+        return instantiate(cfg[group])
+    except Exception as error:
+        cause = config_error(error)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def run_steps(trainer: Any, train_size: int | None) -> tuple[int, str] | None:
+    """The run's optimizer steps and how they were counted, or None when that needs the unknown train-set size."""
+    if trainer.max_steps is not None:
+        return trainer.max_steps, f"trainer.max_steps={trainer.max_steps}"
+    if train_size is None:
+        return None
+    total = trainer.total_steps(train_size)
+    how = (
+        f"trainer.epochs={trainer.epochs} x {train_size} examples / trainer.batch_size={trainer.batch_size} / "
+        f"trainer.grad_accum_steps={trainer.grad_accum_steps}"
+    )
+    return total, how
+
+
+def starting_runs(model: DictConfig) -> Iterator[tuple[str, str, dict]]:
+    """(key, folder, results.json) of every previous run folder the model config starts from (`model.folder` of
+    model=from_run, `model.name_or_path` of model=hf pointing at a run folder, ...)."""
+    for key, value in OmegaConf.to_container(model, resolve=True).items():
+        if not isinstance(value, str) or key.startswith("_"):
+            continue
+        path = Path(value).expanduser() / RESULTS
+        if path.is_file():
+            try:
+                yield f"model.{key}", value, json.loads(path.read_text())
+            except json.JSONDecodeError:
+                yield f"model.{key}", value, {"status": "unreadable"}
+
+
+def check_starting_run(key: str, folder: str, results: dict) -> None:
+    """A previous run used as a starting model must have completed and passed its verification."""
+    status = results.get("status")
+    verified = (results.get("verified") or {}).get("ok", status == "completed")
+    if status != "completed" or not verified:
+        state = status if status != "completed" else "unverified"
+        raise ConfigError(
+            key,
+            folder,
+            f"must be a run folder whose results.json says completed and verified (it says {state}: "
+            f"{results.get('error') or 'see its results.json'})",
+            problem=f"holds a {state} run",
+        )
+
+
+def check_pruned_start(cfg: DictConfig, parts: RunParts, key: str, folder: str, results: dict) -> None:
+    """Quantization-aware training of a pruned starting model needs a method that keeps its zeros (pattern_lock),
+    or training revives the pruned weights."""
+    specs = parts.compressors.specs()
+    if not any(s.quantization for s in specs) or any(s.keeps_zeros for s in specs):
+        return
+    compression = results.get("compression") or {}
+    sparsity, bits = float(compression.get("sparsity") or 0.0), compression.get("bits") or 32
+    if compression.get("pattern") is None and (sparsity <= PRUNED_SPARSITY or bits < 16):
+        return
+    raise ConfigError(
+        "pruner",
+        choice(cfg, "pruner"),
+        f"must keep the pruned zeros (pruner=pattern_lock) when quantizer={choice(cfg, 'quantizer')} trains the "
+        f"pruned model in {key}={folder} (sparsity {sparsity:.2f}); otherwise training revives its pruned weights",
+        problem="does not keep the pruned zeros",
+    )
+
+
+def choice(cfg: DictConfig, group: str) -> str:
+    """The option picked for a config group (`none`, `q8bert`...), as the user named it."""
+    try:
+        choices = cfg.hydra.runtime.choices if "hydra" in cfg else HydraConfig.get().runtime.choices
+        return str(choices[group])
+    except Exception:  # composed without Hydra's runtime config (e.g. by hand): the target names the option
+        return str(cfg[group].get("_target_", group)).rsplit(".", 1)[-1]

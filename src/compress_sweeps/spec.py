@@ -1,0 +1,83 @@
+"""What a compression method promises about the finalized weights, as data: `CompressionSpec`.
+
+A method that implements `hooks.Describes` returns one from `spec()`. The run records it in results.json
+(`compression.spec`, one entry per method) and every reader asks it instead of inspecting the method: `measure`
+re-counts the patterns it names, `verify` checks the saved weights against it (from results.json alone), the
+pre-launch checks read `keeps_zeros` and `quantization`, the HF Trainer callback reads `batch_keys`. Before
+`attach` a method does not know its layers yet: its spec then carries the settings and empty weight lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SparsityPromise:
+    """The weights in `patterns` ({parameter name -> pattern label, e.g. `4x1`, `2:4`, `channel`, `32x384`}) hold
+    their zeros in that pattern, and `target` of all their values together are exactly zero (None: no fixed
+    fraction, e.g. pattern_lock keeps whatever zeros it found)."""
+
+    patterns: Mapping[str, str] = field(default_factory=dict)
+    target: float | None = None
+
+
+@dataclass(frozen=True)
+class QuantizationPromise:
+    """Every weight in `weights` holds at most 2^`bits` distinct values per level group (`group`: None = the whole
+    tensor, `row` = each output row, n = buckets of n consecutive values); with `uniform`, those values lie on
+    an evenly spaced grid (learned, non-uniform points do not)."""
+
+    weights: tuple[str, ...] = ()
+    bits: int = 8
+    group: int | str | None = None
+    uniform: bool = True
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """One method's promises about the finalized model.
+
+    `method`: a readable name (the class and its key setting). `sparsity`: one promise per group of weights with
+    its own target. `quantization`: None for a method that does not quantize. `keeps_zeros`: an exact zero in a
+    weight the method selects at attach stays zero through training (a pruned starting model stays pruned).
+    `batch_keys`: entries the method reads from each training batch besides the model inputs and labels (e.g.
+    `idx` for a teacher-output cache).
+    """
+
+    method: str
+    sparsity: tuple[SparsityPromise, ...] = ()
+    quantization: QuantizationPromise | None = None
+    keeps_zeros: bool = False
+    batch_keys: frozenset[str] = frozenset()
+
+    @property
+    def patterns(self) -> dict[str, str]:
+        """{parameter name -> pattern label} over all sparsity promises."""
+        return {name: label for promise in self.sparsity for name, label in promise.patterns.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (for results.json)."""
+        data = asdict(self)
+        data["sparsity"] = [{"patterns": dict(p.patterns), "target": p.target} for p in self.sparsity]
+        data["batch_keys"] = sorted(self.batch_keys)
+        if self.quantization is not None:
+            data["quantization"]["weights"] = list(self.quantization.weights)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompressionSpec:
+        """The spec recorded in results.json (`to_dict`'s output)."""
+        q = data.get("quantization")
+        quantization = (
+            None if q is None else QuantizationPromise(tuple(q["weights"]), q["bits"], q["group"], q["uniform"])
+        )
+        return cls(
+            method=str(data["method"]),
+            sparsity=tuple(SparsityPromise(dict(p["patterns"]), p["target"]) for p in data.get("sparsity", ())),
+            quantization=quantization,
+            keeps_zeros=bool(data.get("keeps_zeros", False)),
+            batch_keys=frozenset(data.get("batch_keys", ())),
+        )
