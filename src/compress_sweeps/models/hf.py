@@ -18,6 +18,7 @@ from transformers import (
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hub import check_hub_source
 from compress_sweeps.models.settings import Dropout, Labels
+from compress_sweeps.models.structure import STRUCTURE
 
 LOCAL_MODEL_HINT = (
     "Use a local folder holding config.json, the weights and the tokenizer instead (written by save_pretrained, "
@@ -33,14 +34,7 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
     """
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     check_hub_source(name_or_path, "model.name_or_path", LOCAL_MODEL_HINT)
-    if (Path(name_or_path) / "slim_structure.json").is_file():  # per-layer shapes config.json cannot hold
-        raise ConfigError(
-            "model.name_or_path",
-            name_or_path,
-            "must be a folder config.json describes; this run folder holds a slim model with per-layer shapes "
-            "(slim_structure.json): load it with model=from_run model.folder=<folder>",
-            problem="holds a slim model",
-        )
+    check_no_structure(name_or_path, "model.name_or_path")
     try:
         config = AutoConfig.from_pretrained(name_or_path, num_labels=num_labels, **overrides)
         return AutoModelForSequenceClassification.from_pretrained(
@@ -50,6 +44,19 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
         raise RuntimeError(
             f"model.name_or_path='{name_or_path}' could not be loaded ({error}). {LOCAL_MODEL_HINT}"
         ) from error
+
+
+def check_no_structure(name_or_path: str, key: str) -> None:
+    """A run folder with per-layer shapes (`slim_structure.json`) is not what its config.json describes: loading it
+    with `from_pretrained` would rebuild the wrong shapes, so it is refused, naming the loader that reads it."""
+    if (Path(name_or_path).expanduser() / STRUCTURE).is_file():
+        raise ConfigError(
+            key,
+            name_or_path,
+            f"must be a folder config.json describes; this run folder holds a slimmed model with per-layer shapes "
+            f"({STRUCTURE}): load it with model=from_run model.folder=<folder>",
+            problem="holds a slimmed model",
+        )
 
 
 def minilm_path() -> str:
