@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from compress_sweeps.models import costs as counted
 from compress_sweeps.pruners.slim import allocate, costs
 from compress_sweeps.pruners.slim.units import BlockUnits, UnitGroup
 
@@ -29,21 +30,34 @@ class Budget:
         example: Mapping[str, torch.Tensor] | None,
     ) -> None:
         self.groups, self.blocks, self.metric = list(groups), blocks, metric
-        flops = costs.module_flops(model, example) if example is not None else None
+        flops = counted.module_flops(model, example) if example is not None else None
         self.model_flops = flops[""] if flops is not None else None  # the whole model's, to measure the slim one
         nblocks = len(blocks.indices) if blocks is not None else 0
         self.in_block = [g.block if g.block is not None else nblocks for g in self.groups]
         self.terms = costs.cost_terms(self.groups, self.in_block, flops if metric == "flops" else None)
         scope = [n for g in self.groups for n in g.scope] + (blocks.names if blocks is not None else [])
-        self.prunable = {"params": costs.scope_cost(model, scope, None)}
+        self.scope = counted.outermost(scope)  # the prunable part: module names in the model as attached
+        self.prunable = {"params": counted.scope_cost(model, scope, None)}
         if flops is not None:
-            self.prunable["flops"] = costs.scope_cost(model, scope, flops)
+            self.prunable["flops"] = counted.scope_cost(model, scope, flops)
         if blocks is not None:
             per_block = [
-                costs.module_params(model, [n]) if metric == "params" else flops.get(n, 0.0) for n in blocks.names
+                counted.module_params(model, [n]) if metric == "params" else flops.get(n, 0.0) for n in blocks.names
             ]
             blocks.cost = torch.tensor(per_block, dtype=torch.float64)
         self.total = self.prunable[metric]
+
+    def largest_step(self, round_to: int) -> float:
+        """The most one unit decision saves (one head, `round_to` neurons or channels; one block when blocks are
+        the only units), at the model's full shapes, as a fraction of the prunable total: how far below the target
+        the allocation may stop, since it decides blocks first and then tops up with heads, neurons and channels
+        until no further one fits."""
+        if not self.groups:
+            return float(self.blocks.cost.max()) / self.total if self.blocks is not None else 0.0
+        units = torch.tensor([g.num_units for g in self.groups], dtype=torch.long)
+        per_unit = self.terms.marginal(torch.ones(len(units), dtype=torch.float64), units).tolist()
+        steps = [c * (1 if g.kind == "heads" else round_to) for g, c in zip(self.groups, per_unit, strict=True)]
+        return max(steps) / self.total
 
     def fractions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Kept fraction and unit count per group."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.pruners.slim.units import Slice, UnitGroup
-from compress_sweeps.pruners.targets import name_selected
+from compress_sweeps.weights.selection import LayerSelection
 
 CONVS = (nn.Conv1d, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -58,7 +58,8 @@ def _slices(names: Mapping[nn.Module, str], module: nn.Module, out: bool, idxs, 
     index = torch.tensor(positions, dtype=torch.long)
     name = names[module]
     if isinstance(module, NORMS):
-        return [Slice(name, module, attr, 0, index) for attr in ("weight", "bias") if getattr(module, attr) is not None]
+        attrs = [attr for attr, _ in module.named_parameters(recurse=False)]  # affine: weight, bias
+        return [Slice(name, module, attr, 0, index) for attr in attrs]
     if out:
         attrs = ["weight"] + (["bias"] if module.bias is not None else [])
         return [Slice(name, module, attr, 0, index) for attr in attrs]
@@ -68,18 +69,20 @@ def _slices(names: Mapping[nn.Module, str], module: nn.Module, out: bool, idxs, 
 def channel_units(
     model: nn.Module,
     example: Mapping[str, torch.Tensor],
-    include: Sequence[str],
-    exclude: Sequence[str],
+    selection: LayerSelection,
     round_to: int,
 ) -> tuple[list[UnitGroup], object]:
-    """One unit group per coupled group of output channels rooted at a selected convolution, and the graph."""
+    """One unit group per coupled group of output channels rooted at a convolution `selection` picks, and the
+    graph. Layers its `exclude` names (the classifier head) keep their output channels whatever they couple to."""
     graph = _dependency_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
-    ignored = [m for n, m in model.named_modules() if n and not name_selected(n, (), exclude)]
+    excluded = LayerSelection(selection.layer_types, (), selection.exclude, selection.key)
+    ignored = [m for n, m in model.named_modules() if n and not excluded.selects_name(n)]
+    chosen = set(selection.select(model, required=False).values())
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(CONVS)):
         root = group[0].dep.target.module
-        if not isinstance(root, CONVS) or not name_selected(names[root], include, exclude):
+        if root not in chosen:
             continue
         units = len(group[0].idxs)
         slices, scope = [], []
@@ -101,12 +104,7 @@ def channel_units(
         kept_min = min(round_to, units)
         groups.append(UnitGroup("channels", names[root], slices, scope, min_kept=kept_min, owner=group))
     if not groups:
-        raise ConfigError(
-            "pruner.include" if include else "pruner.exclude",
-            list(include) if include else list(exclude),
-            f"must select at least one Conv1d/Conv2d layer whose channels can be pruned in this {type(model).__name__}",
-            problem="matches no convolution",
-        )
+        raise selection.no_layer(model)
     return groups, graph
 
 

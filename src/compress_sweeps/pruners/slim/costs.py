@@ -1,67 +1,16 @@
-"""What a model (or one of its modules) costs: parameters counted from the tensors, FLOPs from a real forward pass.
+"""The prunable part's cost as a function of how many units each layer keeps (the allocation's cost model).
 
-FLOPs come from `torch.utils.flop_counter.FlopCounterMode` on one forward pass of an example batch, per module
-(a module's count includes its children's). It counts matrix products and convolutions (2 FLOPs per multiply-add),
-the work structured pruning removes; norms, softmax and activations are not counted. Hugging Face models run in
-eager attention while counted: the fused CPU attention kernel has no FLOP formula, its explicit matmuls have.
+Parameters are counted from the tensors and FLOPs per module from one real forward pass (models/costs.py); here
+they become terms that scale with the kept fraction of the unit groups slicing them, so the allocation can ask
+what any removal saves without another forward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-
-def module_params(model: nn.Module, names: Iterable[str]) -> int:
-    """Parameters of the named modules (children included), each parameter counted once."""
-    seen: set[int] = set()
-    total = 0
-    for name in names:
-        for param in model.get_submodule(name).parameters():
-            if id(param) not in seen:
-                seen.add(id(param))
-                total += param.numel()
-    return total
-
-
-@torch.no_grad()
-def module_flops(model: nn.Module, example: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """{module name -> FLOPs of one forward pass on `example`} ('' is the whole model)."""
-    config = getattr(model, "config", None)
-    attention = getattr(config, "_attn_implementation", None)
-    eager = attention not in (None, "eager") and hasattr(model, "set_attn_implementation")
-    was_training = model.training
-    model.eval()
-    try:
-        if eager:
-            model.set_attn_implementation("eager")
-        with FlopCounterMode(display=False) as counter:
-            model(**example)
-    finally:
-        if eager:
-            model.set_attn_implementation(attention)
-        model.train(was_training)
-    root = type(model).__name__
-    flops = {}
-    for name, counts in counter.get_flop_counts().items():
-        if name == "Global":
-            continue
-        key = "" if name == root else name.removeprefix(root + ".")
-        flops[key] = float(sum(counts.values()))
-    return flops
-
-
-def scope_cost(model: nn.Module, names: Iterable[str], flops: Mapping[str, float] | None) -> float:
-    """Parameters (flops None) or FLOPs of the union of the named modules; a module inside another counts once."""
-    names = sorted(set(names))
-    outer = [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
-    if flops is None:
-        return float(module_params(model, outer))
-    return float(sum(flops.get(n, 0.0) for n in outer))
 
 
 @dataclass

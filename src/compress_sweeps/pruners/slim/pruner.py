@@ -1,103 +1,107 @@
 """`SlimPruner`: structured pruning of heads, FFN neurons, blocks or conv channels, ending in a smaller dense model.
 
-Through the hook protocol, like `Pruner`: a criterion scores the weights (`pruners/criteria.py`), a schedule sets
+Through the hook protocol, like `Pruner`: a criterion (`pruner/criterion` group) scores the weights, a schedule sets
 the target at each mask update (`pruners/schedules.py`), and between updates the pruned units are masked (zero
 weights, biases and BatchNorm affine; a removed block passes its input through). One budget covers every unit kind
 and layer (`allocate.py`): `target` is the fraction of the prunable part's parameters or FLOPs (`target_metric`)
 to remove, and each unit is weighed by what removing it saves. `finalize` folds the masks and, with `slim: true`,
-removes the pruned units physically: the model that comes out is smaller and faster, and carries the record of its
-per-layer shapes (`structure.py`) that rebuilds it from a run folder.
+cuts the pruned units out: the model that comes out is smaller and faster. What it promises (the part, the target,
+whether units are cut out or left as zeros) is its `spec()`; `run/measure.py` measures the finalized model's
+shapes and costs against the dense model, and `run/verify.py` checks the saved files against the promise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.pruners.criteria import make_criterion
+from compress_sweeps.models.costs import example_shapes
+from compress_sweeps.pruners.criteria import Criterion
 from compress_sweeps.pruners.schedules import Schedule
-from compress_sweeps.pruners.slim import allocate, channels, costs, transformer
+from compress_sweeps.pruners.slim import allocate, channels, transformer
 from compress_sweeps.pruners.slim.budget import Budget
-from compress_sweeps.pruners.slim.structure import describe
-from compress_sweeps.pruners.slim.units import KINDS, BlockUnits, UnitGroup, add_mask, unique
+from compress_sweeps.pruners.slim.units import BlockUnits, Slice, UnitGroup, add_mask, remove_mask, unique
 from compress_sweeps.pruners.targets import mask_grads
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.spec import CompressionSpec, SparsityPromise, StructurePromise
+from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, LayerSelection
 
-METRICS = ("params", "flops")
-DEFAULT_EXCLUDE = ("classifier", "pooler", "embeddings")
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Unit = Literal["heads", "ffn", "blocks", "channels"]
 
 
 class SlimPruner:
     """Remove `target` of the prunable part's `target_metric` as whole `units`, scored by `criterion`.
 
-    `units`: any of heads, ffn, blocks (BERT-family encoders), channels (CNNs). `criterion`: a name from
-    `pruners/criteria.py` (alpha/beta for snip_momentum) or a criterion object. Per layer, the fraction of units
-    removed stays within [min_sparsity_per_layer, max_sparsity_per_layer] and one head / `round_to` neurons or
-    channels stay; FFN widths and channel counts stay multiples of `round_to`. `slim: false` keeps the shapes
-    (masks folded into zeros; blocks need `slim: true`).
+    `units`: any of heads, ffn, blocks (BERT-family encoders), or channels (CNNs). `criterion` builds the scoring
+    object (a `pruner/criterion` config, `_partial_: true`); a unit scores the sum of its weights' scores. Per
+    layer, the fraction of units removed stays within [min_sparsity_per_layer, max_sparsity_per_layer] and one
+    head / `round_to` neurons or channels stay; FFN widths and channel counts stay multiples of `round_to`.
+    `include` / `exclude` are regexes on block names (`bert.encoder.layer.3`) or convolution names. `slim: false`
+    keeps the shapes (whole units of zeros; blocks need `slim: true`).
     """
 
     def __init__(
         self,
-        target: float = 0.5,
-        units: Sequence[str] = ("heads", "ffn"),
-        target_metric: str = "params",
-        criterion: Any = "magnitude",
-        alpha: float = 1.0,
-        beta: float = 0.9,
-        sparsity_decay: str = "exp",
+        criterion: Callable[[], Criterion],
+        target: Annotated[float, Field(gt=0, lt=1)] = 0.5,
+        units: Annotated[Sequence[Unit], Field(min_length=1)] = ("heads", "ffn"),
+        target_metric: Literal["params", "flops"] = "flops",
+        sparsity_decay: Literal["linear", "cos", "exp", "cube"] = "exp",
         start_step: int | float = 0.1,
         end_step: int | float = 0.7,
         update_frequency: int | float = 0.05,
-        min_sparsity_per_layer: float = 0.0,
-        max_sparsity_per_layer: float = 0.98,
-        round_to: int = 1,
+        min_sparsity_per_layer: Fraction = 0.0,
+        max_sparsity_per_layer: Fraction = 0.98,
+        round_to: Annotated[int, Field(ge=1)] = 1,
         slim: bool = True,
         include: Sequence[str] = (),
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
     ) -> None:
+        settings = {k: v for k, v in locals().items() if k not in ("self", "criterion", "__class__")}
+        check_arguments(SlimPruner, settings, "pruner.")  # the signature is the schema, also for Python callers
         self.units = [str(u) for u in units]
-        if not self.units or any(u not in KINDS for u in self.units) or len(set(self.units)) < len(self.units):
-            raise ConfigError("pruner.units", self.units, f"must be a non-empty list of distinct {list(KINDS)}")
-        if "channels" in self.units and len(self.units) > 1:
-            raise ConfigError("pruner.units", self.units, "must be [channels] alone (CNNs) or heads/ffn/blocks")
-        if not 0.0 < target < 1.0:
-            raise ConfigError("pruner.target", target, "must be in (0, 1): the fraction of the prunable part removed")
-        if target_metric not in METRICS:
-            raise ConfigError("pruner.target_metric", target_metric, f"must be one of {list(METRICS)}", "is unknown")
-        if not 0.0 <= min_sparsity_per_layer <= max_sparsity_per_layer <= 1.0:
+        if len(set(self.units)) < len(self.units) or ("channels" in self.units and len(self.units) > 1):
+            raise ConfigError(
+                "pruner.units", self.units, "must be distinct heads/ffn/blocks (BERT-family) or [channels] (CNNs)"
+            )
+        if min_sparsity_per_layer > max_sparsity_per_layer:
             raise ConfigError(
                 "pruner.min_sparsity_per_layer",
                 min_sparsity_per_layer,
-                f"must satisfy 0 <= min <= pruner.max_sparsity_per_layer={max_sparsity_per_layer} <= 1",
+                f"must be <= pruner.max_sparsity_per_layer={max_sparsity_per_layer}",
             )
-        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-            raise ConfigError("pruner.round_to", round_to, "must be an int >= 1 (kept FFN widths / channels)")
         if "blocks" in self.units and not slim:
             raise ConfigError("pruner.slim", slim, "must be true with units=[blocks]: masks cannot express a skip")
-        self.criterion = make_criterion(criterion, alpha, beta) if isinstance(criterion, str) else criterion
+        self.criterion = criterion()
         if self.criterion.needs_grad and type(start_step) is int and start_step == 0:
             raise ConfigError(
                 "pruner.start_step",
                 0,
-                "must be >= 1 (or a fraction of the run) with a criterion that scores by gradients; step 0 is "
-                "before any gradient (or use pruner.criterion=magnitude)",
+                f"must be >= 1 (or a fraction of the run) with pruner/criterion={self.criterion.name}, which scores "
+                "weights by their gradients; step 0 is before any gradient (or use pruner/criterion=magnitude)",
                 problem="prunes before any gradient",
             )
         self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay)
+        kinds = ("Conv2d", "Conv1d") if "channels" in self.units else ("Linear",)
+        self.selection = LayerSelection(kinds, include, exclude, "pruner.")
         self.target, self.metric, self.round_to, self.slim = float(target), target_metric, round_to, bool(slim)
         self.min_s, self.max_s = min_sparsity_per_layer, max_sparsity_per_layer
-        self.include, self.exclude = list(include), list(exclude)
         self.groups: list[UnitGroup] = []
         self.blocks: BlockUnits | None = None
+        self.budget: Budget | None = None
+        self.example: dict[str, torch.Tensor] | None = None
         self.current = 0.0  # target of the latest update
-        self.saved = 0.0  # fraction of the prunable part removed by the latest update (bookkeeping)
+        self.saved = 0.0  # fraction of the prunable part removed by the latest update (the allocation's count)
         self.pruned_any = False
-        self._structure: dict[str, Any] = {}
 
     # --- the hook protocol --------------------------------------------------------------------------------------
 
@@ -112,13 +116,9 @@ class SlimPruner:
                 problem="has no example input",
             )
         if "channels" in self.units:
-            self.groups, self.graph = channels.channel_units(
-                model, self.example, self.include, self.exclude, self.round_to
-            )
+            self.groups, self.graph = channels.channel_units(model, self.example, self.selection, self.round_to)
         else:
-            self.groups, self.blocks = transformer.transformer_units(
-                model, self.units, self.include, self.exclude, self.round_to
-            )
+            self.groups, self.blocks = transformer.transformer_units(model, self.units, self.selection, self.round_to)
         params = dict(model.named_parameters())
         block_weights = self.blocks.scored_params(params) if self.blocks is not None else []
         self._scored = unique([n for g in self.groups for n in g.scored_params()] + sum(block_weights, []))
@@ -153,40 +153,25 @@ class SlimPruner:
 
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
-        """Fold the masks into the weights; with `slim`, remove the pruned units and record the new shapes."""
+        """Fold the masks into the weights; with `slim`, cut the pruned units out of the model."""
         if self._params:
             torch._foreach_mul_(self._params, self._mask_list)
         for name in self._masks:
-            module_name, _, attr = name.rpartition(".")
-            delattr(model.get_submodule(module_name), f"{attr}_mask")
+            remove_mask(model, name)
         for hook in self._hooks:
             hook.remove()
-        self._structure = self._summary()
         if not self.slim:
             return model
-        params_before = sum(p.numel() for p in model.parameters())
-        dropped: dict[str, list[int]] = {}
         if "channels" in self.units:
             channels.remove_channels(self.groups)
         else:
-            if self.blocks is not None:
-                gone = [i for i, g in zip(self.blocks.indices, self.blocks.removed.tolist(), strict=True) if g]
-                dropped = {self.blocks.prefix: gone} if gone else {}
             transformer.remove_units(self.groups, self.blocks)
-            transformer.update_hf_config(model, self.groups, self.blocks, self._structure)
-        model.slim_structure = describe(model, dropped)
-        # the prunable part after = before - what the whole model lost, both measured on the models themselves
-        before = self.budget.prunable
-        measured = {"params": before["params"] - (params_before - sum(p.numel() for p in model.parameters()))}
-        if self.example is not None:
-            flops_after = costs.module_flops(model, self.example)[""]
-            measured["flops"] = before["flops"] - (self.budget.model_flops - flops_after)
-        self._structure["prunable_after"] = measured
-        self._structure["removed"] = {k: 1.0 - measured[k] / before[k] for k in measured}
+            transformer.update_hf_config(model, self.groups, self.blocks)
         return model
 
     def metrics(self) -> dict[str, float]:
-        if not self.groups and self.blocks is None:
+        """The latest update's target and what the allocation removed (the finalized model is measured instead)."""
+        if self.budget is None:
             return {}  # not attached
         row = {"pruner/target": self.current, f"pruner/removed_{self.metric}": self.saved}
         if self.groups:
@@ -195,7 +180,7 @@ class SlimPruner:
             row["pruner/blocks_kept"] = float(len(self.blocks.indices) - int(self.blocks.removed.sum()))
         return row
 
-    # --- outside the hooks: checkpoints, structure --------------------------------------------------------------
+    # --- outside the hooks: checkpoints and what it promises ----------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         blocks = None if self.blocks is None else self.blocks.removed.clone()
@@ -212,14 +197,25 @@ class SlimPruner:
         self.current, self.saved = state["current"], state["saved"]
         self._apply_masks()
 
+    def spec(self) -> CompressionSpec:
+        """`target` of the prunable part's `target_metric` removed as whole units: cut out (`slim`), or left in
+        place as zero blocks whose patterns the sparsity promise names (module names known after attach)."""
+        budget = self.budget
+        structure = StructurePromise(
+            scope=tuple(budget.scope) if budget else (),
+            target=self.target,
+            target_metric=self.metric,
+            tolerance=budget.largest_step(self.round_to) if budget else 0.0,
+            removes_units=self.slim,
+            example=example_shapes(self.example) if self.example is not None else {},
+        )
+        zeros = () if self.slim else (SparsityPromise(zero_unit_patterns(self.groups), None),)
+        method = f"SlimPruner(criterion={self.criterion.name}, units={','.join(self.units)})"
+        return CompressionSpec(method=method, sparsity=zeros, structure=structure)
+
     def check(self, total_steps: int, how: str = "") -> None:
         """The schedule must fit a run of `total_steps` optimizer steps (before any data or model is loaded)."""
         self.schedule.resolve(total_steps, how)
-
-    def structure(self) -> dict[str, Any]:
-        """Per-layer shapes after finalize (heads, FFN widths, blocks kept, channels) and the prunable part's cost
-        before and after, measured on the finalized model (for results.json `compression.structure`)."""
-        return self._structure or self._summary()
 
     # --- internals ----------------------------------------------------------------------------------------------
 
@@ -263,26 +259,26 @@ class SlimPruner:
             group.zero_masks(self._masks)
         self.pruned_any = True
 
-    def _summary(self) -> dict[str, Any]:
-        """Kept units per layer, named as in the slim model (blocks after a removed one move up)."""
-        rename = {}
-        if self.blocks is not None and self.slim:
-            kept_blocks = [i for i, g in zip(self.blocks.indices, self.blocks.removed.tolist(), strict=True) if not g]
-            others = [i for i in range(len(self.blocks.container)) if i not in self.blocks.indices]
-            order = sorted(kept_blocks + others)
-            rename = {f"{self.blocks.prefix}.{old}.": f"{self.blocks.prefix}.{new}." for new, old in enumerate(order)}
-        layers = {}
-        for g in self.groups:
-            if g.block is not None and bool(self.blocks.removed[g.block]):
-                continue
-            name = next((new + g.name[len(old) :] for old, new in rename.items() if g.name.startswith(old)), g.name)
-            layers[name] = {"kind": g.kind, "kept": g.kept, "total": g.num_units}
-        summary: dict[str, Any] = {"units": self.units, "target_metric": self.metric, "target": self.target}
-        summary |= {"slim": self.slim, "layers": layers, "prunable_before": dict(self.budget.prunable)}
-        if self.blocks is not None:
-            kept = [i for i, g in zip(self.blocks.indices, self.blocks.removed.tolist(), strict=True) if not g]
-            summary["blocks"] = {"list": self.blocks.prefix, "kept": kept, "total": len(self.blocks.container)}
-        return summary
+
+def zero_unit_patterns(groups: Sequence[UnitGroup]) -> dict[str, str]:
+    """{weight name -> block pattern} of the Linear/Conv weights one unit group slices alone (a weight sliced along
+    both dimensions, by two groups, has no single pattern): a removed unit's positions are whole blocks of the
+    weight's (out, in) matrix, e.g. `32x384` for a head's query rows, `384x1` for an FFN neuron's output column."""
+    owners = Counter(s.name for g in groups for s in g.slices if s.scored)
+    return {s.name: label for g in groups for s in g.slices if owners[s.name] == 1 and (label := _block_label(s))}
+
+
+def _block_label(s: Slice) -> str | None:
+    """`s`'s unit positions as an NxM block of the weight's (out, in) matrix, when they are consecutive runs."""
+    shape = tuple(s.param.shape)
+    width = s.index.shape[1]
+    runs = s.index - s.index[:, :1]
+    if not bool((runs == torch.arange(width)).all()) or bool((s.index[:, 0] % width).any()):
+        return None
+    kernel = math.prod(shape[2:])  # columns of the (out, in) matrix per input channel: 1 for a Linear
+    if s.dim == 0:
+        return f"{width}x{shape[1] * kernel}"
+    return f"{shape[0]}x{width * kernel}"
 
 
 def _example(context: RunContext) -> dict[str, torch.Tensor] | None:

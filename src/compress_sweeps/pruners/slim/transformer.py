@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.slim.structure import STRUCTURE
+from compress_sweeps.models.structure import heads_of, set_heads
 from compress_sweeps.pruners.slim.units import BlockUnits, Slice, UnitGroup, block_of
-from compress_sweeps.pruners.targets import name_selected
+from compress_sweeps.weights.selection import LayerSelection
 
 PARTS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
 FFN = ("intermediate.dense", "output.dense")
@@ -29,8 +30,9 @@ def is_block(module: nn.Module) -> bool:
         linears = [module.get_submodule(p) for p in (*PARTS, *FFN)]
     except AttributeError:
         return False
-    heads = getattr(module.get_submodule("attention.self"), "num_attention_heads", None)
-    return isinstance(heads, int) and all(isinstance(m, nn.Linear) for m in linears)
+    return heads_of(module.get_submodule("attention.self")) is not None and all(
+        isinstance(m, nn.Linear) for m in linears
+    )
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
@@ -54,7 +56,8 @@ def no_blocks_error(model: nn.Module, units: Sequence[str]) -> ConfigError:
 def head_group(name: str, block: nn.Module, position: int | None) -> UnitGroup:
     """The heads of one block: `head_dim` rows of q/k/v (weights and biases) and columns of the output projection."""
     attention = block.get_submodule("attention.self")
-    heads, head_dim = attention.num_attention_heads, attention.attention_head_size
+    heads = heads_of(attention)
+    head_dim = block.get_submodule(PARTS[0]).out_features // heads
     index = torch.arange(heads * head_dim).reshape(heads, head_dim)
     slices = []
     for part in PARTS[:3]:
@@ -83,20 +86,21 @@ def ffn_group(name: str, block: nn.Module, position: int | None, round_to: int) 
 def transformer_units(
     model: nn.Module,
     units: Sequence[str],
-    include: Sequence[str],
-    exclude: Sequence[str],
+    selection: LayerSelection,
     round_to: int,
 ) -> tuple[list[UnitGroup], BlockUnits | None]:
-    """Unit groups for the heads and/or FFN neurons of the selected blocks, and the blocks themselves if asked."""
+    """Unit groups for the heads and/or FFN neurons of the blocks `selection` names (include/exclude on block names
+    such as `bert.encoder.layer.3`), and the blocks themselves if asked."""
     found = find_blocks(model)
     if found is None:
         raise no_blocks_error(model, units)
     prefix, container = found
-    selected = [i for i in range(len(container)) if name_selected(f"{prefix}.{i}", include, exclude)]
+    selected = [i for i in range(len(container)) if selection.selects_name(f"{prefix}.{i}")]
     if not selected:
+        include, exclude = list(selection.include), list(selection.exclude)
         raise ConfigError(
             "pruner.include" if include else "pruner.exclude",
-            list(include) if include else list(exclude),
+            include or exclude,
             f"must select at least one block of {prefix}.0 .. {prefix}.{len(container) - 1}",
             problem="matches no encoder block",
         )
@@ -138,9 +142,7 @@ def remove_units(groups: Sequence[UnitGroup], blocks: BlockUnits | None) -> None
             shrink_linear(s.module, s.dim, group.kept_index(s))
             done.add((id(s.module), s.dim))
         if group.kind == "heads":
-            attention = group.owner
-            attention.num_attention_heads = group.kept
-            attention.all_head_size = group.kept * attention.attention_head_size
+            set_heads(group.owner, group.kept)
     if blocks is not None and bool(blocks.removed.any()):
         dropped = {i for i, gone in zip(blocks.indices, blocks.removed.tolist(), strict=True) if gone}
         kept = [b for i, b in enumerate(blocks.container) if i not in dropped]
@@ -164,23 +166,14 @@ def skip_hooks(blocks: BlockUnits) -> list:
     return [blocks.container[i].register_forward_hook(hook(p), with_kwargs=True) for p, i in enumerate(blocks.indices)]
 
 
-def update_hf_config(model: nn.Module, groups: Sequence[UnitGroup], blocks: BlockUnits | None, summary: dict) -> None:
-    """What a Hugging Face config can say about the slim model: depth, and the FFN width when every layer shares
-    one. Per-layer head counts or widths it cannot say: the structure record carries them."""
-    config = getattr(model, "config", None)
-    if config is None:
+def update_hf_config(model: nn.Module, groups: Sequence[UnitGroup], blocks: BlockUnits | None) -> None:
+    """What a Hugging Face config can say about the slim model: its depth, and the FFN width when every layer
+    shares one (then `from_pretrained` loads a model whose heads were kept). Per-layer head counts and widths it
+    cannot say: the run folder's slim_structure.json carries them."""
+    if not isinstance(model, PreTrainedModel):
         return
-    live = [g for g in groups if g.block is None or not bool(blocks.removed[g.block])]
-    if blocks is not None and hasattr(config, "num_hidden_layers"):
-        config.num_hidden_layers = len(blocks.container)
-    widths = {g.kept for g in live if g.kind == "ffn"}
-    if len(widths) == 1 and hasattr(config, "intermediate_size"):
-        config.intermediate_size = widths.pop()
-    reasons = []
-    if any(g.kind == "heads" and g.kept < g.num_units for g in live):
-        reasons.append("heads were removed (a Hugging Face config derives the head size from the head count)")
-    if len({g.kept for g in live if g.kind == "ffn"}) > 1:
-        reasons.append("FFN widths differ per layer")
-    summary["hf_config_loadable"] = not reasons
-    if reasons:
-        summary["hf_config_note"] = "; ".join(reasons) + f": the structure record ({STRUCTURE}) rebuilds it"
+    if blocks is not None:
+        model.config.num_hidden_layers = len(blocks.container)
+    widths = {g.kept for g in groups if g.kind == "ffn" and (g.block is None or not bool(blocks.removed[g.block]))}
+    if len(widths) == 1:
+        model.config.intermediate_size = widths.pop()

@@ -41,7 +41,7 @@ class Slice:
 
     @property
     def param(self) -> torch.Tensor:
-        return getattr(self.module, self.attr)
+        return self.module.get_parameter(self.attr)
 
     @property
     def scored(self) -> bool:
@@ -153,7 +153,18 @@ def add_mask(model: nn.Module, name: str) -> torch.Tensor:
     """The keep-mask buffer `<attr>_mask` beside parameter `name` (non-persistent: never in a state dict)."""
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name)
-    buffer = f"{attr}_mask"
-    if not hasattr(module, buffer):
-        module.register_buffer(buffer, torch.ones_like(getattr(module, attr)), persistent=False)
-    return getattr(module, buffer)
+    buffer = mask_name(attr)
+    if buffer not in dict(module.named_buffers(recurse=False)):
+        module.register_buffer(buffer, torch.ones_like(module.get_parameter(attr)), persistent=False)
+    return module.get_buffer(buffer)
+
+
+def mask_name(attr: str) -> str:
+    """The keep-mask buffer of parameter `attr` (`weight_mask`, `bias_mask`)."""
+    return f"{attr}_mask"
+
+
+def remove_mask(model: nn.Module, name: str) -> None:
+    """Drop the keep-mask buffer beside parameter `name`."""
+    module_name, _, attr = name.rpartition(".")
+    delattr(model.get_submodule(module_name), mask_name(attr))
