@@ -1,8 +1,12 @@
 """Structured slimming: heads, FFN neurons, blocks and conv channels scored, allocated by cost, masked while
-training, then physically removed; the slim model computes what the masked one did, reloads from a run folder,
-and exports to ONNX."""
+training, then physically removed; the slim model computes what the masked one did, its shapes and costs are
+measured against the dense model, it reloads from a run folder, exports to ONNX, and verify catches tampering."""
 
 from __future__ import annotations
+
+import copy
+import json
+import re
 
 import pytest
 import torch
@@ -10,12 +14,15 @@ from omegaconf import OmegaConf
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from compress_sweeps.artifacts import save_model
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, from_run, pretrained_classifier
-from compress_sweeps.pruners.slim import STRUCTURE, SlimPruner
-from compress_sweeps.pruners.slim.costs import module_flops
+from compress_sweeps.models.costs import module_flops
+from compress_sweeps.models.runs import save_model
+from compress_sweeps.models.structure import STRUCTURE
+from compress_sweeps.pruners.criteria import Magnitude, SnipMomentum
+from compress_sweeps.pruners.slim import SlimPruner
+from compress_sweeps.run.shapes import structure_report
 
 TEXT_KEYS = ("input_ids", "attention_mask")
 
@@ -46,10 +53,20 @@ def context(inputs: dict[str, torch.Tensor], keys=TEXT_KEYS, total_steps: int = 
     return RunContext(total_steps, 3, torch.device("cpu"), input_keys=keys, train_set=rows)
 
 
+def slim_pruner(**kwargs) -> SlimPruner:
+    return SlimPruner(**({"criterion": Magnitude} | kwargs))
+
+
 def oneshot(model: nn.Module, inputs, keys=TEXT_KEYS, **kwargs) -> SlimPruner:
-    pruner = SlimPruner(**({"start_step": 0, "end_step": 0} | kwargs))
+    pruner = slim_pruner(**({"start_step": 0, "end_step": 0} | kwargs))
     pruner.attach(model, context(inputs, keys))
     return pruner
+
+
+def measured(slim: nn.Module, dense: nn.Module, pruner: SlimPruner) -> dict:
+    """What run/measure records for the finalized model against the dense one (counted from the modules)."""
+    promise = pruner.spec().structure
+    return structure_report(slim, dense, [promise], {})
 
 
 def logits(model: nn.Module, inputs) -> torch.Tensor:
@@ -65,17 +82,17 @@ def test_slim_bert_computes_what_the_masked_one_did(units, metric):
     target = 0.3 if units == ["heads"] else 0.5
     pruner = oneshot(model, inputs, units=units, target=target, target_metric=metric)
     masked = logits(model, inputs)
-    params = sum(p.numel() for p in model.parameters())
     slim = pruner.finalize(model)
     torch.testing.assert_close(logits(slim, inputs), masked, atol=1e-5, rtol=1e-5)
-    assert sum(p.numel() for p in slim.parameters()) < params
-    structure = pruner.structure()
+    structure = measured(slim, bert(), pruner)
+    assert structure["params"]["model_after"] < structure["params"]["model_before"]
     removed = structure["removed"][metric]  # measured on the slim model: parameters counted, FLOPs re-counted
-    slack = 1 / 12 if units == ["heads"] else 0.05  # one head of twelve is the coarsest step
-    assert target - slack <= removed <= target + 1e-9, structure
+    promise = pruner.spec().structure
+    assert promise.target - promise.tolerance - 1e-9 <= removed <= target + 1e-9, (structure, promise)
+    assert promise.tolerance <= (1 / 12 if units == ["heads"] else 0.1)  # one head of twelve is the coarsest step
     for name, layer in structure["layers"].items():
         if layer["kind"] == "heads":
-            assert slim.get_submodule(name).num_attention_heads == layer["kept"] >= 1
+            assert slim.get_submodule(name).num_attention_heads == layer["kept"] >= 1 and layer["total"] == 4
             assert slim.get_submodule(name).query.out_features == layer["kept"] * 8
 
 
@@ -90,7 +107,6 @@ def test_heads_differ_per_layer_and_the_last_head_stays():
     counts = [block.attention.self.num_attention_heads for block in slim.bert.encoder.layer]
     assert len(set(counts)) > 1 and min(counts) >= 1, counts
     assert counts[0] >= counts[2]
-    assert pruner.structure()["hf_config_loadable"] is False
 
 
 def test_slim_false_keeps_the_shapes_with_whole_units_zero():
@@ -104,9 +120,21 @@ def test_slim_false_keeps_the_shapes_with_whole_units_zero():
     torch.testing.assert_close(logits(plain, inputs), masked)
     block = plain.bert.encoder.layer[0]
     zero_rows = (block.intermediate.dense.weight == 0).all(dim=1)
-    kept = pruner.structure()["layers"]["bert.encoder.layer.0.intermediate.dense"]["kept"]
+    kept = next(g.kept for g in pruner.groups if g.name == "bert.encoder.layer.0.intermediate.dense")
     assert int((~zero_rows).sum()) == kept
     assert bool((block.output.dense.weight[:, zero_rows] == 0).all())
+    # what it promises instead of cut-out units: whole zero blocks in every weight one unit group slices
+    spec = pruner.spec()
+    assert not spec.structure.removes_units
+    patterns = spec.patterns
+    assert patterns["bert.encoder.layer.0.attention.self.query.weight"] == "8x32"  # a head: 8 rows x all inputs
+    assert patterns["bert.encoder.layer.0.attention.output.dense.weight"] == "32x8"
+    assert patterns["bert.encoder.layer.0.intermediate.dense.weight"] == "1x32"
+    assert patterns["bert.encoder.layer.0.output.dense.weight"] == "32x1"
+    from compress_sweeps.weights.patterns import pattern_holds
+
+    weights = dict(plain.named_parameters())
+    assert all(pattern_holds(weights[name], label) for name, label in patterns.items())
 
 
 def test_round_to_keeps_ffn_widths_a_multiple():
@@ -125,7 +153,7 @@ def test_whole_blocks_go_and_a_uniform_model_loads_with_from_pretrained(tmp_path
     slim = pruner.finalize(model)
     assert len(slim.bert.encoder.layer) == 2 and slim.config.num_hidden_layers == 2
     torch.testing.assert_close(logits(slim, inputs), masked)
-    assert pruner.structure()["hf_config_loadable"] is True
+    assert measured(slim, bert(layers=4), pruner)["blocks"] == {"bert.encoder.layer": {"kept": 2, "total": 4}}
     slim.save_pretrained(tmp_path)
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(logits(plain, inputs), masked)
@@ -133,6 +161,7 @@ def test_whole_blocks_go_and_a_uniform_model_loads_with_from_pretrained(tmp_path
 
 def test_slim_tiny_bert_reloads_from_its_run_folder(tiny_bert, tmp_path):
     model = pretrained_classifier(str(tiny_bert), num_labels=3).eval()
+    dense = copy.deepcopy(model)
     inputs = {k: v.clamp(max=model.config.vocab_size - 1) for k, v in tokens().items()}
     pruner = oneshot(model, inputs, units=["heads", "ffn", "blocks"], target=0.5, target_metric="flops")
     slim = pruner.finalize(model)
@@ -140,7 +169,9 @@ def test_slim_tiny_bert_reloads_from_its_run_folder(tiny_bert, tmp_path):
     config = OmegaConf.create(
         {"_target_": "compress_sweeps.models.pretrained_classifier", "name_or_path": str(tiny_bert)}
     )
-    save_model(slim, tmp_path, None, config, num_labels=3)
+    save_model(dense, tmp_path / "dense", None, config, num_labels=3, reference=dense)
+    assert not (tmp_path / "dense" / STRUCTURE).exists()  # the config rebuilds it: no record needed
+    save_model(slim, tmp_path, None, config, num_labels=3, reference=dense)
     assert (tmp_path / STRUCTURE).is_file()
     reloaded = from_run(str(tmp_path), num_labels=3).eval()
     torch.testing.assert_close(logits(reloaded, inputs), expected)
@@ -152,7 +183,7 @@ def test_iterative_snip_momentum_masks_only_grow_and_stay_zero_under_adamw():
     model, inputs = bert(), tokens()
     model.train()
     pruner = SlimPruner(
-        target=0.5, units=["heads", "ffn"], criterion="snip_momentum", start_step=1, end_step=6, update_frequency=1
+        criterion=SnipMomentum, target=0.5, units=["heads", "ffn"], start_step=1, end_step=6, update_frequency=1
     )
     pruner.attach(model, context(inputs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -183,7 +214,7 @@ def test_state_dict_restores_the_pruned_units():
     pruner = oneshot(model, inputs, units=["heads", "ffn", "blocks"], target=0.5)
     state = pruner.state_dict()
     fresh_model = bert()
-    fresh = SlimPruner(units=["heads", "ffn", "blocks"], target=0.5, start_step=5, end_step=5)
+    fresh = slim_pruner(units=["heads", "ffn", "blocks"], target=0.5, start_step=5, end_step=5)
     fresh.attach(fresh_model, context(inputs))
     fresh.load_state_dict(state)
     fresh.after_optimizer_step(1)
@@ -235,14 +266,16 @@ CNNS = {
 def test_conv_channels_go_with_batchnorm_next_layers_and_residuals(net, metric, tmp_path):
     torch.manual_seed(0)
     model = with_stats(CNNS[net]())
+    dense = copy.deepcopy(model)
     inputs = {"pixel_values": torch.randn(4, 1, 8, 8)}
     before = module_flops(model, inputs)[""]
     pruner = oneshot(model, inputs, keys=("pixel_values",), units=["channels"], target=0.5, target_metric=metric)
     masked = logits(model, inputs)
     slim = pruner.finalize(model)
     torch.testing.assert_close(logits(slim, inputs), masked, atol=1e-5, rtol=1e-5)
-    structure = pruner.structure()
+    structure = measured(slim, dense, pruner)
     assert 0.4 <= structure["removed"][metric] <= 0.5 + 1e-9, structure
+    assert {layer["kind"] for layer in structure["layers"].values()} == {"channels"}
     assert module_flops(slim, inputs)[""] < before
     for module in slim.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -252,7 +285,7 @@ def test_conv_channels_go_with_batchnorm_next_layers_and_residuals(net, metric, 
     if net == "convnet":
         config = OmegaConf.create({"_target_": "compress_sweeps.models.ConvNet", "channels": [8, 16]})
         config.convs_per_stage = 2
-        save_model(slim, tmp_path, None, config, num_labels=3)
+        save_model(slim, tmp_path, None, config, num_labels=3, reference=dense)
         reloaded = from_run(str(tmp_path), num_labels=3).eval()
         torch.testing.assert_close(logits(reloaded, inputs), logits(slim, inputs))
 
@@ -261,27 +294,28 @@ def test_conv_channels_go_with_batchnorm_next_layers_and_residuals(net, metric, 
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "message"),
     [
-        ({"target": 1.0}, "pruner.target=1.0 is out of range"),
-        ({"target": 0.0}, "pruner.target=0.0"),
-        ({"units": ["heads", "rows"]}, "pruner.units"),
-        ({"units": []}, "pruner.units"),
-        ({"units": ["channels", "heads"]}, "pruner.units"),
-        ({"target_metric": "macs"}, "pruner.target_metric=macs is unknown"),
-        ({"round_to": 0}, "pruner.round_to"),
-        ({"units": ["blocks"], "slim": False}, "pruner.slim"),
-        ({"criterion": "snip", "start_step": 0}, "pruner.start_step"),
+        ({"target": 1.0}, "pruner.target=1.0 is out of range: must be a number > 0 and < 1"),
+        ({"target": 0.0}, "pruner.target=0.0 is out of range"),
+        ({"units": ["heads", "rows"]}, "pruner.units=[heads,rows] is unknown"),
+        ({"units": []}, "pruner.units=[] is out of range: must be a non-empty list"),
+        ({"units": ["channels", "heads"]}, "pruner.units=[channels,heads] is out of range"),
+        ({"target_metric": "macs"}, "pruner.target_metric=macs is unknown: must be one of params | flops"),
+        ({"round_to": 0}, "pruner.round_to=0 is out of range"),
+        ({"units": ["blocks"], "slim": False}, "pruner.slim=false"),
+        ({"criterion": SnipMomentum, "start_step": 0}, "pruner.start_step=0 prunes before any gradient"),
+        ({"min_sparsity_per_layer": 0.5, "max_sparsity_per_layer": 0.2}, "pruner.min_sparsity_per_layer=0.5"),
     ],
 )
-def test_bad_settings_name_the_key(kwargs, match):
-    with pytest.raises(ConfigError, match=match):
-        SlimPruner(**kwargs)
+def test_bad_settings_name_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        slim_pruner(**kwargs)
 
 
 def test_a_schedule_beyond_the_run_fails_before_loading():
     with pytest.raises(ConfigError, match="pruner.end_step=50 is beyond the run"):
-        SlimPruner(start_step=10, end_step=50).check(total_steps=20)
+        slim_pruner(start_step=10, end_step=50).check(total_steps=20)
 
 
 def test_an_unreachable_target_names_the_most_that_can_go():
@@ -313,7 +347,7 @@ def test_include_that_matches_no_block_names_the_key():
 
 
 def test_slim_bert_with_different_heads_per_layer_exports_to_onnx(tmp_path):
-    from compress_sweeps.quantizers.onnx_export import OnnxModel, export_onnx, to_int8_onnx
+    from compress_sweeps.export.onnx import OnnxModel, export_onnx, to_int8_onnx
 
     model, inputs = bert(heads=4), tokens()
     with torch.no_grad():
@@ -329,32 +363,109 @@ def test_slim_bert_with_different_heads_per_layer_exports_to_onnx(tmp_path):
     assert int8(**inputs).shape == onnx_logits.shape and sum(counts.values()) == 3 * 6 + 2
 
 
-# --- end to end: a run leaves a slim model that the project's loader rebuilds ------------------------------------
+# --- end to end: a run leaves a slim model that the project's loader rebuilds and verify re-counts ---------------
 
 
-@pytest.mark.parametrize("units", ["[heads,ffn,blocks]", "[channels]"])
-def test_slim_run_saves_a_smaller_model_that_reloads(tmp_path, tiny_bert, text_csvs, units):
-    import json
-
+def slim_run(tmp_path, tiny_bert, text_csvs, units: str, *extra: str):
     from conftest import compose_cfg, tiny_text_overrides
-    from safetensors.torch import load_file
 
     from compress_sweeps import train
 
     data = tiny_text_overrides(text_csvs, tiny_bert) if units != "[channels]" else ["task=digits", "model=cnn"]
-    overrides = ["pruner=slim", f"pruner.units={units}", "pruner.target=0.5", "pruner.target_metric=flops"]
-    cfg = compose_cfg(
-        [*data, "trainer=smoke", "trainer.max_steps=4", "logger=none", *overrides], output_dir=tmp_path / "run"
-    )
+    overrides = ["pruner=slim", f"pruner.units={units}", "pruner.target=0.5", *extra]
+    folder = tmp_path / "run"
+    cfg = compose_cfg([*data, "trainer=smoke", "trainer.max_steps=4", "logger=none", *overrides], output_dir=folder)
     train.run(cfg)
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    return folder, json.loads((folder / "results.json").read_text())
+
+
+@pytest.mark.parametrize("units", ["[heads,ffn,blocks]", "[channels]"])
+def test_slim_run_saves_a_smaller_model_that_reloads_and_verifies(tmp_path, tiny_bert, text_csvs, units):
+    from safetensors.torch import load_file
+
+    folder, results = slim_run(tmp_path, tiny_bert, text_csvs, units)
     assert results["status"] == "completed" and results["verified"]["ok"]
-    structure = results["compression"]["structure"]
-    assert 0.4 <= structure["removed"]["flops"] <= 0.5 + 1e-9, structure
-    assert (tmp_path / "run" / STRUCTURE).is_file()
-    saved = load_file(tmp_path / "run" / "model.safetensors")
-    assert results["compression"]["total_params"] == sum(
-        t.numel() for n, t in saved.items() if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    checked = {c["check"] for c in results["verified"]["checks"]}
+    assert {"saved model rebuilds", "prunable flops removed", "units cut out", "flops prunable_after"} <= checked
+    compression = results["compression"]
+    structure, [spec] = compression["structure"], compression["spec"]
+    promise = spec["structure"]
+    assert promise["target"] - promise["tolerance"] - 1e-9 <= structure["removed"]["flops"] <= 0.5 + 1e-9
+    assert structure["params"]["model_after"] < structure["params"]["model_before"]
+    assert (folder / STRUCTURE).is_file()
+    saved = load_file(folder / "model.safetensors")
+    assert (
+        compression["total_params"]
+        == structure["params"]["model_after"]
+        == sum(
+            t.numel()
+            for n, t in saved.items()
+            if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        )
     )
-    reloaded = from_run(str(tmp_path / "run"), num_labels=3 if units != "[channels]" else 10).eval()
-    assert sum(p.numel() for p in reloaded.parameters()) == results["compression"]["total_params"]
+    latency = compression["latency"]  # the finalized model against the dense one, timed interleaved
+    assert {"batch_1", "threads", "machine"} <= set(latency)
+    for entry in (v for v in latency.values() if isinstance(v, dict)):
+        assert entry["ratio"] == pytest.approx(entry["model_ms"] / entry["dense_ms"])
+    assert compression["speedup"] == pytest.approx(1 / compression["latency_ratio"])
+    reloaded = from_run(str(folder), num_labels=3 if units != "[channels]" else 10).eval()
+    assert sum(p.numel() for p in reloaded.parameters()) == compression["total_params"]
+
+
+def test_verify_catches_a_tampered_slim_model(tmp_path, tiny_bert, text_csvs):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from compress_sweeps.run.verify import failures, verify
+
+    folder, results = slim_run(tmp_path, tiny_bert, text_csvs, "[heads,ffn]")
+    assert verify(folder, results)["ok"]
+    # the structure record claims the dense shapes back: the saved weights no longer load into it
+    record = json.loads((folder / STRUCTURE).read_text())
+    wider = copy.deepcopy(record)
+    for spec in wider["modules"].values():
+        if spec["type"] == "Linear" and spec["weight"][0] < 64 and spec["weight"][1] == 32:
+            spec["weight"][0] += 1
+    (folder / STRUCTURE).write_text(json.dumps(wider))
+    assert "saved model rebuilds" in failures(verify(folder, results))
+    (folder / STRUCTURE).write_text(json.dumps(record))
+    # the weights and the record both grown back to a dense FFN (zeros in the new rows): consistent files, but the
+    # prunable part is no longer smaller by the promised fraction
+    weights = load_file(folder / "model.safetensors")
+    for name in [n for n in weights if n.endswith("intermediate.dense.weight")]:
+        layer = name.removesuffix(".weight")
+        out = name.replace("intermediate.dense", "output.dense")
+        width = weights[name].shape[0]
+        weights[name] = torch.cat([weights[name], torch.zeros(64 - width, 32)])
+        weights[f"{layer}.bias"] = torch.cat([weights[f"{layer}.bias"], torch.zeros(64 - width)])
+        weights[out] = torch.cat([weights[out], torch.zeros(32, 64 - width)], dim=1)
+        record["modules"][layer]["weight"] = [64, 32]
+        record["modules"][layer.replace("intermediate", "output")]["weight"] = [32, 64]
+    shutil.copy(folder / "model.safetensors", tmp_path / "kept.safetensors")
+    save_file(weights, str(folder / "model.safetensors"))
+    (folder / STRUCTURE).write_text(json.dumps(record))
+    found = failures(verify(folder, results))
+    assert "prunable flops removed" in found and "params model_after" in found
+
+
+def test_a_bad_slim_setting_stops_the_run_before_anything_loads(tmp_path):
+    """The pre-launch pass: exit code 2 and one line naming the key, no run folder made."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "pruner=slim", "pruner.units=[channels]"]
+    for bad, message in [
+        ("pruner.target=1.5", "pruner.target=1.5 is out of range: must be a number > 0 and < 1"),
+        ("pruner.end_step=50", "pruner.end_step=50 is beyond the run: must resolve to a step <= 3"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "compress_sweeps", *args, bad, f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=os.environ,
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert not (tmp_path / "run").exists()
