@@ -119,6 +119,8 @@ def test_text_run_with_hf_model_and_wandb_offline(tmp_path, tiny_bert, text_csvs
     assert "metrics.eval/accuracy" in summary and "compression.sparsity" in summary
     assert not [key for key in summary if key.startswith(("compression.layers.", "compression.layer_bits."))]
     assert "layers" in summary  # per-layer sparsity and bits: one W&B table
+    # speed as ratios against the dense model, each absolute time beside its batch, threads and machine
+    assert {"compression.speedup", "compression.latency.batch_1.ratio", "compression.latency.machine"} <= summary
 
 
 def test_pretrained_minilm_on_bbc_news_smoke(tmp_path):
