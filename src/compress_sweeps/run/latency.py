@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from compress_sweeps.models.timing import conditions, interleaved_ms
 
 BATCHES = (1, 32)  # one request, and a batch as served offline
-REPEATS = {1: 20, 32: 10}  # medians of this many interleaved forward passes per model
+REPEATS = {1: 15, 32: 6}  # medians of this many interleaved forward passes per model (after one warm-up each)
 
 
 def eval_batch(eval_set: Dataset, input_keys: Sequence[str], size: int, device: torch.device) -> dict:
@@ -38,7 +38,7 @@ def latency_report(
     report: dict[str, Any] = {}
     for size in sorted({min(b, len(eval_set)) for b in BATCHES}):
         inputs = eval_batch(eval_set, input_keys, size, device)
-        times = interleaved_ms({"dense": reference, "model": model}, inputs, repeats=REPEATS.get(size, 10))
+        times = interleaved_ms({"dense": reference, "model": model}, inputs, repeats=REPEATS.get(size, 6), warmup=1)
         report[f"batch_{size}"] = {
             "batch": size,
             "input_shape": {k: list(v.shape) for k, v in inputs.items()},
