@@ -18,7 +18,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import PreTrainedModel
 
-
 DTYPES = {
     str(t).removeprefix("torch."): t for t in (torch.int64, torch.int32, torch.float32, torch.float16, torch.bfloat16)
 }
