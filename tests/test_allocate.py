@@ -66,3 +66,22 @@ def test_kth_smallest_is_exact_on_large_inputs(kind):
     }[kind]()
     for k in (1, 17, n // 3, n // 2, n - 5, n):
         assert kth_smallest(values, k) == values.kthvalue(k).values
+
+
+@pytest.mark.parametrize("label", ["4x1", "1x4", "2x2", "1x1", "channel", "2:4"])
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
+def test_fast_mask_paths_equal_the_plain_ones(label, reduce):
+    """Group scores read from one mask entry per group, and masks written by one broadcast copy, are what masking
+    every score first and expanding the pruned groups give."""
+    from compress_sweeps.weights.patterns import parse_pattern
+
+    torch.manual_seed(0)
+    pattern, shape = parse_pattern(label), (8, 16)
+    for _ in range(5):
+        scores = torch.randn(shape)
+        pruned = torch.rand(len(pattern.group_scores(scores, reduce))) < 0.4
+        mask = torch.empty(shape)
+        pattern.write_mask(mask, pruned)
+        assert torch.equal(mask, pattern.expand(pruned, shape))
+        plain = pattern.group_scores(scores.masked_fill(mask == 0, float("-inf")), reduce)
+        assert torch.equal(pattern.masked_group_scores(scores, mask, reduce), plain)

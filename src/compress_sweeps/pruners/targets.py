@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.weights.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
+from compress_sweeps.weights.patterns import Pattern, as_matrix
 from compress_sweeps.weights.selection import LayerSelection, weight_name
 
 MASK = "weight_mask"
@@ -58,27 +58,12 @@ class LayerTarget:
 
     @torch.no_grad()
     def group_scores(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
-        # pruned weights score -inf: masks only grow, and an N:M run counts its pruned weights first
-        mask = as_matrix(self.masks[0])
-        if isinstance(self.pattern, NMPattern):  # groups are single weights
-            return self.pattern.group_scores(as_matrix(scores[0]).float().masked_fill(mask == 0, float("-inf")), "")
-        # blocks and channels: reduce, then -inf for the pruned groups. A mask prunes whole groups (set_pruned
-        # writes it so), so one mask entry per group tells, cheaper than a masked copy of all the scores
-        grouped = self.pattern.group_scores(as_matrix(scores[0]).float(), self.reduce)
-        return grouped.masked_fill_(self.pattern.group_scores(mask, "first") == 0, float("-inf"))
+        # pruned groups score -inf: masks only grow, and an N:M run counts its pruned weights first
+        return self.pattern.masked_group_scores(as_matrix(scores[0]).float(), as_matrix(self.masks[0]), self.reduce)
 
     @torch.no_grad()
     def set_pruned(self, pruned: torch.Tensor) -> None:
-        mask = as_matrix(self.masks[0])
-        keep = (~pruned).to(mask.dtype)
-        if isinstance(self.pattern, BlockPattern):  # one broadcast copy into the mask, no expanded temporary
-            rows, cols = self.pattern.rows, self.pattern.cols
-            grid = keep.view(self.shape[0] // rows, 1, self.shape[1] // cols, 1)
-            mask.view(grid.shape[0], rows, grid.shape[2], cols).copy_(grid.expand(-1, rows, -1, cols))
-        elif isinstance(self.pattern, ChannelPattern):
-            mask.copy_(keep.unsqueeze(1).expand_as(mask))
-        else:
-            self.masks[0].copy_(self.pattern.expand(pruned, self.shape).reshape(self.masks[0].shape))
+        self.pattern.write_mask(as_matrix(self.masks[0]), pruned)
 
 
 def select_layers(
