@@ -86,7 +86,12 @@ def main() -> None:
     models[1].load_state_dict(models[0].state_dict())
     pruner = composed_pruner(args.override)
     runs = [Compressors([Passthrough()]), Compressors([pruner])]
-    rows = [{"input_ids": torch.randint(1000, 30000, (args.seq_len,)), "attention_mask": torch.ones(args.seq_len)}]
+    rows = [
+        {
+            "input_ids": torch.randint(1000, 30000, (args.seq_len,)),
+            "attention_mask": torch.ones(args.seq_len, dtype=torch.long),
+        }
+    ]
     context = RunContext(args.steps, 5, device, input_keys=("input_ids", "attention_mask"), train_set=rows)
     for model, compressors in zip(models, runs, strict=True):
         compressors.attach(model, context)
@@ -118,7 +123,7 @@ def main() -> None:
     )
     print(
         f"device={device} threads={torch.get_num_threads()} steps={args.steps} batch={args.batch_size} "
-        f"seq={args.seq_len} pruner={' '.join(args.override or DEFAULT)} load={os.getloadavg()[0]:.1f}"
+        f"seq={args.seq_len} overrides: {' '.join(args.override or DEFAULT)}, load={os.getloadavg()[0]:.1f}"
     )
     print(f"plain step: mean {1e3 * statistics.mean(plain):.1f} ms, median {1e3 * statistics.median(plain):.1f} ms")
     print(f"pruned step: mean {1e3 * statistics.mean(pruned):.1f} ms, median {1e3 * statistics.median(pruned):.1f} ms")
