@@ -450,22 +450,29 @@ def test_verify_catches_a_tampered_slim_model(tmp_path, tiny_bert, text_csvs):
 
 
 def test_a_bad_slim_setting_stops_the_run_before_anything_loads(tmp_path):
-    """The pre-launch pass: exit code 2 and one line naming the key, no run folder made."""
+    """The pre-launch pass: a bad value or a schedule beyond the run is one line naming the key (exit code 2 from
+    the command line), before any data, model or run folder."""
     import os
     import subprocess
     import sys
 
+    from conftest import compose_cfg
+
+    from compress_sweeps.run.build import build, check
+
     args = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "pruner=slim", "pruner.units=[channels]"]
-    for bad, message in [
-        ("pruner.target=1.5", "pruner.target=1.5 is out of range: must be a number > 0 and < 1"),
-        ("pruner.end_step=50", "pruner.end_step=50 is beyond the run: must resolve to a step <= 3"),
-    ]:
-        done = subprocess.run(
-            [sys.executable, "-m", "compress_sweeps", *args, bad, f"hydra.run.dir={tmp_path / 'run'}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            env=os.environ,
-        )
-        assert done.returncode == 2 and message in done.stderr, done.stderr
-        assert not (tmp_path / "run").exists()
+    cfg = compose_cfg([*args, "pruner.end_step=50"], output_dir=tmp_path / "run")
+    with pytest.raises(
+        ConfigError, match=re.escape("pruner.end_step=50 is beyond the run: must resolve to a step <= 3")
+    ):
+        check(build(cfg), cfg)
+    done = subprocess.run(
+        [sys.executable, "-m", "compress_sweeps", *args, "pruner.target=1.5", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pruner.target=1.5 is out of range: must be a number > 0 and < 1" in done.stderr
+    assert not (tmp_path / "run").exists()

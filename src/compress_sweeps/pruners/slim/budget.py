@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import costs as counted
 from compress_sweeps.pruners.slim import allocate, costs
 from compress_sweeps.pruners.slim.units import BlockUnits, UnitGroup
@@ -58,6 +59,14 @@ class Budget:
         per_unit = self.terms.marginal(torch.ones(len(units), dtype=torch.float64), units).tolist()
         steps = [c * (1 if g.kind == "heads" else round_to) for g, c in zip(self.groups, per_unit, strict=True)]
         return max(steps) / self.total
+
+    def most_removable(
+        self, min_s: float, max_s: float, round_to: int, block_weights: Sequence[Sequence[str]], masks: Mapping
+    ) -> float:
+        """The largest fraction of the prunable total the units can remove within the per-layer caps."""
+        leaves = self.leaves(None, 1.0, min_s, max_s, round_to)
+        blocks = self.block_priorities(None, block_weights, masks)
+        return allocate.counts_at(leaves, blocks, float("inf"))[2] / self.total
 
     def fractions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Kept fraction and unit count per group."""
@@ -127,3 +136,12 @@ class Budget:
                 priority[b] = total / max(remaining, 1e-12)
         priority[blocks.removed] = float("-inf")
         return allocate.Blocks(priority, blocks.cost, len(blocks.indices) - blocks.min_kept)
+
+
+def example_batch(context: RunContext) -> dict[str, torch.Tensor] | None:
+    """The first training row as a batch of one, on the run's device (what FLOPs are counted and traced on)."""
+    if context.train_set is None or len(context.train_set) == 0:
+        return None
+    row = context.train_set[0]
+    keys = [k for k in context.input_keys if k in row] or [k for k in row if k not in ("labels", "idx")]
+    return {k: torch.as_tensor(row[k]).unsqueeze(0).to(context.device) for k in keys}

@@ -12,8 +12,6 @@ shapes and costs against the dense model, and `run/verify.py` checks the saved f
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -27,8 +25,9 @@ from compress_sweeps.models.costs import example_shapes
 from compress_sweeps.pruners.criteria import Criterion
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.slim import allocate, channels, transformer
-from compress_sweeps.pruners.slim.budget import Budget
-from compress_sweeps.pruners.slim.units import BlockUnits, Slice, UnitGroup, add_mask, remove_mask, unique
+from compress_sweeps.pruners.slim.budget import Budget, example_batch
+from compress_sweeps.pruners.slim.promise import zero_unit_patterns
+from compress_sweeps.pruners.slim.units import BlockUnits, UnitGroup, add_mask, remove_mask, unique
 from compress_sweeps.pruners.targets import mask_grads
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.spec import CompressionSpec, SparsityPromise, StructurePromise
@@ -107,7 +106,7 @@ class SlimPruner:
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
         self.schedule.resolve(context.total_steps)
-        self.example = _example(context)
+        self.example = example_batch(context)
         if self.example is None and (self.metric == "flops" or "channels" in self.units):
             raise ConfigError(
                 "pruner.target_metric" if self.metric == "flops" else "pruner.units",
@@ -220,17 +219,14 @@ class SlimPruner:
     # --- internals ----------------------------------------------------------------------------------------------
 
     def _check_reachable(self) -> None:
-        leaves = self.budget.leaves(None, self.target, self.min_s, self.max_s, self.round_to)
-        blocks = self.budget.block_priorities(None, self._block_weights, self._masks)
-        _, _, most = allocate.counts_at(leaves, blocks, float("inf"))
-        total = self.budget.total
-        if most + 1e-9 * total < self.target * total:
+        most = self.budget.most_removable(self.min_s, self.max_s, self.round_to, self._block_weights, self._masks)
+        if most + 1e-9 < self.target:
             raise ConfigError(
                 "pruner.target",
                 self.target,
-                f"must be <= {most / total:.4f}: the most of the prunable {self.metric} that units="
-                f"{self.units} can remove here while every layer keeps one head / pruner.round_to={self.round_to} "
-                f"neurons or channels and at most pruner.max_sparsity_per_layer={self.max_s} of its units go",
+                f"must be <= {most:.4f}: the most of the prunable {self.metric} that units={self.units} can remove "
+                f"here while every layer keeps one head / pruner.round_to={self.round_to} neurons or channels and at "
+                f"most pruner.max_sparsity_per_layer={self.max_s} of its units go",
                 problem="cannot be reached",
             )
 
@@ -258,33 +254,3 @@ class SlimPruner:
         for group in self.groups:
             group.zero_masks(self._masks)
         self.pruned_any = True
-
-
-def zero_unit_patterns(groups: Sequence[UnitGroup]) -> dict[str, str]:
-    """{weight name -> block pattern} of the Linear/Conv weights one unit group slices alone (a weight sliced along
-    both dimensions, by two groups, has no single pattern): a removed unit's positions are whole blocks of the
-    weight's (out, in) matrix, e.g. `32x384` for a head's query rows, `384x1` for an FFN neuron's output column."""
-    owners = Counter(s.name for g in groups for s in g.slices if s.scored)
-    return {s.name: label for g in groups for s in g.slices if owners[s.name] == 1 and (label := _block_label(s))}
-
-
-def _block_label(s: Slice) -> str | None:
-    """`s`'s unit positions as an NxM block of the weight's (out, in) matrix, when they are consecutive runs."""
-    shape = tuple(s.param.shape)
-    width = s.index.shape[1]
-    runs = s.index - s.index[:, :1]
-    if not bool((runs == torch.arange(width)).all()) or bool((s.index[:, 0] % width).any()):
-        return None
-    kernel = math.prod(shape[2:])  # columns of the (out, in) matrix per input channel: 1 for a Linear
-    if s.dim == 0:
-        return f"{width}x{shape[1] * kernel}"
-    return f"{shape[0]}x{width * kernel}"
-
-
-def _example(context: RunContext) -> dict[str, torch.Tensor] | None:
-    """The first training row as a batch of one, on the run's device (what FLOPs are counted and traced on)."""
-    if context.train_set is None or len(context.train_set) == 0:
-        return None
-    row = context.train_set[0]
-    keys = [k for k in context.input_keys if k in row] or [k for k in row if k not in ("labels", "idx")]
-    return {k: torch.as_tensor(row[k]).unsqueeze(0).to(context.device) for k in keys}
