@@ -47,6 +47,8 @@ def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_
         needs.append("task=digits" if group == "model" else "model=cnn")
     if (group, option) == ("distiller", "polino_cnn"):  # a CNN teacher: the student and the task take images too
         needs += ["task=digits", "model=cnn_student"]
+    if (group, option) == ("distiller", "dense_cnn"):  # the dense CNN as the teacher of a CNN on images
+        needs += ["task=digits", "model=cnn"]
     if (group, option) == ("task", "glue"):
         needs.append(f"task.path={write_local_glue(tmp_path / 'glue')}")
     if (group, option) == ("task", "text_files"):
@@ -109,14 +111,16 @@ def test_typos_fail_at_composition(override):
         (["experiment=kd_minilm", "distiller.temperature=2"], ["experiment=kd_minilm", "distiller=none"]),
         (["experiment=polino_cnn"], ["experiment=polino_cnn", "distiller=none"]),
         (["experiment=polino_quantized_distillation"], ["experiment=polino_quantized_distillation", "distiller=none"]),
+        (["experiment=slim_minilm"], ["experiment=slim_minilm", "distiller=none"]),
+        (["experiment=slim_cnn"], ["experiment=slim_cnn", "distiller=none"]),
     ],
-    ids=["kd_minilm", "polino_cnn", "polino_quantized_distillation"],
+    ids=["kd_minilm", "polino_cnn", "polino_quantized_distillation", "slim_minilm", "slim_cnn"],
 )
 def test_kd_experiment_baseline_shares_everything_but_the_kd_term(kd, baseline, tmp_path):
     """The no-KD baseline named in each KD experiment's header composes with the same task, student and trainer."""
     with_kd, without = compose_cfg(kd, output_dir=tmp_path), compose_cfg(baseline, output_dir=tmp_path)
-    for key in ("task", "model", "trainer", "quantizer", "seed"):
+    for key in ("task", "model", "trainer", "pruner", "quantizer", "seed"):
         assert with_kd[key] == without[key], key
-    assert with_kd.distiller.alpha_kd > 0
+    assert with_kd.distiller.get("alpha_kd", with_kd.distiller.get("matches")), "no KD term"
     assert without.distiller._target_ == "compress_sweeps.hooks.Passthrough"
     assert isinstance(instantiate(without.distiller), Compressor)  # no KD-only keys left on the passthrough

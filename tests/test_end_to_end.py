@@ -40,7 +40,12 @@ def check_contract(run_dir: Path) -> dict:
         t.numel() for n, t in weights.items() if "running_" not in n and "num_batches" not in n
     )
     assert compression["nonzero_params"] <= compression["total_params"]
-    assert compression["size_bytes"] > 0 and compression["latency_ms"] > 0
+    assert compression["size_bytes"] > 0
+    # speed as a ratio against the dense model of the same architecture, timed interleaved in the run's process
+    latency = compression["latency"]
+    assert latency["threads"] >= 1 and latency["machine"]
+    assert all(e["dense_ms"] > 0 and e["model_ms"] > 0 for e in latency.values() if isinstance(e, dict))
+    assert compression["speedup"] > 0 and compression["latency_ratio"] == pytest.approx(1 / compression["speedup"])
     assert (run_dir / "model_config.yaml").is_file()
     return results
 
@@ -114,6 +119,8 @@ def test_text_run_with_hf_model_and_wandb_offline(tmp_path, tiny_bert, text_csvs
     assert "metrics.eval/accuracy" in summary and "compression.sparsity" in summary
     assert not [key for key in summary if key.startswith(("compression.layers.", "compression.layer_bits."))]
     assert "layers" in summary  # per-layer sparsity and bits: one W&B table
+    # speed as ratios against the dense model, each absolute time beside its batch, threads and machine
+    assert {"compression.speedup", "compression.latency.batch_1.ratio", "compression.latency.machine"} <= summary
 
 
 def test_pretrained_minilm_on_bbc_news_smoke(tmp_path):

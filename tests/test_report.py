@@ -51,7 +51,8 @@ def fake_job(
             "pattern": pattern,
             "bits": 32,
             "size_bytes": int(4e6 * (1 - sparsity)) + 1,
-            "latency_ms": 5.0,
+            "latency_ratio": 1.0 - 0.5 * sparsity,  # as if the pruned model ran faster than the dense one
+            "speedup": 1.0 / (1.0 - 0.5 * sparsity),
         }
         | ({"int8_export": int8} if int8 else {}),
     }
@@ -145,9 +146,11 @@ def test_table_means_over_seeds_and_relative_drop(tmp_path):
     out = write_report(tmp_path)
     markdown = (out / "summary.md").read_text()
     assert "0.8700 ± 0.0141" in markdown and "Failed jobs (1)" in markdown and "boom" in markdown
-    assert {"accuracy_vs_sparsity.png", "accuracy_vs_size.png", "jobs.csv", "summary.csv"} <= {
-        p.name for p in out.iterdir()
-    }
+    made = {p.name for p in out.iterdir()}
+    assert {"accuracy_vs_latency.png", "accuracy_vs_size.png", "jobs.csv", "summary.csv"} <= made
+    assert "accuracy_vs_sparsity.png" not in made  # speed and size are measured x-axes; sparsity is not one
+    jobs = pd.read_csv(out / "jobs.csv")
+    assert set(jobs["recipe"]) == {"dense", "pruner=magnitude"}  # one legend entry per recipe, same axes
 
 
 def test_temperature_plot_and_pareto_front(tmp_path):

@@ -64,7 +64,7 @@ def fake_job(sweep: Path, recipe: str, seed: int, accuracy: float, **compression
     folder = sweep / f"+recipe={recipe},seed={seed}"
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(f"- +recipe={recipe}\n- seed={seed}\n")
-    base = {"bits": 32, "size_bytes": 4_000_000, "latency_ms": 2.0}
+    base = {"bits": 32, "size_bytes": 4_000_000, "latency_ratio": 1.0, "speedup": 1.0}
     checks = []
     if "sparsity" in compression:
         checks.append({"check": "sparsity", "expected": compression["sparsity"], "measured": compression["sparsity"]})
@@ -84,7 +84,7 @@ def test_results_table_means_and_drops(tmp_path):
     for seed, (dense, pruned) in enumerate([(0.96, 0.95), (0.98, 0.955)]):
         fake_job(sweep, "dense", seed, dense)
         fake_job(sweep, "snip80_4x1_kd", seed, pruned, sparsity=0.8, pattern="4x1", pattern_holds=True)
-    int8 = {"eval/accuracy": 0.965, "accuracy_drop": 0.002, "latency_ratio": 0.5}
+    int8 = {"eval/accuracy": 0.965, "accuracy_drop": 0.002, "latency_ratio": 0.45, "latency_ratio_vs_dense": 0.5}
     fake_job(sweep, "q8bert", 0, 0.967, bits=8, int8_export=int8)
     failed = sweep / "+recipe=nm24,seed=0"
     (failed / ".hydra").mkdir(parents=True)
@@ -101,7 +101,8 @@ def test_results_table_means_and_drops(tmp_path):
     assert "| snip_momentum 80% 4x1 + KD | 0.9525 ± 0.0035 | 2 | -1.80% | 0.800 | 4x1 holds |" in text
     assert "| snip_momentum 2:4 | failed (1 jobs) |" in text
     assert "| Q8BERT int8 QAT | 0.9670 ± 0.0000 | 1 | -0.31% |  |  | 8 |" in text
-    assert "| 0.9650 (-0.20 pts), 0.50 |" in text  # the int8 model: its accuracy, drop and latency ratio
+    assert "| 0.9650 (-0.20 pts), 0.50 |" in text  # the int8 model: its accuracy, drop, latency vs dense fp32
+    assert "| 1.00 | 0.9650" in text  # the fp32 model's own latency ratio vs dense
     assert "| small student, no KD | not run | 0 |" in text
     assert "goal" not in text.lower()  # a results table reports measurements
     lines = [line for line in text.splitlines() if line.startswith("| ") and "recipe" not in line]

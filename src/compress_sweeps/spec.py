@@ -2,7 +2,8 @@
 
 A method that implements `hooks.Describes` returns one from `spec()`. The run records it in results.json
 (`compression.spec`, one entry per method) and every reader asks it instead of inspecting the method: `measure`
-re-counts the patterns it names, `verify` checks the saved weights against it (from results.json alone), the
+re-counts the patterns it names and the structure it promises, `verify` checks the saved files against it (from
+the run folder alone), the
 pre-launch checks read `keeps_zeros` and `quantization`, the HF Trainer callback reads `batch_keys`. Before
 `attach` a method does not know its layers yet: its spec then carries the settings and empty weight lists.
 """
@@ -37,6 +38,27 @@ class QuantizationPromise:
 
 
 @dataclass(frozen=True)
+class StructurePromise:
+    """Whole units (attention heads, FFN neurons, encoder blocks, conv channels) taken out of a prunable part.
+
+    `scope`: the module names of the prunable part in the model the method attached to (the model the run folder's
+    `model_config.yaml` rebuilds); nothing outside it changes shape, so what the whole model lost is what the part
+    lost. `target` of the part's `target_metric` (`params`, or `flops` counted on inputs of the `example` shapes,
+    {input -> {shape, dtype}}) is removed: at most `target`, and less by at most `tolerance` (the cost of the
+    largest single removal decision, as a fraction of the part). `removes_units`: the units are cut out, so the
+    saved model is smaller (its shapes in slim_structure.json); False: they stay in place as zeros, and the
+    method's sparsity promises name the zero-unit patterns instead.
+    """
+
+    scope: tuple[str, ...] = ()
+    target: float = 0.0
+    target_metric: str = "params"
+    tolerance: float = 0.0
+    removes_units: bool = True
+    example: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CompressionSpec:
     """One method's promises about the finalized model.
 
@@ -44,7 +66,7 @@ class CompressionSpec:
     its own target. `quantization`: None for a method that does not quantize. `keeps_zeros`: an exact zero in a
     weight the method selects at attach stays zero through training (a pruned starting model stays pruned).
     `batch_keys`: entries the method reads from each training batch besides the model inputs and labels (e.g.
-    `idx` for a teacher-output cache).
+    `idx` for a teacher-output cache). `structure`: None for a method that keeps the model's units.
     """
 
     method: str
@@ -52,6 +74,7 @@ class CompressionSpec:
     quantization: QuantizationPromise | None = None
     keeps_zeros: bool = False
     batch_keys: frozenset[str] = frozenset()
+    structure: StructurePromise | None = None
 
     @property
     def patterns(self) -> dict[str, str]:
@@ -65,6 +88,8 @@ class CompressionSpec:
         data["batch_keys"] = sorted(self.batch_keys)
         if self.quantization is not None:
             data["quantization"]["weights"] = list(self.quantization.weights)
+        if self.structure is not None:
+            data["structure"] |= {"scope": list(self.structure.scope), "example": dict(self.structure.example)}
         return data
 
     @classmethod
@@ -74,10 +99,13 @@ class CompressionSpec:
         quantization = (
             None if q is None else QuantizationPromise(tuple(q["weights"]), q["bits"], q["group"], q["uniform"])
         )
+        st = data.get("structure")
+        structure = None if st is None else StructurePromise(**(dict(st) | {"scope": tuple(st["scope"])}))
         return cls(
             method=str(data["method"]),
             sparsity=tuple(SparsityPromise(dict(p["patterns"]), p["target"]) for p in data.get("sparsity", ())),
             quantization=quantization,
             keeps_zeros=bool(data.get("keeps_zeros", False)),
             batch_keys=frozenset(data.get("batch_keys", ())),
+            structure=structure,
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from compress_sweeps import distributed
@@ -54,19 +56,30 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         metrics = evaluate(model)
         record.logger.log(metrics, step=context.total_steps)  # the finalized model's scores end the W&B history
         specs = parts.compressors.specs()  # what each method promises; measured here, checked by verify
-        compression = measure.measure(model, eval_set[0], task.input_keys, specs)
+        dense = reference(cfg, task.num_labels, context.device)  # speeds and shapes are measured against it
+        compression = measure.measure(model, eval_set, task.input_keys, specs, dense)
         folder = record.run_dir if distributed.is_main() else None
-        exported = parts.export(model, evaluate, eval_set, task.input_keys, metrics, folder, train_set=train_set)
+        exported = parts.export(
+            model, evaluate, eval_set, task.input_keys, metrics, folder, train_set=train_set, reference=dense
+        )
         if exported is not None:
             compression["int8_export"] = exported
         if distributed.is_main():
-            save_model(model, record.run_dir, tokenizer, rebuild_config(cfg.model), task.num_labels)
+            save_model(model, record.run_dir, tokenizer, rebuild_config(cfg.model), task.num_labels, reference=dense)
         record.complete(metrics | parts.compressors.metrics(), compression)
     value = objective(record.results, cfg.optimized_metric)
     if distributed.is_main():
         shown = f"{value:.4f}" if isinstance(value, float) else ", ".join(f"{v:.4g}" for v in value)
         print(f"{cfg.optimized_metric} = {shown}  (results: {record.run_dir / artifacts.RESULTS})")
     return value
+
+
+def reference(cfg: DictConfig, num_labels: int, device: torch.device) -> nn.Module:
+    """The dense model of the run's architecture, rebuilt fresh from the model config the run folder saves (outside
+    the run's RNG stream; a fine-tuned model's architecture without its fine-tuning): what every speed ratio and
+    shape change of the finalized model is measured against."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return instantiate(rebuild_config(cfg.model), num_labels=num_labels).to(device).eval()
 
 
 def objective(results: dict, optimized_metric: str | list[str]) -> float | tuple[float, ...]:

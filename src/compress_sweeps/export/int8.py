@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.onnx import ONNX_FILE, to_int8_onnx
+from compress_sweeps.models.timing import conditions, interleaved_ms
 from compress_sweeps.weights.grid import exact_grid
 
 BACKENDS = {
@@ -74,18 +73,9 @@ def to_int8(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     return int8, counts
 
 
-@torch.inference_mode()
 def paired_latency_ms(models: Mapping[str, nn.Module], inputs: Mapping[str, torch.Tensor], repeats: int = 10):
-    """Median forward time of each model on the same `inputs`, runs interleaved so load on the machine hits both."""
-    timings: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():
-        model.eval()(**inputs)  # warm-up (weight packing, allocator)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(**inputs)
-            timings[name].append((time.perf_counter() - start) * 1000.0)
-    return {name: statistics.median(values) for name, values in timings.items()}
+    """Median forward time of each model on the same `inputs`, runs interleaved so load on the machine hits all."""
+    return interleaved_ms(models, inputs, repeats=repeats)
 
 
 def int8_export_report(
@@ -97,8 +87,10 @@ def int8_export_report(
     backend: str = "onnxruntime",
     folder: str | Path | None = None,
     batch_size: int = 32,
+    reference: nn.Module | None = None,
 ) -> dict:
-    """Export `model` to int8 with `backend`, evaluate it, and time it against `model` on one eval batch, on CPU.
+    """Export `model` to int8 with `backend`, evaluate it, and time it against `model` (and the dense `reference`,
+    the same architecture rebuilt by the run) on one eval batch, on CPU, interleaved.
 
     The onnxruntime export is kept as `folder/model.int8.onnx` (in a temporary folder when `folder` is None). A model
     the ONNX exporter cannot trace falls back to the torch backend, and `onnxruntime_failed` says why.
@@ -118,7 +110,7 @@ def int8_export_report(
                 fallback, backend = {"onnxruntime_failed": reason}, "torch"
         if backend == "torch":
             int8, counts = to_int8(model)
-        measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics)
+        measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics, reference)
     file = {"file": ONNX_FILE} if backend == "onnxruntime" and folder else {}
     return {"backend": BACKENDS[backend], **fallback, **counts, **file, **measured}
 
@@ -129,10 +121,20 @@ def compare_int8(
     evaluate: Callable[[nn.Module], dict[str, float]],
     inputs: Mapping[str, torch.Tensor],
     fp32_metrics: Mapping[str, float],
+    reference: nn.Module | None = None,
 ) -> dict:
-    """The int8 model's accuracy beside the fp32 model's, and both timed on `inputs` (one eval batch), interleaved."""
+    """The int8 model's accuracy beside the fp32 model's, and both timed on `inputs` (one eval batch), interleaved
+    with the dense `reference` (the same architecture rebuilt by the run) when given."""
     metrics = evaluate(int8)
-    latency = paired_latency_ms({"fp32": model, "int8": int8}, inputs)
+    timed = {"fp32": model, "int8": int8} | ({"dense": reference.cpu()} if reference is not None else {})
+    latency = paired_latency_ms(timed, inputs)
+    versus_dense = {}
+    if reference is not None:  # ratios against the dense fp32 model: the figures comparable across runs
+        versus_dense = {
+            "latency_ms_dense": latency["dense"],
+            "latency_ratio_vs_dense": latency["int8"] / latency["dense"],
+            "speedup_vs_dense": latency["dense"] / latency["int8"],
+        }
     return {
         "eval/accuracy": metrics["eval/accuracy"],
         "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
@@ -141,6 +143,9 @@ def compare_int8(
         "latency_ms_fp32": latency["fp32"],
         "latency_ms_int8": latency["int8"],
         "latency_ratio": latency["int8"] / latency["fp32"],
+        **versus_dense,
+        "latency_input_shape": {k: list(v.shape) for k, v in inputs.items()},
+        **conditions(),
     }
 
 
@@ -148,8 +153,9 @@ class NoExport:
     """`export=none`: the finalized fp32 model is the run's deliverable; nothing more is built.
 
     Every export is called after finalize as `export(model, evaluate, eval_set, input_keys, fp32_metrics, folder,
-    train_set=...)`: `evaluate(model)` scores a model on `eval_set`, `folder` keeps the exported file (None: do not
-    keep it), `train_set` (the encoded training split) is what a calibrating export draws its examples from.
+    train_set=..., reference=...)`: `evaluate(model)` scores a model on `eval_set`, `folder` keeps the exported file
+    (None: do not keep it), `train_set` (the encoded training split) is what a calibrating export draws its examples
+    from, `reference` (the dense model of the same architecture) is what the int8 model's speed is a ratio against.
     """
 
     def __call__(
@@ -161,13 +167,14 @@ class NoExport:
         fp32_metrics: Mapping[str, float],
         folder: str | Path | None = None,
         train_set: Dataset | None = None,
+        reference: nn.Module | None = None,
     ) -> dict | None:
         return None
 
 
 class Int8Export:
-    """`export=onnxruntime | torch`: the int8 model of `backend`, evaluated and timed against the fp32 model on an
-    eval batch of `batch_size`; returns `compression.int8_export` of results.json."""
+    """`export=onnxruntime | torch`: the int8 model of `backend`, evaluated and timed against the fp32 model and the
+    dense reference on an eval batch of `batch_size`; returns `compression.int8_export` of results.json."""
 
     def __init__(self, backend: str = "onnxruntime", batch_size: int = 32) -> None:
         if backend not in BACKENDS:
@@ -185,8 +192,9 @@ class Int8Export:
         fp32_metrics: Mapping[str, float],
         folder: str | Path | None = None,
         train_set: Dataset | None = None,
+        reference: nn.Module | None = None,
     ) -> dict | None:
         """The int8 model of `backend` measured against `model` (`train_set` is not needed: dynamic activations)."""
         return int8_export_report(
-            model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size
+            model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size, reference
         )

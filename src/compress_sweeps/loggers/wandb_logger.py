@@ -96,8 +96,11 @@ class WandbLogger:
             self.run.log(values, step=step)
 
     def finish(self, summary: dict, exit_code: int) -> None:
-        """The results as the run summary, except what is per layer (sparsity, bits) and the methods' specs: those
-        go to one W&B table (`layers`), so the summary (and the terminal at `finish`) stays a few dozen keys."""
+        """The results as the run summary, except what is per layer (sparsity, bits; kept heads, widths, channels)
+        and the methods' specs: per-layer figures go to W&B tables (`layers`, `structure`), so the summary (and the
+        terminal at `finish`) stays a few dozen keys. Speeds are there as ratios against the dense model
+        (`compression.speedup`, `compression.latency.batch_<n>.ratio`), each absolute time beside its batch, threads
+        and machine."""
         if self.run is None:
             return
         import wandb
@@ -105,13 +108,20 @@ class WandbLogger:
         compression = dict(summary.get("compression") or {})
         layers, bits = compression.pop("layers", {}) or {}, compression.pop("layer_bits", {}) or {}
         compression.pop("spec", None)
+        structure = dict(compression.pop("structure", None) or {})
+        shapes = structure.pop("layers", {}) or {}
         try:
             kept = {key: value for key, value in summary.items() if key != "traceback"}  # in results.json
-            self.run.summary.update(flatten({**kept, "compression": compression}))
+            self.run.summary.update(
+                flatten({**kept, "compression": compression | ({"structure": structure} if structure else {})})
+            )
             names = sorted(set(layers) | set(bits))
             if names:
                 rows = [[name, layers.get(name), bits.get(name)] for name in names]
                 self.run.summary["layers"] = wandb.Table(columns=["weight", "sparsity", "bits"], data=rows)
+            if shapes:
+                rows = [[name, s["kind"], s["kept"], s["total"]] for name, s in shapes.items()]
+                self.run.summary["structure"] = wandb.Table(columns=["module", "kind", "kept", "total"], data=rows)
         finally:
             self.run.finish(exit_code=exit_code)
             self.run = None

@@ -17,7 +17,13 @@ from transformers import PreTrainedModel
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.models.cnn import ConvNet
 from compress_sweeps.models.finetuned import finetuned
-from compress_sweeps.models.hf import minilm, pretrained_classifier, student_from_teacher, tokenizer_for
+from compress_sweeps.models.hf import (
+    check_no_structure,
+    minilm,
+    pretrained_classifier,
+    student_from_teacher,
+    tokenizer_for,
+)
 from compress_sweeps.models.runs import from_run, saved_config
 from compress_sweeps.models.untrained import untrained_parameters
 
@@ -63,11 +69,14 @@ def modality(model: DictConfig) -> str | None:
 
 
 def precheck(model: DictConfig, prefix: str) -> None:
-    """A model that starts from a previous run's folder needs the saved model there; `prefix` is the config path of
-    the model node (`model.`, `distiller.teachers.main.model.`), for the error."""
+    """A model that starts from a previous run's folder needs the saved model there, and a Hugging Face folder must
+    be what its config.json describes (not a slimmed run); `prefix` is the config path of the model node (`model.`,
+    `distiller.teachers.main.model.`), for the error."""
     target = get_object(str(model._target_))
     if target is finetuned:
         precheck(model.model, f"{prefix}model.")
+    if target is pretrained_classifier and "name_or_path" in model:
+        check_no_structure(str(model.name_or_path), f"{prefix}name_or_path")
     if target is from_run and "folder" in model:
         try:
             saved_config(str(model.folder))

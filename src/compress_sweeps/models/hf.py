@@ -15,8 +15,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.hub import check_hub_source
 from compress_sweeps.models.settings import Dropout, Labels
+from compress_sweeps.models.structure import STRUCTURE
 from compress_sweeps.models.untrained import mark_untrained, untrained_parameters
 
 LOCAL_MODEL_HINT = (
@@ -33,6 +35,7 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
     """
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     check_hub_source(name_or_path, "model.name_or_path", LOCAL_MODEL_HINT)
+    check_no_structure(name_or_path, "model.name_or_path")
     try:
         config = AutoConfig.from_pretrained(name_or_path, num_labels=num_labels, **overrides)
         model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -45,6 +48,19 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
     # the head the checkpoint had no weights for (or had for another label count) is drawn at random
     mark_untrained(model, set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]})
     return model
+
+
+def check_no_structure(name_or_path: str, key: str) -> None:
+    """A run folder with per-layer shapes (`slim_structure.json`) is not what its config.json describes: loading it
+    with `from_pretrained` would rebuild the wrong shapes, so it is refused, naming the loader that reads it."""
+    if (Path(name_or_path).expanduser() / STRUCTURE).is_file():
+        raise ConfigError(
+            key,
+            name_or_path,
+            f"must be a folder config.json describes; this run folder holds a slimmed model with per-layer shapes "
+            f"({STRUCTURE}): load it with model=from_run model.folder=<folder>",
+            problem="holds a slimmed model",
+        )
 
 
 def minilm_path() -> str:

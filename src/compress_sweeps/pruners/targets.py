@@ -58,13 +58,12 @@ class LayerTarget:
 
     @torch.no_grad()
     def group_scores(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
-        # pruned weights score -inf: masks only grow, and an N:M run counts its pruned weights first
-        matrix = as_matrix(scores[0]).float().masked_fill(as_matrix(self.masks[0]) == 0, float("-inf"))
-        return self.pattern.group_scores(matrix, self.reduce)
+        # pruned groups score -inf: masks only grow, and an N:M run counts its pruned weights first
+        return self.pattern.masked_group_scores(as_matrix(scores[0]).float(), as_matrix(self.masks[0]), self.reduce)
 
     @torch.no_grad()
     def set_pruned(self, pruned: torch.Tensor) -> None:
-        self.masks[0].copy_(self.pattern.expand(pruned, self.shape).reshape(self.masks[0].shape))
+        self.pattern.write_mask(as_matrix(self.masks[0]), pruned)
 
 
 def select_layers(

@@ -26,7 +26,7 @@ from compress_sweeps.run.identity import identity_free
 
 COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)
-NUMBERS = ["accuracy", "f1_macro", "sparsity", "bits", "size_mb", "latency_ms"]
+NUMBERS = ["accuracy", "f1_macro", "sparsity", "bits", "size_mb", "latency_ratio", "speedup"]
 INT8 = ["int8_accuracy", "int8_latency_ratio"]  # of the int8 export, when the run made one
 
 
@@ -63,6 +63,7 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         hydra_file = folder / ".hydra" / "hydra.yaml"
         choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"] if hydra_file.is_file() else {}
         row |= {f"choice.{group}": choices.get(group) for group in CHOICES}
+        row["recipe"] = recipe_of(row, job_overrides(folder))
         metrics, compression = results.get("metrics") or {}, results.get("compression") or {}
         size = compression.get("sparse_size_bytes", compression.get("size_bytes"))
         int8 = compression.get("int8_export") or {}
@@ -78,15 +79,27 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
             "pattern": compression.get("pattern"),
             "bits": compression.get("bits"),
             "size_mb": size / 2**20 if size else None,
-            "latency_ms": compression.get("latency_ms"),
+            "latency_ratio": compression.get("latency_ratio"),  # vs the dense model, timed beside it (batch 32)
+            "speedup": compression.get("speedup"),
             "int8_accuracy": int8.get("eval/accuracy"),  # the exported int8 model's (export=onnxruntime...)
-            "int8_latency_ratio": int8.get("latency_ratio"),
+            # vs the dense fp32 model where the export timed it (every run since slimming), else vs its own fp32
+            "int8_latency_ratio": int8.get("latency_ratio_vs_dense", int8.get("latency_ratio")),
             "error": results.get("error"),
         }
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no */{RESULTS} under {sweep_dir}: is it a sweep folder?")
     return with_student_reference(with_baseline(pd.DataFrame(rows)))
+
+
+def recipe_of(row: dict, overrides: dict) -> str:
+    """What a job is, for the plots' legend: its `+recipe`, else its compression choices (`dense` for none)."""
+    if "recipe" in overrides:
+        return str(overrides["recipe"])
+    parts = [
+        f"{group}={row[f'choice.{group}']}" for group in COMPRESSORS if row.get(f"choice.{group}") not in (None, "none")
+    ]
+    return " ".join(parts) or "dense"
 
 
 def with_baseline(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -133,7 +146,7 @@ def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
         accuracy=("accuracy", "mean"),
         accuracy_std=("accuracy", "std"),
         seeds=("seed", "nunique"),
-        **{c: (c, "mean") for c in ["f1_macro", "sparsity", "bits", "size_mb", "latency_ms", "baseline_accuracy"]},
+        **{c: (c, "mean") for c in [*NUMBERS[1:], "baseline_accuracy"]},
         **{c: (c, "mean") for c in ["teacher_accuracy", "student_accuracy", "steps", *INT8]},
         **{c: (c, "first") for c in ["pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))]},
     ).reset_index()
@@ -209,7 +222,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
     table.to_csv(out_dir / "summary.csv", index=False)
     failed = jobs[jobs["status"] != "completed"]
     (out_dir / "summary.md").write_text(to_markdown(table, failed))
-    plot_all(jobs[jobs["status"] == "completed"], out_dir)
+    plot_all(jobs[jobs["status"] == "completed"], out_dir, swept_keys(jobs))
     return out_dir
 
 

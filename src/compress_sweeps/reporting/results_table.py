@@ -2,7 +2,8 @@
 
 One Markdown table per sweep folder (a task), one row per recipe: accuracy as mean ± std over seeds, the relative
 change against the dense row, and the figures the verification gate re-counted from each run's model.safetensors
-(sparsity, pattern), plus bits, size and latency. The rows are the recipes of conf/recipe/ whose header names a
+(sparsity, pattern), plus bits, size and the latency ratio against the dense model timed beside it (the
+time of the run's model over the dense model's, batch 32). The rows are the recipes of conf/recipe/ whose header names a
 table row (`# Results-table row "<label>": ...`), in the order the results sweep lists them. With `--into FILE`,
 the tables replace the text between that file's `<!-- results:begin -->` and `<!-- results:end -->` markers.
 """
@@ -22,6 +23,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from compress_sweeps.config import config_dir
+from compress_sweeps.models import timing
 from compress_sweeps.reporting.report import job_overrides
 from compress_sweeps.run.artifacts import RESULTS, write_text_atomic
 
@@ -117,12 +119,17 @@ def summarize(runs: dict[str, list[dict]], labels: dict[str, str] | None = None)
         row["bits"] = statistics.fmean(c["bits"] for c in compression)
         sizes = [c.get("sparse_size_bytes") or c["size_bytes"] for c in compression]
         row["size_mb"] = statistics.fmean(sizes) / 2**20
-        row["latency_ms"] = statistics.fmean(c["latency_ms"] for c in compression if "latency_ms" in c)
+        ratios = [c["latency_ratio"] for c in compression if "latency_ratio" in c]  # vs dense, same process
+        if ratios:
+            row["latency_ratio"] = statistics.fmean(ratios)
         exports = [c["int8_export"] for c in compression if "latency_ratio" in c.get("int8_export", {})]
         if exports:
             row["int8_accuracy"] = statistics.fmean(e["eval/accuracy"] for e in exports)
             row["int8_drop_points"] = statistics.fmean(e["accuracy_drop"] for e in exports) * 100.0
-            row["int8_latency_ratio"] = statistics.fmean(e["latency_ratio"] for e in exports)
+            # against the dense fp32 model where the export timed it, else against the run's own fp32 model
+            row["int8_latency_ratio"] = statistics.fmean(
+                e.get("latency_ratio_vs_dense", e["latency_ratio"]) for e in exports
+            )
         rows.append(row)
     return rows
 
@@ -130,7 +137,7 @@ def summarize(runs: dict[str, list[dict]], labels: dict[str, str] | None = None)
 def to_markdown(rows: list[dict]) -> str:
     head = [
         "| recipe | accuracy (mean ± std) | seeds | rel. change vs dense | verified sparsity | pattern | bits "
-        "| size (MB) | latency (ms) | int8 export: accuracy, latency ratio |",
+        "| size (MB) | latency vs dense | int8 export: accuracy, latency vs dense fp32 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines = []
@@ -154,7 +161,7 @@ def to_markdown(rows: list[dict]) -> str:
             pattern,
             f"{row['bits']:.3g}",
             f"{row['size_mb']:.3g}",
-            f"{row['latency_ms']:.3g}",
+            f"{row['latency_ratio']:.2f}" if "latency_ratio" in row else "",
             int8,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -171,12 +178,7 @@ def describe_runs(runs: dict[str, list[dict]]) -> str:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {platform.system()}"
+    return f"{timing.machine()}, {os.cpu_count()} cores visible, torch {torch.__version__}, {platform.system()}"
 
 
 def render(sweep_dirs: Sequence[Path]) -> str:

@@ -1,25 +1,38 @@
-"""Measure the finalized model itself: parameter counts, sparsity per layer, storage size, latency.
+"""Measure the finalized model itself: parameter counts, sparsity per layer, storage size, and against the dense
+reference its shapes and costs (`run/shapes.py`) and its latency ratio (`run/latency.py`).
 
-Nothing here reads the config or a compressor's bookkeeping: every figure is counted from the tensors.
+Nothing here reads the config or a compressor's bookkeeping: every figure is counted from the tensors and modules;
+the methods' specs only say which weights and which part of the model to count.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
+from compress_sweeps.models.structure import differs
+from compress_sweeps.run.latency import eval_batch, headline, latency_report
+from compress_sweeps.run.shapes import structure_report
 from compress_sweeps.spec import CompressionSpec
 from compress_sweeps.weights.grid import grid_levels, group_rows
 from compress_sweeps.weights.patterns import pattern_holds
 from compress_sweeps.weights.selection import LayerSelection, weight_name
 
 # the scalar figures `measure` puts in results.json -> compression, which `optimized_metric` may name
-MEASURED = ("sparsity", "bits", "total_params", "nonzero_params", "size_bytes", "sparse_size_bytes", "latency_ms")
+MEASURED = (
+    "sparsity",
+    "bits",
+    "total_params",
+    "nonzero_params",
+    "size_bytes",
+    "sparse_size_bytes",
+    "speedup",
+    "latency_ratio",
+)
 
 
 def prunable_weights(model: nn.Module, selection: LayerSelection | None = None) -> dict[str, torch.Tensor]:
@@ -83,38 +96,26 @@ def _pattern_report(weights: Mapping[str, torch.Tensor], patterns: Mapping[str, 
     }
 
 
-@torch.no_grad()
-def latency_ms(model: nn.Module, inputs: Mapping[str, torch.Tensor], repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time of one forward pass on `inputs` (already on the model's device), in milliseconds."""
-    was_training = model.training
-    model.eval()
-    timings = []
-    for i in range(warmup + repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model(**inputs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i >= warmup:
-            timings.append((time.perf_counter() - start) * 1000.0)
-    model.train(was_training)
-    return statistics.median(timings)
-
-
 def measure(
     model: nn.Module,
-    example: Mapping[str, torch.Tensor],
+    eval_set: Dataset,
     input_keys: Sequence[str],
     specs: Sequence[CompressionSpec] = (),
+    reference: nn.Module | None = None,
 ) -> dict:
     """`compression_report` over the weights the methods' specs name as pruned (the default prunable layers when
-    none does), plus `latency_ms` (one forward pass on a single example, batch size 1) and the specs themselves."""
+    none does) and the specs themselves; with the dense `reference` (the same architecture, rebuilt by the run),
+    `latency` (both timed interleaved, batch 1 and 32) with its headline `speedup` / `latency_ratio`, and
+    `structure` (shapes and costs against it) when a method promises one or the shapes differ."""
     patterns = {name: label for spec in specs for name, label in spec.patterns.items()}
     report = compression_report(model, patterns=patterns or None)
-    device = next(model.parameters()).device
-    inputs = {k: example[k].unsqueeze(0).to(device) for k in input_keys if k in example}
-    report["latency_ms"] = latency_ms(model, inputs)
+    if reference is not None:
+        promises = [spec.structure for spec in specs if spec.structure is not None]
+        if promises or differs(model, reference):
+            one = eval_batch(eval_set, input_keys, 1, next(model.parameters()).device)
+            report["structure"] = structure_report(model, reference, promises, one)
+        report["latency"] = latency_report(model, reference, eval_set, input_keys)
+        report |= headline(report["latency"])
     report["spec"] = [spec.to_dict() for spec in specs]
     return report
 

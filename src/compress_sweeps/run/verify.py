@@ -4,8 +4,12 @@ Independent of the methods' own bookkeeping and of the config: it reloads `model
 per layer and overall and the non-zero parameters, and checks every promise in `results.json` ->
 `compression.spec` (each method's `CompressionSpec`): each pruned weight's zeros follow its pattern, each group of
 weights reaches its target sparsity, each quantized weight holds at most 2^bits values per level group and, for
-uniform quantizers, lies on an evenly spaced grid. A new method gets all of this by describing itself (hooks.py,
-`Describes`). A mismatch beyond the tolerances below marks the run failed, naming the check.
+uniform quantizers, lies on an evenly spaced grid; a method that takes whole units out (`StructurePromise`) gets its
+saved model rebuilt by the project's loader (`model_config.yaml` + `slim_structure.json` + `model.safetensors`,
+strict), its parameters and FLOPs re-counted against the dense model that `model_config.yaml` builds (FLOPs by
+FlopCounterMode on inputs of the recorded example shapes), and the part removed checked against its target. A new
+method gets all of this by describing itself (hooks.py, `Describes`). A mismatch beyond the tolerances below marks
+the run failed, naming the check.
 
 `compress-sweeps verify <run folder>` runs it on any finished run without changing it (exit 1 on a mismatch, 2 for
 a folder it cannot read); `--record` also writes the outcome into results.json.
@@ -14,6 +18,7 @@ a folder it cannot read); `--record` also writes the outcome into results.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Mapping
@@ -22,9 +27,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from compress_sweeps.models.runs import WEIGHTS
+from compress_sweeps.models.costs import example_inputs
+from compress_sweeps.models.runs import WEIGHTS, architecture, load_saved, saved_num_labels
 from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
-from compress_sweeps.spec import CompressionSpec, QuantizationPromise, SparsityPromise
+from compress_sweeps.run.shapes import costs
+from compress_sweeps.spec import CompressionSpec, QuantizationPromise, SparsityPromise, StructurePromise
 from compress_sweeps.weights.grid import grid_levels, group_rows
 from compress_sweeps.weights.patterns import NMPattern, parse_pattern
 
@@ -85,6 +92,40 @@ def quantization_checks(weights: Mapping[str, torch.Tensor], promise: Quantizati
     return [_check(f"{len(promise.weights)} weights at {promise.bits} bits", expected, bad or worst, not bad)]
 
 
+def structure_checks(run_dir: Path, reported: Mapping, promise: StructurePromise) -> list[dict]:
+    """The saved model rebuilt from the run folder alone; its parameters and FLOPs (whole model and prunable part,
+    before and after) re-counted and compared with `compression.structure`; the part removed against the target."""
+    folder = str(run_dir)
+    try:
+        dense = architecture(folder, saved_num_labels(folder))  # the model the method attached to
+        saved = load_saved(copy.deepcopy(dense), folder)
+    except Exception as error:  # any reason the files do not rebuild the model is the finding
+        found = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        return [_check("saved model rebuilds", "at the recorded shapes, strict", found, False)]
+    checks = [_check("saved model rebuilds", "at the recorded shapes, strict", "loaded", True)]
+    if not promise.example or not promise.scope:
+        return checks + [_check("structure promise", "scope and example shapes", "missing", False)]
+    counted = costs(saved, dense, [promise], example_inputs(promise.example))
+    structure = reported.get("structure") or {}
+    for metric in ("params", "flops"):
+        for key, value in counted[metric].items():
+            claimed = (structure.get(metric) or {}).get(key)
+            ok = claimed is not None and abs(claimed - value) <= RECOUNT_TOLERANCE * max(1.0, abs(value))
+            checks.append(_check(f"{metric} {key}", claimed, value, ok))
+    params = counted["params"]
+    if promise.removes_units:
+        removed, low = counted["removed"][promise.target_metric], promise.target - promise.tolerance
+        ok = low - RECOUNT_TOLERANCE <= removed <= promise.target + RECOUNT_TOLERANCE
+        expected = f"{low:.4f} .. {promise.target:g}"
+        checks.append(_check(f"prunable {promise.target_metric} removed", expected, removed, ok))
+        smaller = params["model_after"] < params["model_before"]
+        checks.append(_check("units cut out", f"< {params['model_before']} params", params["model_after"], smaller))
+    else:
+        same = params["model_after"] == params["model_before"]
+        checks.append(_check("shapes kept", f"{params['model_before']} params", params["model_after"], same))
+    return checks
+
+
 def recount_checks(weights: Mapping[str, torch.Tensor], reported: dict) -> list[dict]:
     """Per-layer and overall sparsity and the non-zero parameters, as results.json reports them."""
     checks = []
@@ -117,6 +158,8 @@ def verify(run_dir: Path, results: dict) -> dict:
             checks += [c | {"method": spec.method} for c in sparsity_checks(weights, promise, quantized)]
         if spec.quantization is not None:
             checks += [c | {"method": spec.method} for c in quantization_checks(weights, spec.quantization)]
+        if spec.structure is not None:
+            checks += [c | {"method": spec.method} for c in structure_checks(run_dir, reported, spec.structure)]
     return {
         "ok": all(c["ok"] for c in checks),
         "checks": checks,

@@ -73,6 +73,18 @@ class BlockPattern:
         grid = (~pruned).reshape(shape[0] // self.rows, shape[1] // self.cols).float()
         return grid.repeat_interleave(self.rows, 0).repeat_interleave(self.cols, 1)
 
+    def masked_group_scores(self, scores: torch.Tensor, mask: torch.Tensor, reduce: str) -> torch.Tensor:
+        """`group_scores` with the pruned blocks at -inf; a mask prunes whole blocks, so one entry per block tells
+        (cheaper than masking every score first)."""
+        grouped = self.group_scores(scores, reduce)
+        return grouped.masked_fill_(mask[:: self.rows, :: self.cols].flatten() == 0, float("-inf"))
+
+    def write_mask(self, mask: torch.Tensor, pruned: torch.Tensor) -> None:
+        """Set the `(out, in)` keep-mask from a flat bool vector of pruned blocks: one broadcast copy."""
+        out, inp = mask.shape
+        grid = (~pruned).to(mask.dtype).view(out // self.rows, 1, inp // self.cols, 1)
+        mask.view(grid.shape[0], self.rows, grid.shape[2], self.cols).copy_(grid.expand(-1, self.rows, -1, self.cols))
+
     def describe(self) -> str:
         if (self.rows, self.cols) == (1, 1):
             return "unstructured (1x1)"
@@ -117,6 +129,13 @@ class ChannelPattern:
 
     def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return (~pruned).float().unsqueeze(1).expand(shape).contiguous()
+
+    def masked_group_scores(self, scores: torch.Tensor, mask: torch.Tensor, reduce: str) -> torch.Tensor:
+        """`group_scores` with the pruned rows at -inf (one mask entry per row tells)."""
+        return self.group_scores(scores, reduce).masked_fill_(mask[:, 0] == 0, float("-inf"))
+
+    def write_mask(self, mask: torch.Tensor, pruned: torch.Tensor) -> None:
+        mask.copy_((~pruned).to(mask.dtype).unsqueeze(1).expand_as(mask))
 
     def describe(self) -> str:
         return "whole output rows (channels / neurons)"
@@ -165,6 +184,14 @@ class NMPattern:
 
     def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return (~pruned).reshape(shape).float()
+
+    def masked_group_scores(self, scores: torch.Tensor, mask: torch.Tensor, reduce: str) -> torch.Tensor:
+        """Pruned weights score -inf before the N highest of each run are kept, so a run counts its pruned
+        weights first."""
+        return self.group_scores(scores.masked_fill(mask == 0, float("-inf")), reduce)
+
+    def write_mask(self, mask: torch.Tensor, pruned: torch.Tensor) -> None:
+        mask.copy_((~pruned).reshape(mask.shape).to(mask.dtype))
 
     def describe(self) -> str:
         return f"at most {self.n} non-zeros in every {self.m} consecutive input weights of a row"
