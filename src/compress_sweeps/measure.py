@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from compress_sweeps.batching import sequence_length
+
 # what counts as "prunable" unless a pruner says otherwise: as in the reference pruners, the classifier head,
 # pooler and embeddings are left dense
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
@@ -139,11 +141,14 @@ def measure(
     input_keys: Sequence[str],
     patterns: Mapping[str, str] | None = None,
 ) -> dict:
-    """`compression_report` plus `latency_ms`: one forward pass on a single example (batch size 1)."""
+    """`compression_report` plus `latency_ms`: one forward pass on a single example (batch size 1), unpadded: a
+    text example counts its own tokens (`latency_seq_len`)."""
     report = compression_report(model, patterns=patterns)
     device = next(model.parameters()).device
     inputs = {k: example[k].unsqueeze(0).to(device) for k in input_keys if k in example}
     report["latency_ms"] = latency_ms(model, inputs)
+    if (seq_len := sequence_length(inputs)) is not None:
+        report["latency_seq_len"] = seq_len
     return report
 
 

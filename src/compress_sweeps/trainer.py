@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from compress_sweeps import distributed
+from compress_sweeps import batching, distributed
 from compress_sweeps.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext, logits_of
@@ -58,6 +58,7 @@ class Trainer:
         checkpoint_every: int | None = 50,
         device: str = "auto",
         progress: bool = True,
+        group_by_length: bool = False,
     ) -> None:
         if (max_steps is None) == (epochs is None):
             raise ConfigError(
@@ -85,6 +86,8 @@ class Trainer:
         for key, (value, ok, allowed) in checks.items():
             if not ok:
                 raise ConfigError(f"trainer.{key}", value, f"must be {allowed}")
+        if not isinstance(group_by_length, bool):
+            raise ConfigError("trainer.group_by_length", group_by_length, "must be true or false", "is not a boolean")
         if lr_schedule not in LR_SCHEDULES:
             raise ConfigError("trainer.lr_schedule", lr_schedule, f"must be one of {list(LR_SCHEDULES)}", "is unknown")
         self.max_steps, self.epochs, self.batch_size = max_steps, epochs, batch_size
@@ -92,6 +95,7 @@ class Trainer:
         self.lr, self.weight_decay, self.warmup_ratio, self.lr_schedule = lr, weight_decay, warmup_ratio, lr_schedule
         self.max_grad_norm, self.eval_every, self.eval_max_batches = max_grad_norm, eval_every, eval_max_batches
         self.log_every, self.progress, self.checkpoint_every = log_every, progress, checkpoint_every
+        self.group_by_length = group_by_length
         self.device = resolve_device(device)
 
     def total_steps(self, train_size: int) -> int:
@@ -110,13 +114,20 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.lr)
 
-    def _batches(self, dataset: Dataset, generator: torch.Generator) -> EpochBatches:
-        """Shuffled micro-batches forever (a new permutation each epoch; this process's shard of it if distributed),
-        resumable from a checkpoint."""
+    def _sampler(self, dataset: Dataset, generator: torch.Generator) -> Sampler[int]:
+        """One epoch's order: a shuffle, or with `group_by_length` batches of similar lengths (this process's shard
+        of it if distributed). Drawn from `generator` alone, so a checkpoint's generator state replays it."""
+        if not self.group_by_length:
+            return distributed.shuffled(dataset, generator)
+        return batching.length_grouped(dataset, self.batch_size * self.grad_accum_steps, generator)
 
-        def loader(epoch: int) -> DataLoader:
-            sampler = distributed.shuffled(dataset, generator)
-            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=generator)
+    def _batches(self, dataset: Dataset, generator: torch.Generator) -> EpochBatches:
+        """Shuffled micro-batches forever (a new order each epoch), each padded to its longest example, resumable
+        from a checkpoint."""
+        self._sampler(dataset, generator)  # a task that cannot be grouped by length fails now, not at step 1
+
+        def loader(epoch: int):
+            return batching.loader(dataset, self.batch_size, self._sampler(dataset, generator), generator)
 
         return EpochBatches(loader, generator)
 
@@ -136,12 +147,12 @@ class Trainer:
         With `checkpoints`, continue from the run folder's checkpoint if it holds one, and save one when it is due.
         """
         total, input_keys = context.total_steps, context.input_keys
+        batches = self._batches(train_set, torch.Generator().manual_seed(seed))
         model.to(self.device).train()
         compressors.attach(model, context)
         net = distributed.wrap(model, self.device)  # after attach: the compressors see the plain model
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)
-        batches = self._batches(train_set, torch.Generator().manual_seed(seed))
         training = TrainingState(model, optimizer, scheduler, batches, compressors)
         start = checkpoints.resume(training) if checkpoints is not None else 0
         bar = tqdm(
@@ -205,7 +216,7 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
         predictions, labels, loss_sum = [], [], 0.0
-        for i, batch in enumerate(DataLoader(eval_set, batch_size=self.eval_batch_size)):
+        for i, batch in enumerate(batching.loader(eval_set, self.eval_batch_size)):
             if self.eval_max_batches is not None and i >= self.eval_max_batches:
                 break
             batch = {k: v.to(self.device) for k, v in batch.items()}
