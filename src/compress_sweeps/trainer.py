@@ -21,6 +21,7 @@ from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
 
 LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+FUSED_ADAMW = ("cpu", "cuda")  # devices with torch's fused AdamW kernel: one pass over the weights, not several
 
 
 def resolve_device(device: str) -> torch.device:
@@ -112,7 +113,7 @@ class Trainer:
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.lr)
+        return torch.optim.AdamW(groups, lr=self.lr, fused=self.device.type in FUSED_ADAMW)
 
     def _sampler(self, dataset: Dataset, generator: torch.Generator) -> Sampler[int]:
         """One epoch's order: a shuffle, or with `group_by_length` batches of similar lengths (this process's shard
