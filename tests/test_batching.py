@@ -11,8 +11,8 @@ from conftest import text_rows
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from compress_sweeps import batching, measure
-from compress_sweeps.batching import LengthGroupedSampler, PadCollator, length_grouped_order
+from compress_sweeps import batching, distributed, measure
+from compress_sweeps.batching import PadCollator, length_grouped_order
 from compress_sweeps.distillers.cache import dataset_digest
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
@@ -78,12 +78,27 @@ def test_length_grouped_order_is_the_hf_trainers_and_pads_less():
     assert padded_tokens(grouped) < 0.7 * padded_tokens(shuffled)
 
 
-def test_length_grouped_shards_are_disjoint_and_pair_similar_lengths():
-    lengths = torch.randint(3, 60, (101,), generator=torch.Generator().manual_seed(1)).tolist()
-    shards = [list(LengthGroupedSampler(lengths, 4, torch.Generator().manual_seed(3), rank, 2)) for rank in (0, 1)]
-    assert sorted(shards[0] + shards[1]) == list(range(101)) and [len(s) for s in shards] == [51, 50]
-    whole = length_grouped_order(lengths, 8, torch.Generator().manual_seed(3))  # the global batch: 4 x 2 ranks
-    assert shards[0] == whole[0::2] and shards[1] == whole[1::2]
+def test_ranks_take_their_shares_of_one_length_grouped_order(monkeypatch):
+    """Under torchrun every rank draws the same order from its (equally seeded) generator and takes its share."""
+
+    class Texts:
+        lengths = [3 + (7 * i) % 40 for i in range(400)]
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    samplers = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        samplers.append(batching.length_grouped(Texts(), 4, torch.Generator().manual_seed(5)))
+    shards = [list(sampler) for sampler in samplers]
+    whole = length_grouped_order(Texts.lengths, 8, torch.Generator().manual_seed(5))  # grouped for 4 x 2 ranks
+    assert shards == [whole[0::2], whole[1::2]] and [len(s) for s in samplers] == [200, 200]
+    assert sorted(shards[0] + shards[1]) == list(range(400))  # disjoint, and together every example once
+    # the two ranks' batches of one step hold examples of similar lengths (of 3 to 42): megabatches of 96 examples
+    # (12 steps of 2 x 4), the last one of 16 examples only
+    for start in range(0, 192, 4):
+        both = [Texts.lengths[i] for shard in shards for i in shard[start : start + 4]]
+        assert max(both) - min(both) <= 8, (start, both)
 
 
 @pytest.mark.parametrize("group_by_length", [False, True])

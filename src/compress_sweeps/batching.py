@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from compress_sweeps import distributed
@@ -154,7 +153,7 @@ def length_grouped(dataset: Dataset, batch_size: int, generator: torch.Generator
             "must be false for this task",
             problem="needs examples of varying length (tokenized text); this task's examples all have one size",
         )
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed.active() else (0, 1)
+    rank, world = (distributed.rank(), distributed.world_size()) if distributed.active() else (0, 1)
     return LengthGroupedSampler(dataset.lengths, batch_size, generator, rank, world)
 
 

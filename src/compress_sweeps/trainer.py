@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -127,7 +127,7 @@ class Trainer:
         from a checkpoint."""
         self._sampler(dataset, generator)  # a task that cannot be grouped by length fails now, not at step 1
 
-        def loader(epoch: int):
+        def loader(epoch: int) -> DataLoader:
             return batching.loader(dataset, self.batch_size, self._sampler(dataset, generator), generator)
 
         return EpochBatches(loader, generator)
