@@ -1,22 +1,25 @@
 """Bench: training steps per second on short texts, this loop vs the Hugging Face Trainer, per-batch vs fixed padding.
 
-Everything runs in one process, interleaved: each round runs every configuration for `--steps` optimizer steps from
-the same starting weights (the bundled MiniLM, one fresh 5-way head) on the first sentences of BBC News articles
-(28 tokens on average, `bench/bbc_first_sentences.py`) at max_length 128, and times the steps after `--warmup`
-(end of one optimizer step to the end of the last). The configurations:
+Everything runs in one process, interleaved step by step: every configuration trains in its own thread, and the
+threads take turns, one optimizer step each (only the thread whose turn it is runs), so load from other processes
+falls on all configurations alike. A step's time runs from the moment its thread gets the turn to the end of its
+optimizer step: one whole cycle of the loop (logging, data, forward, backward, clipping, AdamW, schedule). Each round
+trains every configuration for `--steps` steps from the same weights (the bundled MiniLM, one fresh 5-way head) on
+the first sentences of BBC News articles (28 tokens on average, `bench/bbc_first_sentences.py`) at max_length 128;
+the first `--warmup` steps (setup, first calls) are not counted. The configurations:
 
   before       this loop before per-batch padding: every example padded to max_length, AdamW's foreach kernel
-  fixed        every example padded to max_length, fused AdamW (what the loop uses now)
+  fixed        every example padded to max_length, fused AdamW (as the loop runs now)
   dynamic      each batch padded to its longest example (the default now)
-  dynamic8     ... rounded up to a multiple of 8 (task.pad_to_multiple_of=8)
+  dynamic8     ... rounded up to a multiple of 8
   grouped      dynamic + trainer.group_by_length=true
-  hf           transformers.Trainer with its defaults: DataCollatorWithPadding, adamw_torch_fused
+  hf           transformers.Trainer with its defaults (DataCollatorWithPadding, adamw_torch_fused), batches of `dynamic`
   hf_grouped   the same, on the batches of `grouped`
 
 Both trainers get the same model, batch size 16, lr 1e-4, weight decay 0.01 (not on biases and LayerNorms), AdamW +
-linear schedule with 10% warmup, gradient clipping at 1.0, loss logged every 10 steps. They also get the same batches:
-the HF Trainer replays the examples this loop drew in the same round (`hf` those of `dynamic`, `hf_grouped` those of
-`grouped`), so a difference in steps/s is the loop's, not the data's; the padded tokens per step are printed to show it.
+linear schedule with 10% warmup, gradient clipping at 1.0, the loss logged every 10 steps, and the same batches: the
+HF Trainer replays the examples this loop draws for the same seed, so a difference in steps/s is the loop's, not the
+data's (the padded tokens per step are printed to show it).
 
     PYTHONPATH=src python bench/text_throughput.py
     PYTHONPATH=src python bench/text_throughput.py --steps 20 --rounds 5 --configs fixed,dynamic,hf
@@ -28,7 +31,9 @@ import argparse
 import copy
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,25 +55,53 @@ REPLAYS = {"hf": "dynamic", "hf_grouped": "grouped"}  # the HF Trainer runs the 
 SETTINGS = {"batch_size": 16, "lr": 1e-4, "weight_decay": 0.01, "warmup_ratio": 0.1, "max_grad_norm": 1.0}
 
 
-class StepClock:
-    """A compressor that only watches (the hook protocol): when each optimizer step ended, which examples it saw."""
+class Turns:
+    """Threads take turns, one optimizer step each, round-robin; `seconds[name]` is the time of each of its steps."""
 
-    def __init__(self) -> None:
-        self.ends: list[float] = []
-        self.order: list[int] = []
+    def __init__(self, names: list[str]) -> None:
+        self.order, self.current = list(names), 0
+        self.seconds: dict[str, list[float]] = {name: [] for name in names}
+        self.started: dict[str, float] = {}
+        self.condition = threading.Condition()
+
+    def wait(self, name: str) -> None:
+        with self.condition:
+            self.condition.wait_for(lambda: self.order[self.current] == name)
+        self.started[name] = time.perf_counter()
+
+    def step_done(self, name: str) -> None:
+        self.seconds[name].append(time.perf_counter() - self.started[name])
+        with self.condition:
+            self.current = (self.order.index(name) + 1) % len(self.order)
+            self.condition.notify_all()
+        self.wait(name)
+
+    def leave(self, name: str) -> None:
+        with self.condition:
+            holder, position = self.order[self.current], self.order.index(name)
+            self.order.remove(name)
+            if self.order:
+                self.current = position % len(self.order) if holder == name else self.order.index(holder)
+            self.condition.notify_all()
+
+
+class StepClock:
+    """A compressor (the hook protocol) that changes nothing and says when each optimizer step ended."""
+
+    def __init__(self, done: Callable[[], None]) -> None:
+        self.done = done
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
         pass
 
-    def loss(self, outputs, batch, loss):
-        self.order += batch["idx"].tolist()
+    def loss(self, outputs, batch, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
     def before_optimizer_step(self, step: int) -> None:
         pass
 
     def after_optimizer_step(self, step: int) -> None:
-        self.ends.append(time.perf_counter())
+        self.done()
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
@@ -78,17 +111,17 @@ class StepClock:
 
 
 class ClockCallback(transformers.TrainerCallback):
-    """The same clock in the HF Trainer: the end of each optimizer step."""
+    """The same in the HF Trainer: the end of each optimizer step."""
 
-    def __init__(self) -> None:
-        self.ends: list[float] = []
+    def __init__(self, done: Callable[[], None]) -> None:
+        self.done = done
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.ends.append(time.perf_counter())
+        self.done()
 
 
 class Replay(Sampler[int]):
-    """The examples in a given order (what this loop drew), then the rest of the data."""
+    """The examples in a given order, then the rest of the data."""
 
     def __init__(self, order: list[int], size: int) -> None:
         seen = set(order)
@@ -121,34 +154,34 @@ class ForeachTrainer(Trainer):
         return torch.optim.AdamW(groups, lr=self.lr, fused=False)
 
 
-def count_tokens(model: nn.Module) -> tuple[list[tuple[int, int]], object]:
-    """(padded, real) tokens of every forward call, recorded by a forward pre-hook; returns the list and the handle."""
-    seen: list[tuple[int, int]] = []
+def ours(config: str, steps: int) -> Trainer:
+    make = ForeachTrainer if config == "before" else Trainer
+    return make(
+        max_steps=steps, eval_every=None, log_every=10, checkpoint_every=None, device="cpu", progress=False,
+        group_by_length=config == "grouped", **SETTINGS,
+    )  # fmt: skip
+
+
+def count_tokens(model: nn.Module, seen: list[tuple[int, int]]) -> None:
+    """Record (padded, real) tokens of every forward call of `model`."""
 
     def hook(module, args, kwargs) -> None:
         seen.append((kwargs["input_ids"].numel(), int(kwargs["attention_mask"].sum())))
 
-    return seen, model.register_forward_pre_hook(hook, with_kwargs=True)
+    model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def ours(config: str, base: nn.Module, split: TokenizedSplit, keys, steps: int, seed: int) -> dict:
+def train_ours(config, turns, base, split, keys, steps, seed, tokens) -> None:
     model = copy.deepcopy(base)
-    make = ForeachTrainer if config == "before" else Trainer
-    trainer = make(
-        max_steps=steps, eval_every=None, log_every=10, checkpoint_every=None, device="cpu", progress=False,
-        group_by_length=config == "grouped", **SETTINGS,
-    )  # fmt: skip
-    clock = StepClock()
+    count_tokens(model, tokens)
     context = RunContext(total_steps=steps, num_labels=5, device=torch.device("cpu"), input_keys=keys, train_set=split)
-    tokens, handle = count_tokens(model)
-    trainer.fit(model, split, split, Compressors([clock]), context, NullLogger(), seed=seed)
-    handle.remove()
-    return {"ends": clock.ends, "tokens": tokens, "order": clock.order}
+    clock = StepClock(lambda: turns.step_done(config))
+    ours(config, steps).fit(model, split, split, Compressors([clock]), context, NullLogger(), seed=seed)
 
 
-def hugging_face(base: nn.Module, split: TokenizedSplit, tokenizer, order: list[int], steps: int, seed: int) -> dict:
+def train_hf(config, turns, base, split, tokenizer, order, steps, seed, tokens) -> None:
     model = copy.deepcopy(base)
-    clock = ClockCallback()
+    count_tokens(model, tokens)
     with tempfile.TemporaryDirectory() as tmp:
         args = transformers.TrainingArguments(
             output_dir=tmp, max_steps=steps, per_device_train_batch_size=SETTINGS["batch_size"],
@@ -157,24 +190,27 @@ def hugging_face(base: nn.Module, split: TokenizedSplit, tokenizer, order: list[
             logging_steps=10, save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
             use_cpu=True, seed=seed,
         )  # fmt: skip
+        clock = ClockCallback(lambda: turns.step_done(config))
         trainer = ReplayTrainer(
             model=model, args=args, train_dataset=split.rows, processing_class=tokenizer, callbacks=[clock], order=order
         )
-        tokens, handle = count_tokens(model)
         trainer.train()
-        handle.remove()
-    return {"ends": clock.ends, "tokens": tokens}
 
 
-def steps_per_s(ends: list[float], warmup: int) -> float:
-    return (len(ends) - warmup) / (ends[-1] - ends[warmup - 1])
+def take_turns(turns: Turns, name: str, work: tuple) -> None:
+    """A thread's whole run, in its turns: `work[0](*work[1:])`."""
+    turns.wait(name)
+    try:
+        work[0](*work[1:])
+    finally:
+        turns.leave(name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=14, help="optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=2, help="first steps not timed")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of every configuration, interleaved")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps not counted")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every configuration (seeds 0, 1, ...)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -182,9 +218,6 @@ def main() -> None:
     configs = args.configs.split(",")
     if unknown := set(configs) - set(CONFIGS):
         raise SystemExit(f"unknown configs {sorted(unknown)}; choose from {CONFIGS}")
-    missing = {REPLAYS[c] for c in configs if c in REPLAYS} - set(configs)
-    if missing:
-        raise SystemExit(f"{sorted(missing)} must run too: the HF Trainer replays its batches")
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -207,30 +240,41 @@ def main() -> None:
     print(
         f"{len(dynamic)} training sentences, {statistics.fmean(dynamic.lengths):.1f} tokens on average (max "
         f"{max(dynamic.lengths)}), max_length {args.max_length}; batch 16; {torch.get_num_threads()} torch threads; "
-        f"{args.rounds} rounds x {args.steps} steps, the first {args.warmup} not timed"
+        f"{args.rounds} rounds x {args.steps} steps, the first {args.warmup} not counted",
+        flush=True,
     )
     rates: dict[str, list[float]] = {c: [] for c in configs}
     tokens: dict[str, list[tuple[int, int]]] = {c: [] for c in configs}
     for seed in range(args.rounds):
-        orders = {}
+        turns, seen = Turns(configs), {c: [] for c in configs}
+        threads = []
         for config in configs:
-            if config in REPLAYS:
-                run = hugging_face(base, splits[config], tokenizer, orders[REPLAYS[config]], args.steps, seed)
+            if config in REPLAYS:  # the examples of this loop's first `steps` batches for this seed, in order
+                batches = ours(REPLAYS[config], args.steps)._batches(dynamic, torch.Generator().manual_seed(seed))
+                order = [i for _ in range(args.steps) for i in next(batches)["idx"].tolist()]
+                work = (train_hf, config, turns, base, splits[config], tokenizer, order)
             else:
-                run = ours(config, base, splits[config], task.input_keys, args.steps, seed)
-                orders[config] = run["order"]
-            rates[config].append(steps_per_s(run["ends"], args.warmup))
-            tokens[config] += run["tokens"][args.warmup :]
-            print(f"  round {seed}: {config:<10} {rates[config][-1]:.3f} steps/s", flush=True)
+                work = (train_ours, config, turns, base, splits[config], task.input_keys)
+            work += (args.steps, seed, seen[config])
+            threads.append(threading.Thread(target=take_turns, args=(turns, config, work), name=config))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for config in configs:
+            counted = turns.seconds[config][args.warmup :]
+            rates[config].append(len(counted) / sum(counted))
+            tokens[config] += seen[config][args.warmup :]
+        print(f"round {seed}: " + ", ".join(f"{c} {rates[c][-1]:.3f}" for c in configs) + " steps/s", flush=True)
 
     median = {c: statistics.median(rates[c]) for c in configs}
-    print(f"\n{'config':<11} {'steps/s':>8} {'rounds':>24} {'padded tok/step':>16} {'real tok/step':>14}")
+    print(f"\n{'config':<11} {'steps/s':>8} {'per round':>22} {'padded tokens/step':>19} {'real tokens/step':>17}")
     for config in configs:
         per_round = " ".join(f"{r:.3f}" for r in rates[config])
         padded_tokens = statistics.fmean(p for p, _ in tokens[config])
         real_tokens = statistics.fmean(r for _, r in tokens[config])
-        print(f"{config:<11} {median[config]:>8.3f} {per_round:>24} {padded_tokens:>16.0f} {real_tokens:>14.0f}")
-    print("\nratios of median steps/s:")
+        print(f"{config:<11} {median[config]:>8.3f} {per_round:>22} {padded_tokens:>19.0f} {real_tokens:>17.0f}")
+    print("\nratios of the median steps/s:")
     pairs = [
         ("dynamic", "fixed"), ("grouped", "fixed"), ("dynamic8", "dynamic"), ("fixed", "before"),
         ("dynamic", "before"), ("grouped", "before"), ("dynamic", "hf"), ("grouped", "hf_grouped"),
