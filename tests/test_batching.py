@@ -59,7 +59,7 @@ def test_pad_collator_pads_as_the_tokenizer_does(tiny_bert, side, multiple_of, w
         assert torch.equal(ours[key], theirs[key]), key
     longest, multiple = max(len(row["input_ids"]) for row in rows), multiple_of or 1
     assert ours["input_ids"].shape[1] == (width or -(-longest // multiple) * multiple)  # 15 -> 16 for a multiple of 8
-    with pytest.raises(ConfigError, match="task.pad_to_multiple_of"):
+    with pytest.raises(ValueError, match="multiple_of"):
         PadCollator({"input_ids": 0}, multiple_of=0)
 
 

@@ -71,7 +71,7 @@ class PadCollator:
         if side not in PAD_SIDES:
             raise ValueError(f"padding side must be one of {list(PAD_SIDES)}, got '{side}'")
         if multiple_of is not None and multiple_of < 1:
-            raise ConfigError("task.pad_to_multiple_of", multiple_of, "must be an integer >= 1 or null")
+            raise ValueError(f"multiple_of must be an integer >= 1 or None, got {multiple_of}")
         self.pad_values, self.side, self.multiple_of, self.width = dict(pad_values), side, multiple_of, width
 
     @classmethod

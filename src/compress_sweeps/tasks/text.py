@@ -44,7 +44,7 @@ class TextTask:
 
     `datasets(tokenizer)` tokenizes each split once per (split contents, tokenizer, max_length) and keeps the
     result in `cache_dir`, so every job of a sweep reuses it. Examples are stored unpadded and each batch is padded
-    to its longest example (rounded up to a multiple of `pad_to_multiple_of` when set).
+    to its longest example (not rounded up to a multiple of 8: on CPU that only adds work, bench/text_throughput.py).
     """
 
     name: str
@@ -54,7 +54,6 @@ class TextTask:
     label_names: list[str]
     max_length: int = 128
     cache_dir: str | None = None
-    pad_to_multiple_of: int | None = None
     input_keys: tuple[str, ...] = field(default=("input_ids", "attention_mask", "token_type_ids"))
 
     def __post_init__(self) -> None:
@@ -99,7 +98,7 @@ class TextTask:
         )
         encoded = encoded.rename_column("label", LABEL)
         encoded.set_format("torch", columns=[*keep, LABEL, INDEX])
-        return TokenizedSplit(encoded, PadCollator.for_tokenizer(tokenizer, keep, multiple_of=self.pad_to_multiple_of))
+        return TokenizedSplit(encoded, PadCollator.for_tokenizer(tokenizer, keep))
 
 
 def subsample(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
