@@ -1,12 +1,14 @@
 """Bench: training steps per second on short texts, this loop vs the Hugging Face Trainer, per-batch vs fixed padding.
 
 Everything runs in one process, interleaved step by step: every configuration trains in its own thread, and the
-threads take turns, one optimizer step each (only the thread whose turn it is runs), so load from other processes
-falls on all configurations alike. A step's time runs from the moment its thread gets the turn to the end of its
-optimizer step: one whole cycle of the loop (logging, data, forward, backward, clipping, AdamW, schedule). Each round
+threads take turns, one optimizer step each (only the thread whose turn it is runs; a new random order every cycle),
+so load from other processes falls on all configurations alike. A step's time runs from the moment its thread gets
+the turn to the end of its optimizer step: one whole cycle of the loop (logging, data, forward, backward, clipping,
+AdamW, schedule). Each round
 trains every configuration for `--steps` steps from the same weights (the bundled MiniLM, one fresh 5-way head) on
 the first sentences of BBC News articles (28 tokens on average, `bench/bbc_first_sentences.py`) at max_length 128;
-the first `--warmup` steps (setup, first calls) are not counted. The configurations:
+the first `--warmup` steps (setup, first calls) are not counted. Besides steps per second (wall time), the CPU time
+of the process per step is printed: on a loaded machine it varies less. The configurations:
 
   before       this loop before per-batch padding: every example padded to max_length, AdamW's foreach kernel
   fixed        every example padded to max_length, fused AdamW (as the loop runs now)
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import random
 import statistics
 import tempfile
 import threading
@@ -56,32 +59,41 @@ SETTINGS = {"batch_size": 16, "lr": 1e-4, "weight_decay": 0.01, "warmup_ratio": 
 
 
 class Turns:
-    """Threads take turns, one optimizer step each, round-robin; `seconds[name]` is the time of each of its steps."""
+    """Threads take turns, one optimizer step each, in cycles: every member steps once per cycle, in a new random
+    order each cycle (no configuration always follows the same one). `seconds[name]` is the wall time of each of its
+    steps, `cpu_seconds[name]` the CPU time of this process meanwhile (all its threads; the others are waiting)."""
 
-    def __init__(self, names: list[str]) -> None:
-        self.order, self.current = list(names), 0
+    def __init__(self, names: list[str], seed: int) -> None:
+        self.members, self.random = list(names), random.Random(seed)
+        self.queue = self.random.sample(self.members, len(self.members))
         self.seconds: dict[str, list[float]] = {name: [] for name in names}
-        self.started: dict[str, float] = {}
+        self.cpu_seconds: dict[str, list[float]] = {name: [] for name in names}
+        self.started: dict[str, tuple[float, float]] = {}
         self.condition = threading.Condition()
 
     def wait(self, name: str) -> None:
         with self.condition:
-            self.condition.wait_for(lambda: self.order[self.current] == name)
-        self.started[name] = time.perf_counter()
+            self.condition.wait_for(lambda: self.queue[0] == name)
+        self.started[name] = (time.perf_counter(), time.process_time())
 
     def step_done(self, name: str) -> None:
-        self.seconds[name].append(time.perf_counter() - self.started[name])
-        with self.condition:
-            self.current = (self.order.index(name) + 1) % len(self.order)
-            self.condition.notify_all()
+        wall, cpu = self.started[name]
+        self.seconds[name].append(time.perf_counter() - wall)
+        self.cpu_seconds[name].append(time.process_time() - cpu)
+        self._next(name, leaving=False)
         self.wait(name)
 
     def leave(self, name: str) -> None:
+        self._next(name, leaving=True)
+
+    def _next(self, name: str, leaving: bool) -> None:
         with self.condition:
-            holder, position = self.order[self.current], self.order.index(name)
-            self.order.remove(name)
-            if self.order:
-                self.current = position % len(self.order) if holder == name else self.order.index(holder)
+            if leaving:
+                self.members.remove(name)
+            if name in self.queue:
+                self.queue.remove(name)
+            if not self.queue and self.members:
+                self.queue = self.random.sample(self.members, len(self.members))
             self.condition.notify_all()
 
 
@@ -244,9 +256,10 @@ def main() -> None:
         flush=True,
     )
     rates: dict[str, list[float]] = {c: [] for c in configs}
+    cpu: dict[str, list[float]] = {c: [] for c in configs}
     tokens: dict[str, list[tuple[int, int]]] = {c: [] for c in configs}
     for seed in range(args.rounds):
-        turns, seen = Turns(configs), {c: [] for c in configs}
+        turns, seen = Turns(configs, seed), {c: [] for c in configs}
         threads = []
         for config in configs:
             if config in REPLAYS:  # the examples of this loop's first `steps` batches for this seed, in order
@@ -264,16 +277,22 @@ def main() -> None:
         for config in configs:
             counted = turns.seconds[config][args.warmup :]
             rates[config].append(len(counted) / sum(counted))
+            cpu[config] += turns.cpu_seconds[config][args.warmup :]
             tokens[config] += seen[config][args.warmup :]
         print(f"round {seed}: " + ", ".join(f"{c} {rates[c][-1]:.3f}" for c in configs) + " steps/s", flush=True)
 
     median = {c: statistics.median(rates[c]) for c in configs}
-    print(f"\n{'config':<11} {'steps/s':>8} {'per round':>22} {'padded tokens/step':>19} {'real tokens/step':>17}")
+    header = f"{'config':<11} {'steps/s':>8} {'per round':>22} {'CPU s/step':>11} {'padded tokens/step':>19}"
+    print(f"\n{header} {'real tokens/step':>17}")
     for config in configs:
         per_round = " ".join(f"{r:.3f}" for r in rates[config])
         padded_tokens = statistics.fmean(p for p, _ in tokens[config])
         real_tokens = statistics.fmean(r for _, r in tokens[config])
-        print(f"{config:<11} {median[config]:>8.3f} {per_round:>22} {padded_tokens:>19.0f} {real_tokens:>17.0f}")
+        cpu_step = statistics.fmean(cpu[config])
+        print(
+            f"{config:<11} {median[config]:>8.3f} {per_round:>22} {cpu_step:>11.3f} {padded_tokens:>19.0f} "
+            f"{real_tokens:>17.0f}"
+        )
     print("\nratios of the median steps/s:")
     pairs = [
         ("dynamic", "fixed"), ("grouped", "fixed"), ("dynamic8", "dynamic"), ("fixed", "before"),
@@ -281,7 +300,8 @@ def main() -> None:
     ]  # fmt: skip
     for a, b in pairs:
         if a in median and b in median:
-            print(f"  {a} / {b}: {median[a] / median[b]:.3f}")
+            by_cpu = statistics.fmean(cpu[b]) / statistics.fmean(cpu[a])
+            print(f"  {a} / {b}: {median[a] / median[b]:.3f}   (by CPU time per step: {by_cpu:.3f})")
 
 
 if __name__ == "__main__":
