@@ -5,7 +5,7 @@
 The run folder's model is rebuilt (`model=from_run`), the BBC News splits are encoded with its tokenizer (the
 default task), and the static export is calibrated on `--examples` training examples drawn with `--seed` (the same
 sampling as the one-shot pruners). Prints accuracy of the three models on the validation split and their latency on
-one eval batch (interleaved in one process; see quantizers/export.py).
+one eval batch (interleaved in one process; see export/int8.py).
 """
 
 from __future__ import annotations

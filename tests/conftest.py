@@ -74,15 +74,17 @@ def write_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
     return folder
 
 
-def text_rows(n: int, seed: int = 0) -> list[dict]:
+def text_rows(n: int, seed: int = 0, words: tuple[int, int] = (8, 8)) -> list[dict]:
+    """`n` texts of `words` (min, max) words each, labelled by topic in turn."""
     import random
 
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
-        words = WORDS[topic].split()
-        rows.append({"text": " ".join(rng.choice(words) for _ in range(8)), "label": topic})
+        vocabulary = WORDS[topic].split()
+        count = words[0] if words[0] == words[1] else rng.randint(*words)
+        rows.append({"text": " ".join(rng.choice(vocabulary) for _ in range(count)), "label": topic})
     return rows
 
 
@@ -120,6 +122,13 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture
 def text_csvs(tmp_path) -> tuple[Path, Path]:
     return write_csv(tmp_path / "train.csv", text_rows(48)), write_csv(tmp_path / "dev.csv", text_rows(24, seed=1))
+
+
+@pytest.fixture
+def ragged_text_csvs(tmp_path) -> tuple[Path, Path]:
+    """Texts of 2 to 13 words (4 to 15 tokens): batches padded to their longest example differ in width."""
+    train = write_csv(tmp_path / "ragged_train.csv", text_rows(48, words=(2, 13)))
+    return train, write_csv(tmp_path / "ragged_dev.csv", text_rows(24, seed=1, words=(2, 13)))
 
 
 def tiny_text_overrides(text_csvs: tuple[Path, Path], model: Path) -> list[str]:

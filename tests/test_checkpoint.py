@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, tiny_text_overrides
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -22,29 +22,29 @@ from compress_sweeps.pruners.criteria import SnipMomentum
 from compress_sweeps.quantizers import Q8Bert
 from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState, save_atomic
 
-# a small CNN on digits that learns in 60 steps, with Python-side state in both compressors: snip_momentum scores
-# and an iterative mask schedule (updates at steps 6, 9, ..., 42) and Q8BERT activation ranges + shadow weights
-RUN = [
-    "task=digits",
-    "model=cnn",
-    "model.channels=[8,16]",
-    "model.hidden=32",
-    "pruner=snip_momentum",
-    "pruner.target_sparsity=0.5",
-    "quantizer=q8bert",
-    "export=none",
-    "logger=none",
-    "threads=1",
-    "trainer.max_steps=60",
-    "trainer.lr=3e-3",
-    "trainer.progress=false",
-]
+# Python-side state in both compressors: snip_momentum scores and an iterative mask schedule (updates at steps 6, 9,
+# ..., 42) and Q8BERT activation ranges + shadow weights
+COMPRESSORS = ["pruner=snip_momentum", "pruner.target_sparsity=0.5", "quantizer=q8bert", "export=none"]
+LOOP = ["logger=none", "threads=1", "trainer.max_steps=60", "trainer.progress=false"]
+# a small CNN on digits that learns in 60 steps
+RUN = ["task=digits", "model=cnn", "model.channels=[8,16]", "model.hidden=32", *COMPRESSORS, *LOOP, "trainer.lr=3e-3"]
 EVERY = 10
 
 
-def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
+def text_run(csvs, model, group_by_length: bool) -> list[str]:
+    """The tiny BERT on texts of 4 to 15 tokens: batches of several widths, shuffled or grouped by length."""
+    grouping = f"trainer.group_by_length={str(group_by_length).lower()}"
+    return [*tiny_text_overrides(csvs, model), *COMPRESSORS, *LOOP, "trainer.lr=1e-3", grouping]
+
+
+@pytest.mark.parametrize("data", ["images", "text", "text_grouped_by_length"])
+def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, request, data):
+    run = RUN
+    if data != "images":
+        csvs, model = request.getfixturevalue("ragged_text_csvs"), request.getfixturevalue("tiny_bert")
+        run = text_run(csvs, model, group_by_length=data == "text_grouped_by_length")
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "compress_sweeps", *RUN, f"trainer.checkpoint_every={EVERY}"]
+    command = [sys.executable, "-m", "compress_sweeps", *run, f"trainer.checkpoint_every={EVERY}"]
     command.append(f"hydra.run.dir={run_dir}")
     first = subprocess.Popen(command, cwd=tmp_path, env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = run_dir / "checkpoint" / "last.pt"
@@ -59,7 +59,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     # the reference, in this process while nothing else runs: the same config without checkpoints
     threads = torch.get_num_threads()
     try:
-        reference = train.run(compose_cfg([*RUN, "trainer.checkpoint_every=null"], output_dir=tmp_path / "reference"))
+        reference = train.run(compose_cfg([*run, "trainer.checkpoint_every=null"], output_dir=tmp_path / "reference"))
     finally:
         torch.set_num_threads(threads)  # `threads=1` must not slow down the tests after this one
     expected = json.loads((tmp_path / "reference" / "results.json").read_text())

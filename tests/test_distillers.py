@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import partial
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
+from compress_sweeps import batching
 from compress_sweeps.distillers import LogitsDistiller, MultiLayerDistiller, Teacher, losses
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.models import ConvNet, from_run
+from compress_sweeps.models import ConvNet, from_run, pretrained_classifier
 from compress_sweeps.models.runs import save_model
+from compress_sweeps.tasks import text_files
 from compress_sweeps.tasks.images import TensorDictDataset
 from compress_sweeps.trainer import Trainer
 
@@ -156,8 +160,6 @@ def test_projection_is_trained_with_the_student_and_removed_at_the_end(tmp_path)
 
 
 def test_hooked_bert_features_equal_hugging_face_outputs(tmp_path, tiny_bert):
-    from compress_sweeps.models import pretrained_classifier
-
     tokens = torch.tensor([[2, 7, 8, 9, 3, 0], [2, 10, 11, 3, 0, 0]])
     mask = (tokens != 0).long()
     rows = [
@@ -228,3 +230,52 @@ def test_teacher_from_a_run_folder_and_fine_tuned_once(tmp_path, caplog):
     printed = caplog.text
     assert printed.count("fine-tuning once") == 1 and printed.count("reusing") == 1
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_cached_teacher_equals_live_teacher_per_example_with_per_batch_padding(tmp_path, tiny_bert, ragged_text_csvs):
+    """The cache runs the teacher over batches of 64 padded to their longest example; training batches of 5 are
+    padded to theirs. Per example, on its real tokens, a cached output equals the live teacher's on the batch."""
+    task = text_files(*map(str, ragged_text_csvs), max_length=16)
+    train, _ = task.datasets(AutoTokenizer.from_pretrained(tiny_bert))
+    context = RunContext(3, 3, torch.device("cpu"), task.input_keys, train, "ragged", str(tmp_path / "cache"))
+    build = partial(pretrained_classifier, str(tiny_bert))
+    logits = LogitsDistiller({"main": Teacher(build)}, cache_teacher=True)
+    logits.attach(torch.nn.Linear(1, 1), context)
+    matches = [
+        {"teacher_layer": 1, "student_layer": 1, "feature": "hidden", "loss": "mse"},
+        {"teacher_layer": 0, "student_layer": 0, "feature": "attention", "loss": "kl"},
+        {"feature": "embedding", "loss": "cosine"},
+    ]
+    live, cached = (MultiLayerDistiller(Teacher(build), matches, cache_teacher=cache) for cache in (False, True))
+    student = build(num_labels=3).eval()
+    with torch.no_grad():  # a student unlike its teacher, so the feature losses are far from 0
+        generator = torch.Generator().manual_seed(0)
+        for parameter in student.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    twin = copy.deepcopy(student)  # each distiller reads its own student's features
+    live.attach(student, context)
+    cached.attach(twin, context)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+    widths = set()
+    for batch in batching.loader(train, 5, sampler=order):
+        inputs = {k: batch[k] for k in task.input_keys}
+        mask, lengths = batch["attention_mask"], batch["attention_mask"].sum(1).tolist()
+        widths.add(mask.shape[1])
+        teacher = logits.teachers.teachers["main"]
+        expected = teacher.module(**inputs).logits
+        torch.testing.assert_close(logits.teachers(batch)["main"]["logits"], expected, rtol=1e-4, atol=1e-4)
+        from_cache = cached.teachers(batch)["teacher"]
+        from_teacher = live.teachers.extract(live.teachers.teachers["teacher"], inputs)
+        for key, value in from_teacher.items():
+            assert from_cache[key].shape == value.shape, key
+            for row, length in enumerate(lengths):  # real tokens: the first `length` positions (right padding)
+                tokens = slice(0, length)
+                real = {"logits": (row,), "m1": (row, slice(None), tokens, tokens)}.get(key, (row, tokens))
+                torch.testing.assert_close(from_cache[key][real], value[real], rtol=1e-4, atol=1e-4)
+                if key == "m0":  # hidden states: zeros at the padding positions, whatever the batch
+                    assert not from_cache[key][row, length:].any()
+        zero = torch.tensor(0.0)  # the whole KD loss: the same with the cache as with the live teacher
+        expected_loss = live.loss(student(**inputs), batch, zero).item()
+        assert cached.loss(twin(**inputs), batch, zero).item() == pytest.approx(expected_loss, rel=1e-4)
+        assert expected_loss > 0.01
+    assert len(widths) > 1  # batches of several widths were answered from one cache

@@ -51,12 +51,14 @@ def test_q8bert_4_bit_text_run(tmp_path, tiny_bert, text_csvs):
     assert compression["size_bytes"] < full_size
 
 
-def test_q8bert_onnxruntime_export_in_a_text_run(tmp_path, tiny_bert, text_csvs, monkeypatch):
+def test_q8bert_onnxruntime_export_in_a_text_run(tmp_path, tiny_bert, ragged_text_csvs, monkeypatch):
     monkeypatch.setattr(onnx_export, "_needs_reduced_range", lambda: False)  # full int8 range, as on a VNNI CPU
-    overrides = [*tiny_text_overrides(text_csvs, tiny_bert), "trainer=smoke", "logger=none", "quantizer=q8bert"]
-    results, _ = finished(tmp_path, overrides)
+    overrides = [*tiny_text_overrides(ragged_text_csvs, tiny_bert), "trainer=smoke", "logger=none", "quantizer=q8bert"]
+    # evaluation batches of 8 texts of 4 to 15 tokens: the ONNX graph runs batches of several widths
+    results, _ = finished(tmp_path, [*overrides, "trainer.eval_batch_size=8", "trainer.eval_max_batches=null"])
     export = results["compression"]["int8_export"]
     assert export["backend"].startswith("ONNX Runtime") and export["file"] == "model.int8.onnx"
+    assert 4 <= export["latency_seq_len"] <= 16 and 4 <= results["compression"]["latency_seq_len"] <= 16
     assert export["exact_layers"] > 0 and export["requantized_layers"] == 0  # 8-bit codes kept as trained
     assert export["latency_ratio"] == export["latency_ms_int8"] / export["latency_ms_fp32"]
     assert abs(export["accuracy_drop"]) <= 0.5  # a 2-step tiny model: only a sanity bound

@@ -44,8 +44,8 @@ def test_text_task_tokenizes_once_into_the_cache(tiny_bert, text_csvs, tmp_path)
     task = text_files(str(text_csvs[0]), str(text_csvs[1]), max_length=16, cache_dir=str(tmp_path / "c"))
     assert task.label_names == sorted(TOPICS)
     train, val = task.datasets(tokenizer)
-    assert set(train.format["columns"]) >= {"input_ids", "attention_mask", "labels", "idx"}
-    assert train[0]["input_ids"].shape[0] == 16
+    assert set(train.rows.format["columns"]) >= {"input_ids", "attention_mask", "labels", "idx"}
+    assert train[0]["input_ids"].shape[0] == train.lengths[0] == 10  # unpadded: [CLS] + 8 words + [SEP]
     cached = sorted((tmp_path / "c" / "tokenized").rglob("*.arrow"))
     assert len(cached) == 2
     stamps = [p.stat().st_mtime_ns for p in cached]

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from compress_sweeps import distributed
+from compress_sweeps import batching, distributed
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
@@ -28,6 +28,7 @@ from compress_sweeps.run.threads import parallel_jobs
 from compress_sweeps.schema import check_arguments
 
 log = logging.getLogger(__name__)
+FUSED_ADAMW = ("cpu", "cuda")  # devices with torch's fused AdamW kernel: one pass over the weights, not several
 
 
 def resolve_device(device: str) -> torch.device:
@@ -69,6 +70,7 @@ class Trainer:
         checkpoint_every: Annotated[int, Field(ge=1)] | None = 50,
         device: str = "auto",
         progress: bool = True,
+        group_by_length: bool = False,
     ) -> None:
         arguments = {k: v for k, v in locals().items() if k != "self"}
         check_arguments(Trainer, arguments, "trainer.")  # the signature is the schema, also for Python callers
@@ -85,6 +87,7 @@ class Trainer:
         self.lr, self.weight_decay, self.warmup_ratio, self.lr_schedule = lr, weight_decay, warmup_ratio, lr_schedule
         self.max_grad_norm, self.eval_every, self.eval_max_batches = max_grad_norm, eval_every, eval_max_batches
         self.log_every, self.progress, self.checkpoint_every = log_every, progress, checkpoint_every
+        self.group_by_length = group_by_length
         self.device = resolve_device(device)
 
     def settings(self) -> dict[str, object]:
@@ -106,15 +109,22 @@ class Trainer:
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.lr)
+        return torch.optim.AdamW(groups, lr=self.lr, fused=self.device.type in FUSED_ADAMW)
+
+    def _sampler(self, dataset: Dataset, generator: torch.Generator) -> Sampler[int]:
+        """One epoch's order: a shuffle, or with `group_by_length` batches of similar lengths (this process's shard
+        of it if distributed). Drawn from `generator` alone, so a checkpoint's generator state replays it."""
+        if not self.group_by_length:
+            return distributed.shuffled(dataset, generator)
+        return batching.length_grouped(dataset, self.batch_size * self.grad_accum_steps, generator)
 
     def _batches(self, dataset: Dataset, generator: torch.Generator) -> EpochBatches:
-        """Shuffled micro-batches forever (a new permutation each epoch; this process's shard of it if distributed),
-        resumable from a checkpoint."""
+        """Shuffled micro-batches forever (a new order each epoch), each padded to its longest example, resumable
+        from a checkpoint."""
+        self._sampler(dataset, generator)  # a task that cannot be grouped by length fails now, not at step 1
 
         def loader(epoch: int) -> DataLoader:
-            sampler = distributed.shuffled(dataset, generator)
-            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=generator)
+            return batching.loader(dataset, self.batch_size, self._sampler(dataset, generator), generator)
 
         return EpochBatches(loader, generator)
 
@@ -134,6 +144,7 @@ class Trainer:
         With `checkpoints`, continue from the run folder's checkpoint if it holds one, and save one when it is due.
         """
         total, input_keys = context.total_steps, context.input_keys
+        batches = self._batches(train_set, torch.Generator().manual_seed(seed))
         model.to(self.device).train()
         resumes_from = checkpoints.pending() if checkpoints is not None else None
         compressors.attach(model, replace(context, resumes_from=resumes_from))
@@ -148,7 +159,6 @@ class Trainer:
         net = distributed.wrap(model, self.device)  # after attach: the compressors see the plain model
         optimizer = self._optimizer(model)
         scheduler = get_scheduler(self.lr_schedule, optimizer, int(self.warmup_ratio * total), total)
-        batches = self._batches(train_set, torch.Generator().manual_seed(seed))
         training = TrainingState(model, optimizer, scheduler, batches, compressors)
         start = checkpoints.resume(training) if checkpoints is not None else 0
         bar = tqdm(
@@ -213,7 +223,7 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
         predictions, labels, loss_sum = [], [], 0.0
-        for i, batch in enumerate(DataLoader(eval_set, batch_size=self.eval_batch_size)):
+        for i, batch in enumerate(batching.loader(eval_set, self.eval_batch_size)):
             if self.eval_max_batches is not None and i >= self.eval_max_batches:
                 break
             batch = {k: v.to(self.device) for k, v in batch.items()}

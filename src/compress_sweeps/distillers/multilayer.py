@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
+from compress_sweeps import batching
 from compress_sweeps.distillers import losses
 from compress_sweeps.distillers.features import FEATURES, FeatureTap, module_name, use_eager_attention
 from compress_sweeps.distillers.outputs import TeacherOutputs, check_trains
@@ -32,6 +32,8 @@ LOSSES = {
     "logits": ("kl", "ce", "mse"),
 }
 PROJECTIONS = "kd_projections"  # the student's submodule holding the projections while training
+# the token axes of each feature of a text model: a cached teacher feature is fitted to each batch's width along them
+TOKEN_AXES = {"hidden": (1,), "embedding": (1,), "attention": (2, 3)}
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,10 @@ class MultiLayerDistiller:
             self.attention_was = use_eager_attention(model)
         self.student_tap = FeatureTap(model, self._wanted(model, "student"))
         tag = repr([(m.teacher_layer, m.feature) for m in self.matches])
-        self.teachers.attach(context, self._extract, tag, on_load=self._on_teacher)
+        text = "attention_mask" in context.input_keys  # image features (conv maps) have no token axes
+        features = {key: match.feature for key, match in zip(self.keys, self.matches, strict=True)}
+        axes = {key: TOKEN_AXES[f] for key, f in features.items() if f in TOKEN_AXES} if text else {}
+        self.teachers.attach(context, self._extract, tag, on_load=self._on_teacher, token_axes=axes)
         with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
             self._build_projections(model, context)  # its DataLoader must not shift the student's RNG
 
@@ -135,7 +140,7 @@ class MultiLayerDistiller:
         Without `projection`, or where a projection cannot help (attention maps), differing shapes are a ConfigError
         now, before the first optimizer step.
         """
-        batch = next(iter(DataLoader(context.train_set, batch_size=2)))
+        batch = next(iter(batching.loader(context.train_set, 2)))
         inputs = {k: batch[k].to(context.device) for k in context.input_keys if k in batch}
         was_training = model.training
         model.eval()  # no BatchNorm statistics or dropout from the probe

@@ -9,11 +9,11 @@ from typing import TypeVar
 
 import torch
 
-from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache
+from compress_sweeps.batching import dataset_digest
+from compress_sweeps.distillers.cache import Outputs, TeacherOutputCache, TokenAxes
 from compress_sweeps.distillers.teacher import Teacher
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext, logits_of
-from compress_sweeps.models.finetuned import dataset_digest
 
 # (teacher, model inputs) -> named teacher outputs (logits, hidden states...) for that batch
 Extract = Callable[[Teacher, Mapping[str, torch.Tensor]], Outputs]
@@ -44,7 +44,8 @@ class TeacherOutputs:
 
     With `cache=True` each teacher runs once over the whole training split (or not at all when a previous job
     already did) and batches are answered by example `idx`, so a sweep over temperatures or alphas pays for the
-    teacher once. `tag` names what `extract` returns; it is part of the cache key.
+    teacher once. `tag` names what `extract` returns; it is part of the cache key. `token_axes` names the outputs
+    with token axes (hidden states, attention maps), which the cache fits to the width of each padded batch.
     """
 
     def __init__(self, teachers: Mapping[str, Teacher], cache: bool, cache_max_mb: float, batch_size: int) -> None:
@@ -59,6 +60,7 @@ class TeacherOutputs:
         self.caches: dict[str, TeacherOutputCache | None] = {}
         self.input_keys: tuple[str, ...] = ()
         self.extract: Extract | None = None
+        self.token_axes: dict[str, tuple[int, ...]] = {}
         self.accuracy: dict[str, float] = {}  # each teacher's validation accuracy, measured at attach
 
     @property
@@ -67,10 +69,16 @@ class TeacherOutputs:
         return frozenset({"idx"}) if self.cache else frozenset()
 
     def attach(
-        self, context: RunContext, extract: Extract, tag: str, on_load: Callable[[Teacher], None] | None = None
+        self,
+        context: RunContext,
+        extract: Extract,
+        tag: str,
+        on_load: Callable[[Teacher], None] | None = None,
+        token_axes: TokenAxes | None = None,
     ) -> None:
         """Load the teachers (`on_load` then sets up hooks on each), then fill or read the cache."""
         self.input_keys, self.extract = tuple(context.input_keys), extract
+        self.token_axes = {name: tuple(axes) for name, axes in (token_axes or {}).items()}
         # DataLoaders draw their base seed from the global RNG: isolate the teacher's work so the student's
         # dropout and data order are the same with or without the cache, and with or without a cache hit
         devices = [context.device] if context.device.type == "cuda" else []
@@ -100,6 +108,7 @@ class TeacherOutputs:
                 lambda batch, t=teacher: extract(t, self._inputs(batch, context.device)),
                 self.batch_size,
                 self.max_bytes,
+                self.token_axes,
             )
 
     def _accuracy(self, teacher: Teacher, weights: str, context: RunContext, folder: Path) -> float:
@@ -123,11 +132,12 @@ class TeacherOutputs:
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, Outputs]:
         """{teacher name -> outputs} for this batch (cached rows when available, else a live pass)."""
         device = batch["labels"].device
+        width = batch["attention_mask"].shape[-1] if "attention_mask" in batch else None  # padded tokens per row
         answers = {}
         for name, teacher in self.teachers.items():
             cache = self.caches.get(name)
             if cache is not None:
-                answers[name] = cache.lookup(batch["idx"], device)
+                answers[name] = cache.lookup(batch["idx"], device, width)
             else:
                 answers[name] = self.extract(teacher, self._inputs(batch, device))
         return answers

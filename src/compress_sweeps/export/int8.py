@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from compress_sweeps.batching import loader, sequence_length
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.onnx import ONNX_FILE, to_int8_onnx
 from compress_sweeps.models.timing import conditions, interleaved_ms
@@ -92,12 +93,15 @@ def int8_export_report(
     """Export `model` to int8 with `backend`, evaluate it, and time it against `model` (and the dense `reference`,
     the same architecture rebuilt by the run) on one eval batch, on CPU, interleaved.
 
+    The timed batch is the first `batch_size` validation examples, padded to the longest of them: `latency_batch`
+    examples of `latency_seq_len` tokens each (text).
+
     The onnxruntime export is kept as `folder/model.int8.onnx` (in a temporary folder when `folder` is None). A model
     the ONNX exporter cannot trace falls back to the torch backend, and `onnxruntime_failed` says why.
     """
     if next(model.parameters()).device.type != "cpu":
         return {"skipped": "the int8 dynamic kernels are CPU-only; this run trained on another device"}
-    batch = next(iter(DataLoader(eval_set, batch_size=batch_size)))
+    batch = next(iter(loader(eval_set, batch_size)))
     inputs = {k: batch[k] for k in input_keys if k in batch}
     fallback = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +144,7 @@ def compare_int8(
         "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
         "accuracy_drop": fp32_metrics["eval/accuracy"] - metrics["eval/accuracy"],
         "latency_batch": len(next(iter(inputs.values()))),
+        **({"latency_seq_len": sequence_length(inputs)} if "input_ids" in inputs else {}),
         "latency_ms_fp32": latency["fp32"],
         "latency_ms_int8": latency["int8"],
         "latency_ratio": latency["int8"] / latency["fp32"],

@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,9 +27,9 @@ import torch
 from omegaconf import OmegaConf
 from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from compress_sweeps import distributed
+from compress_sweeps.batching import dataset_digest
 from compress_sweeps.hooks import Compressors, FineTuner, RunContext
 from compress_sweeps.models.hf import tokenizer_for
 from compress_sweeps.models.runs import WEIGHTS, from_run, save_model
@@ -44,17 +44,6 @@ class _Silent:
 
     def log(self, values: dict[str, float], step: int) -> None:
         pass
-
-
-def dataset_digest(dataset: Dataset, keys: Sequence[str], batch_size: int = 1024) -> str:
-    """sha256 over the tensors of `keys` (plus `idx`) of every row, in order: the identity of an encoded split
-    (token ids carry the dataset, tokenizer and max length), part of the key of what is cached per training data
-    (a fine-tuned model here, a teacher's outputs in distillers/cache.py)."""
-    digest = hashlib.sha256(f"{len(dataset)}|{sorted(keys)}".encode())
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        for key in sorted({*keys, "idx"} & set(batch)):
-            digest.update(batch[key].contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def describe(build: Callable[..., nn.Module]) -> dict:

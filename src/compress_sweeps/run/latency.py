@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from compress_sweeps.batching import loader, sequence_length
 from compress_sweeps.models.timing import conditions, interleaved_ms
 
 BATCHES = (1, 32)  # one request, and a batch as served offline
@@ -23,8 +24,8 @@ REPEATS = {1: 15, 32: 6}  # medians of this many interleaved forward passes per 
 
 
 def eval_batch(eval_set: Dataset, input_keys: Sequence[str], size: int, device: torch.device) -> dict:
-    """The first `size` eval examples as model inputs on `device`."""
-    batch = next(iter(DataLoader(eval_set, batch_size=size)))
+    """The first `size` eval examples as model inputs on `device`, padded to the longest of them (text)."""
+    batch = next(iter(loader(eval_set, size)))
     return {k: batch[k].to(device) for k in input_keys if k in batch}
 
 
@@ -42,7 +43,7 @@ def latency_report(
         report[f"batch_{size}"] = {
             "batch": size,
             "input_shape": {k: list(v.shape) for k, v in inputs.items()},
-            "seq_len": int(inputs["input_ids"].shape[1]) if "input_ids" in inputs else None,
+            "seq_len": sequence_length(inputs),
             "dense_ms": times["dense"],
             "model_ms": times["model"],
             "ratio": times["model"] / times["dense"],

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import default_collate
+
+from compress_sweeps.batching import collate
 
 
 def calibration_indices(size: int, examples: int, seed: int) -> list[int]:
@@ -26,6 +27,6 @@ def calibration_batches(
     indices = calibration_indices(len(dataset), examples, seed)
     batches = []
     for start in range(0, len(indices), batch_size):
-        rows = default_collate([dataset[i] for i in indices[start : start + batch_size]])
+        rows = collate(dataset, [dataset[i] for i in indices[start : start + batch_size]])  # padded per batch
         batches.append({key: rows[key] for key in input_keys if key in rows})
     return batches

@@ -1,4 +1,4 @@
-"""Text classification tasks: raw `datasets.Dataset` splits tokenized once and cached on disk."""
+"""Text classification tasks: raw `datasets.Dataset` splits tokenized once (unpadded) and cached on disk."""
 
 from __future__ import annotations
 
@@ -7,10 +7,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
+
+from compress_sweeps.batching import PadCollator
 
 LABEL = "labels"
 INDEX = "idx"
+LAYOUT = "unpadded"  # part of the cache key: files written when examples were padded to max_length are not reused
+
+
+class TokenizedSplit(Dataset):
+    """One tokenized split: unpadded rows (1-D token inputs of each example's own length, `labels`, `idx`), each
+    example's length in tokens (`lengths`, for `trainer.group_by_length`) and `collate`, which pads a batch to its
+    longest example (`compress_sweeps.batching.loader` uses it)."""
+
+    def __init__(self, rows: datasets.Dataset, collate: PadCollator) -> None:
+        self.rows, self.collate = rows, collate
+        self.lengths: list[int] = pc.list_value_length(rows.with_format("arrow")["input_ids"]).to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.rows[i]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        return self.rows.__getitems__(indices)  # one Arrow read per batch, not one per example
 
 
 @dataclass
@@ -18,7 +43,8 @@ class TextTask:
     """A text classification task: train/validation splits with text column(s) and an integer `label` column.
 
     `datasets(tokenizer)` tokenizes each split once per (split contents, tokenizer, max_length) and keeps the
-    result in `cache_dir`, so every job of a sweep reuses it.
+    result in `cache_dir`, so every job of a sweep reuses it. Examples are stored unpadded and each batch is padded
+    to its longest example (not rounded up to a multiple of 8: on CPU that only adds work, bench/text_throughput.py).
     """
 
     name: str
@@ -41,24 +67,24 @@ class TextTask:
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def datasets(self, tokenizer: PreTrainedTokenizerBase | None) -> tuple[datasets.Dataset, datasets.Dataset]:
-        """Tokenized train and validation splits in torch format, with `labels` and `idx` columns."""
+    def datasets(self, tokenizer: PreTrainedTokenizerBase | None) -> tuple[TokenizedSplit, TokenizedSplit]:
+        """Tokenized train and validation splits: rows of torch tensors, with `labels` and `idx`."""
         if tokenizer is None:
             raise ValueError(f"task '{self.name}' is a text task: choose a model with a tokenizer (minilm, hf)")
         return self._encode(self.train, "train", tokenizer), self._encode(self.validation, "validation", tokenizer)
 
-    def _encode(self, split: datasets.Dataset, split_name: str, tokenizer: PreTrainedTokenizerBase):
+    def _encode(self, split: datasets.Dataset, split_name: str, tokenizer: PreTrainedTokenizerBase) -> TokenizedSplit:
         keep = [c for c in self.input_keys if c in tokenizer.model_input_names]
 
         def tokenize(batch: dict) -> dict:
             texts = [batch[c] for c in self.text_columns]
-            encoded = tokenizer(*texts, truncation=True, max_length=self.max_length, padding="max_length")
+            encoded = tokenizer(*texts, truncation=True, max_length=self.max_length)  # padded per batch, by collate
             return {k: encoded[k] for k in keep}
 
         split = split.map(lambda _, i: {INDEX: i}, with_indices=True)
         cache_file = None
         if self.cache_dir:
-            key = f"{split._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{self.max_length}|{keep}"
+            key = f"{split._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{self.max_length}|{keep}|{LAYOUT}"
             digest = hashlib.sha256(key.encode()).hexdigest()[:16]
             folder = Path(self.cache_dir).expanduser() / "tokenized" / self.name
             folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +98,7 @@ class TextTask:
         )
         encoded = encoded.rename_column("label", LABEL)
         encoded.set_format("torch", columns=[*keep, LABEL, INDEX])
-        return encoded
+        return TokenizedSplit(encoded, PadCollator.for_tokenizer(tokenizer, keep))
 
 
 def subsample(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
