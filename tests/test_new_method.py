@@ -111,6 +111,7 @@ def test_its_run_records_the_spec_and_passes_the_gate_and_corrupted_weights_fail
             "quantization": None,
             "keeps_zeros": False,
             "batch_keys": [],
+            "structure": None,
         }
     ]
     assert compression["layers"] == {"fc.weight": 0.5} and compression["pattern"] == "channel"
