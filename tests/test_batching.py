@@ -11,12 +11,13 @@ from conftest import text_rows
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from compress_sweeps import batching, distributed, measure
+from compress_sweeps import batching, distributed
 from compress_sweeps.batching import PadCollator, dataset_digest, length_grouped_order
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import pretrained_classifier
 from compress_sweeps.quantizers import Q8Bert
+from compress_sweeps.run import measure
 from compress_sweeps.tasks import text_files
 from compress_sweeps.tasks.images import TensorDictDataset
 from compress_sweeps.tasks.text import TokenizedSplit
@@ -177,6 +178,12 @@ def test_dataset_digest_hashes_ragged_rows(ragged):
 
 
 def test_latency_states_the_sequence_length_it_was_measured_at(ragged, tiny_bert):
+    """Batch 1 is the first eval example unpadded; the larger batch is padded to its longest example."""
     _, validation, _, keys = ragged
-    report = measure.measure(pretrained_classifier(str(tiny_bert), 3), validation[0], keys)
-    assert report["latency_seq_len"] == validation.lengths[0] < MAX_LENGTH and report["latency_ms"] > 0
+    model, dense = (pretrained_classifier(str(tiny_bert), 3).eval() for _ in range(2))
+    latency = measure.measure(model, validation, keys, reference=dense)["latency"]
+    timed = [entry for key, entry in latency.items() if key.startswith("batch_")]
+    first, *_, largest = sorted(timed, key=lambda entry: entry["batch"])
+    assert first["batch"] == 1 and first["seq_len"] == validation.lengths[0] < MAX_LENGTH
+    assert largest["seq_len"] == max(validation.lengths[: largest["batch"]]) < MAX_LENGTH
+    assert first["model_ms"] > 0 and first["dense_ms"] > 0
