@@ -151,9 +151,12 @@ class _Collect:
         self.statistic, self.expected = statistic, expected
         self.mask: torch.Tensor | None = None  # the current batch's real tokens
         self.calls = 0
+        self.last: torch.Tensor | None = None  # the input already added (query, key and value share one)
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
-        self.statistic.add(input_rows(module, args[0], self.mask))
+        if args[0] is not self.last:  # the group's layers see the same tensor: its rows count once
+            self.statistic.add(input_rows(module, args[0], self.mask))
+            self.last = args[0]
         self.calls += 1
         if self.calls == self.expected:
             raise StopForward
@@ -175,6 +178,7 @@ def _calibrate_stage(
             for call, mask in zip(calls, masks, strict=True):
                 collect.mask, collect.calls = mask, 0
                 _run(stage, call)
+                collect.last = None
         finally:
             for handle in handles:
                 handle.remove()
