@@ -18,6 +18,7 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, from_run, pretrained_classifier
 from compress_sweeps.models.costs import module_flops
+from compress_sweeps.models.hf import from_pretrained_rebuilds
 from compress_sweeps.models.runs import save_model
 from compress_sweeps.models.structure import STRUCTURE
 from compress_sweeps.pruners.criteria import Magnitude, SnipMomentum
@@ -154,6 +155,9 @@ def test_whole_blocks_go_and_a_uniform_model_loads_with_from_pretrained(tmp_path
     assert len(slim.bert.encoder.layer) == 2 and slim.config.num_hidden_layers == 2
     torch.testing.assert_close(logits(slim, inputs), masked)
     assert measured(slim, bert(layers=4), pruner)["blocks"] == {"bert.encoder.layer": {"kept": 2, "total": 4}}
+    uneven, inputs_ = bert(), tokens()
+    uneven = oneshot(uneven, inputs_, units=["heads", "ffn"], target=0.5).finalize(uneven)  # heads a config cannot say
+    assert from_pretrained_rebuilds(slim) and not from_pretrained_rebuilds(uneven)
     slim.save_pretrained(tmp_path)
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(logits(plain, inputs), masked)
@@ -410,6 +414,8 @@ def test_slim_run_saves_a_smaller_model_that_reloads_and_verifies(tmp_path, tiny
     assert compression["speedup"] == pytest.approx(1 / compression["latency_ratio"])
     reloaded = from_run(str(folder), num_labels=3 if units != "[channels]" else 10).eval()
     assert sum(p.numel() for p in reloaded.parameters()) == compression["total_params"]
+    # heads and widths differ per layer: the folder's config.json cannot say so, and results.json tells
+    assert compression.get("hf_from_pretrained") is (False if units != "[channels]" else None)
 
 
 def test_verify_catches_a_tampered_slim_model(tmp_path, tiny_bert, text_csvs):

@@ -13,6 +13,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from compress_sweeps import distributed
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import rebuild_config, tokenizer_for, untrained_parameters
+from compress_sweeps.models.hf import from_pretrained_rebuilds
 from compress_sweeps.models.runs import save_model
 from compress_sweeps.run import artifacts, measure
 from compress_sweeps.run.build import build, check
@@ -64,6 +65,8 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         )
         if exported is not None:
             compression["int8_export"] = exported
+        if (rebuilds := from_pretrained_rebuilds(model)) is not None:  # the folder's config.json says the shapes
+            compression["hf_from_pretrained"] = rebuilds
         if distributed.is_main():
             save_model(model, record.run_dir, tokenizer, rebuild_config(cfg.model), task.num_labels, reference=dense)
         record.complete(metrics | parts.compressors.metrics(), compression)

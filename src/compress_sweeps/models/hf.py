@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import torch
 from pydantic import Field
 from torch import nn
 from transformers import (
@@ -18,7 +19,7 @@ from transformers import (
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hub import check_hub_source
 from compress_sweeps.models.settings import Dropout, Labels
-from compress_sweeps.models.structure import STRUCTURE
+from compress_sweeps.models.structure import STRUCTURE, describe
 from compress_sweeps.models.untrained import mark_untrained, untrained_parameters
 
 LOCAL_MODEL_HINT = (
@@ -139,6 +140,18 @@ def tokenizer_for(model: nn.Module) -> PreTrainedTokenizerBase | None:
     return AutoTokenizer.from_pretrained(source)
 
 
+def from_pretrained_rebuilds(model: nn.Module) -> bool | None:
+    """Whether `AutoModelForSequenceClassification.from_pretrained(<run folder>)` rebuilds `model`'s shapes from the
+    config.json saved beside its weights; None for a model that is not a Hugging Face model. False for a slimmed
+    model whose layers keep different head counts or FFN widths, or fewer heads than the config's: a config holds one
+    of each (transformers has no per-layer shapes), so only `model=from_run` loads such a folder."""
+    if not isinstance(model, PreTrainedModel):
+        return None
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        rebuilt = AutoModelForSequenceClassification.from_config(model.config)
+    return describe(rebuilt) == describe(model)
+
+
 def save_hf_extras(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, folder: Path) -> None:
     """Write config.json (+ tokenizer files) so `from_pretrained(folder)` rebuilds the saved model."""
     config = getattr(model, "config", None)
@@ -148,4 +161,4 @@ def save_hf_extras(model: nn.Module, tokenizer: PreTrainedTokenizerBase | None, 
         tokenizer.save_pretrained(folder)
 
 
-__all__ = ["minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]
+__all__ = ["from_pretrained_rebuilds", "minilm", "pretrained_classifier", "student_from_teacher", "tokenizer_for"]
