@@ -10,6 +10,7 @@ alike; every figure is a ratio against the dense fp32 model, beside the ideal 1 
 fractions are measured on the slim models (run/shapes.py), not taken from the pruner.
 
     PYTHONPATH=src python bench/slim_latency.py [--target 0.5] [--repeats 20] [--threads N] [--round-to 8]
+    PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnn-batches 32,256   # the CNN at two batch sizes
 """
 
 from __future__ import annotations
@@ -67,41 +68,45 @@ def main() -> None:
     parser.add_argument("--round-to", type=int, default=8, help="kept FFN widths / channels: multiples of this")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads")
     parser.add_argument("--skip-cnn", action="store_true")
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--cnn-batches", default=None, help="comma-separated CNN batch sizes (default: --batch)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{machine()}, threads {torch.get_num_threads()}, torch {torch.__version__}, load {os.getloadavg()[0]:.2f}")
-    torch.manual_seed(0)
-    dense = minilm(num_labels=5).eval()
-    vocab = dense.config.vocab_size
-    inputs = {
-        "input_ids": torch.randint(1000, vocab, (args.batch, args.seq)),
-        "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
-        "token_type_ids": torch.zeros(args.batch, args.seq, dtype=torch.long),
-    }
-    slim, measured = slimmed(dense, inputs, ["heads", "ffn"], args.target, args.round_to)
-    with tempfile.TemporaryDirectory() as tmp:
-        models = {
-            "dense fp32 torch": dense,
-            "slim fp32 torch": slim,
-            "dense int8 onnxruntime": to_int8_onnx(dense, inputs, Path(tmp) / "dense.onnx", args.threads)[0],
-            "slim int8 onnxruntime": to_int8_onnx(slim, inputs, Path(tmp) / "slim.onnx", args.threads)[0],
-        }
-        latency = interleaved_ms(models, inputs, args.repeats)
-    heads = [heads_of(m) for m in slim.modules() if heads_of(m) is not None]
-    widths = [b.intermediate.dense.out_features for b in slim.bert.encoder.layer]
-    print(f"batch {args.batch} x seq {args.seq}, median of {args.repeats} interleaved repeats")
-    print(f"MiniLM slim: heads per layer {heads} (of 12), FFN widths {widths} (of 1536)")
-    report("MiniLM", latency, measured)
-    if not args.skip_cnn:
+    if not args.skip_minilm:
         torch.manual_seed(0)
-        images = {"pixel_values": torch.randn(args.batch, 1, 28, 28)}
-        cnn = ConvNet(10, channels=[32, 64]).eval()
-        slim_cnn, measured = slimmed(cnn, images, ["channels"], args.target, args.round_to)
-        kept = [m.out_channels for m in slim_cnn.modules() if isinstance(m, nn.Conv2d)]
-        latency = interleaved_ms({"dense fp32 torch": cnn, "slim fp32 torch": slim_cnn}, images, args.repeats * 5)
-        print(f"ConvNet slim: channels kept {kept} (of [32, 64]), batch {args.batch}, median of {args.repeats * 5}")
-        report("ConvNet", latency, measured)
+        dense = minilm(num_labels=5).eval()
+        vocab = dense.config.vocab_size
+        inputs = {
+            "input_ids": torch.randint(1000, vocab, (args.batch, args.seq)),
+            "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
+            "token_type_ids": torch.zeros(args.batch, args.seq, dtype=torch.long),
+        }
+        slim, measured = slimmed(dense, inputs, ["heads", "ffn"], args.target, args.round_to)
+        with tempfile.TemporaryDirectory() as tmp:
+            models = {
+                "dense fp32 torch": dense,
+                "slim fp32 torch": slim,
+                "dense int8 onnxruntime": to_int8_onnx(dense, inputs, Path(tmp) / "dense.onnx", args.threads)[0],
+                "slim int8 onnxruntime": to_int8_onnx(slim, inputs, Path(tmp) / "slim.onnx", args.threads)[0],
+            }
+            latency = interleaved_ms(models, inputs, args.repeats)
+        heads = [heads_of(m) for m in slim.modules() if heads_of(m) is not None]
+        widths = [b.intermediate.dense.out_features for b in slim.bert.encoder.layer]
+        print(f"batch {args.batch} x seq {args.seq}, median of {args.repeats} interleaved repeats")
+        print(f"MiniLM slim: heads per layer {heads} (of 12), FFN widths {widths} (of 1536)")
+        report("MiniLM", latency, measured)
+    if not args.skip_cnn:
+        for batch in [int(b) for b in (args.cnn_batches or str(args.batch)).split(",")]:
+            torch.manual_seed(0)
+            images = {"pixel_values": torch.randn(batch, 1, 28, 28)}
+            cnn = ConvNet(10, channels=[32, 64]).eval()
+            slim_cnn, measured = slimmed(cnn, images, ["channels"], args.target, args.round_to)
+            kept = [m.out_channels for m in slim_cnn.modules() if isinstance(m, nn.Conv2d)]
+            latency = interleaved_ms({"dense fp32 torch": cnn, "slim fp32 torch": slim_cnn}, images, args.repeats * 5)
+            print(f"ConvNet slim: channels kept {kept} (of [32, 64]), batch {batch}, median of {args.repeats * 5}")
+            report("ConvNet", latency, measured)
     print(f"load at the end {os.getloadavg()[0]:.2f}")
 
 
