@@ -86,6 +86,8 @@ def test_damage_recovered_per_compression_target(tmp_path):
         ("wanda", 0, "2:4", 0.70),
         ("wanda", 100, "2:4", 0.88),  # (0.88 - 0.70) / (0.90 - 0.70) = 90%, against the 2:4 one-shot only
         ("snip_momentum", 100, "4x1", 0.87),  # no one-shot row of this target: nothing to recover from
+        ("sparsegpt", 0, "2x2", 0.91),  # one shot above dense: no drop, so no share of one to recover
+        ("sparsegpt", 100, "2x2", 0.92),
     ]
     for pruner, steps, pattern, accuracy in rows:
         overrides = {"pruner": pruner, "trainer.max_steps": steps, "pruner.pattern": pattern}
@@ -102,6 +104,7 @@ def test_damage_recovered_per_compression_target(tmp_path):
         }
     )
     assert table.loc[("snip_momentum", "100", "1x1"), "oneshot_accuracy"] == 0.86
+    assert table.loc[("sparsegpt", "100", "2x2"), "oneshot_accuracy"] == 0.91  # shown, with no recovered share
     assert table.loc[("wanda", "0", "2:4"), "drop_rel_pct"] == pytest.approx((0.90 - 0.70) / 0.90 * 100)
     assert list(table["steps"].dropna().unique()) == [0, 100]
     markdown = (write_report(tmp_path) / "summary.md").read_text()

@@ -185,7 +185,7 @@ def with_recovery(table: pd.DataFrame) -> pd.DataFrame:
         reference = own.iloc[0] if len(own) else same.loc[same["accuracy"].idxmax()]
         drop = row["baseline_accuracy"] - reference["accuracy"]
         table.loc[index, "oneshot_accuracy"] = reference["accuracy"]
-        if drop and not pd.isna(drop):
+        if not pd.isna(drop) and drop > 0:  # a one-shot row at or above dense lost nothing to recover
             table.loc[index, "recovered_pct"] = (row["accuracy"] - reference["accuracy"]) / drop * 100.0
     return table
 
