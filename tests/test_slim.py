@@ -155,8 +155,8 @@ def test_whole_blocks_go_and_a_uniform_model_loads_with_from_pretrained(tmp_path
     assert len(slim.bert.encoder.layer) == 2 and slim.config.num_hidden_layers == 2
     torch.testing.assert_close(logits(slim, inputs), masked)
     assert measured(slim, bert(layers=4), pruner)["blocks"] == {"bert.encoder.layer": {"kept": 2, "total": 4}}
-    uneven, inputs_ = bert(), tokens()
-    uneven = oneshot(uneven, inputs_, units=["heads", "ffn"], target=0.5).finalize(uneven)  # heads a config cannot say
+    uneven = bert()
+    uneven = oneshot(uneven, tokens(), units=["heads", "ffn"], target=0.5).finalize(uneven)  # heads a config cannot say
     assert from_pretrained_rebuilds(slim) and not from_pretrained_rebuilds(uneven)
     slim.save_pretrained(tmp_path)
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from compress_sweeps import distributed
 from compress_sweeps.errors import ConfigError
@@ -52,9 +52,13 @@ def loader(
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator, collate_fn=collate)
 
 
-def collate(dataset: Dataset, rows: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """`rows` of `dataset` as one batch, batched the way the dataset says (as `loader` would)."""
-    return dataset.collate(rows) if isinstance(dataset, Collated) else default_collate(rows)
+def first_batch(
+    dataset: Dataset, input_keys: Sequence[str], size: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """The first `size` examples of `dataset` as model inputs (on `device`), padded to the longest of them (text):
+    what latency figures are timed on."""
+    batch = next(iter(loader(dataset, size)))
+    return {k: batch[k].to(device) if device is not None else batch[k] for k in input_keys if k in batch}
 
 
 class PadCollator:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from torch.utils.data import Dataset
 
-from compress_sweeps.batching import loader, sequence_length
+from compress_sweeps.batching import first_batch, sequence_length
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.onnx import ONNX_FILE, to_int8_onnx
 from compress_sweeps.models.timing import conditions, interleaved_ms
@@ -101,8 +101,7 @@ def int8_export_report(
     """
     if next(model.parameters()).device.type != "cpu":
         return {"skipped": "the int8 dynamic kernels are CPU-only; this run trained on another device"}
-    batch = next(iter(loader(eval_set, batch_size)))
-    inputs = {k: batch[k] for k in input_keys if k in batch}
+    inputs = first_batch(eval_set, input_keys, batch_size)
     fallback = {}
     with tempfile.TemporaryDirectory() as tmp:
         if backend == "onnxruntime":

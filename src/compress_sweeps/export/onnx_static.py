@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
-from compress_sweeps.batching import loader
+from compress_sweeps.batching import first_batch
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.int8 import compare_int8
 from compress_sweeps.export.onnx import OnnxModel, _needs_reduced_range, _quiet_export, export_onnx
@@ -154,8 +154,7 @@ class StaticInt8Export:
         if train_set is None:
             raise ValueError("export=onnxruntime_static calibrates on the training split: none was given")
         batches = calibration_batches(train_set, input_keys, self.examples, self.calibration_batch_size, self.seed)
-        batch = next(iter(loader(eval_set, self.batch_size)))
-        inputs = {k: batch[k] for k in input_keys if k in batch}
+        inputs = first_batch(eval_set, input_keys, self.batch_size)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(folder or tmp) / STATIC_ONNX_FILE
             int8, facts = to_int8_onnx_static(model, batches, path, self.per_channel, self.calibrate_method)

@@ -12,21 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from compress_sweeps.batching import loader, sequence_length
+from compress_sweeps.batching import first_batch, sequence_length
 from compress_sweeps.models.timing import conditions, interleaved_ms
 
 BATCHES = (1, 32)  # one request, and a batch as served offline
 REPEATS = {1: 15, 32: 6}  # medians of this many interleaved forward passes per model (after one warm-up each)
-
-
-def eval_batch(eval_set: Dataset, input_keys: Sequence[str], size: int, device: torch.device) -> dict:
-    """The first `size` eval examples as model inputs on `device`, padded to the longest of them (text)."""
-    batch = next(iter(loader(eval_set, size)))
-    return {k: batch[k].to(device) for k in input_keys if k in batch}
 
 
 def latency_report(
@@ -38,7 +31,7 @@ def latency_report(
     was_training = model.training
     report: dict[str, Any] = {}
     for size in sorted({min(b, len(eval_set)) for b in BATCHES}):
-        inputs = eval_batch(eval_set, input_keys, size, device)
+        inputs = first_batch(eval_set, input_keys, size, device)
         times = interleaved_ms({"dense": reference, "model": model}, inputs, repeats=REPEATS.get(size, 6), warmup=1)
         report[f"batch_{size}"] = {
             "batch": size,

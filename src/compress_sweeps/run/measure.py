@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from compress_sweeps.batching import first_batch
 from compress_sweeps.models.structure import differs
-from compress_sweeps.run.latency import eval_batch, headline, latency_report
+from compress_sweeps.run.latency import headline, latency_report
 from compress_sweeps.run.shapes import structure_report
 from compress_sweeps.spec import CompressionSpec
 from compress_sweeps.weights.grid import grid_levels, group_rows
@@ -112,7 +113,7 @@ def measure(
     if reference is not None:
         promises = [spec.structure for spec in specs if spec.structure is not None]
         if promises or differs(model, reference):
-            one = eval_batch(eval_set, input_keys, 1, next(model.parameters()).device)
+            one = first_batch(eval_set, input_keys, 1, next(model.parameters()).device)
             report["structure"] = structure_report(model, reference, promises, one)
         report["latency"] = latency_report(model, reference, eval_set, input_keys)
         report |= headline(report["latency"])

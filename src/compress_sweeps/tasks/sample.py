@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from compress_sweeps.batching import collate
+from compress_sweeps.batching import loader
 
 
 def calibration_indices(size: int, examples: int, seed: int) -> list[int]:
@@ -25,8 +25,5 @@ def calibration_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """The calibration sample as model-input batches ({key: tensor} with the keys the model takes), on the CPU."""
     indices = calibration_indices(len(dataset), examples, seed)
-    batches = []
-    for start in range(0, len(indices), batch_size):
-        rows = collate(dataset, [dataset[i] for i in indices[start : start + batch_size]])  # padded per batch
-        batches.append({key: rows[key] for key in input_keys if key in rows})
-    return batches
+    batches = loader(dataset, batch_size, sampler=indices)  # padded per batch, like every other batch
+    return [{key: batch[key] for key in input_keys if key in batch} for batch in batches]
