@@ -17,6 +17,7 @@ from compress_sweeps.config import config_dir
 
 CONF = config_dir()
 TOPICS = ["sport", "tech", "politics"]
+CNN_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]  # seconds
 WORDS = {
     "sport": "match goal team player win season league coach",
     "tech": "software chip phone computer internet data code network",
