@@ -12,7 +12,9 @@ This is the scheme of SparseGPT (Frantar & Alistarh 2023) and Wanda (Sun et al. 
 Within a stage, layers are taken in the order the forward pass calls them; layers fed the very same input tensor
 (query, key and value) form one group with one shared statistic (one Hessian). A group's forward passes stop right
 after its last layer was called, and the group is pruned before the next group is calibrated, so at most one
-Hessian exists at a time and every group sees the pruned layers before it.
+Hessian exists at a time and every group sees the pruned layers before it. What finished before a group's first
+layer is replayed from the pass that first computed it with pruned weights (replay.py), so a block costs about one
+forward pass over the calibration set, not one per group.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import input_rows, token_mask
+from compress_sweeps.pruners.oneshot.replay import Replay, Trace
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]  # the positional and keyword arguments of one forward call
 
@@ -117,30 +120,21 @@ def _signature(module: nn.Module) -> tuple:
     return (type(module).__name__, module.kernel_size, module.stride, module.padding, module.dilation)
 
 
-def _groups(stage: nn.Module, layers: Mapping[str, nn.Module], call: Call) -> list[tuple[list[str], int]]:
-    """Layers grouped by shared input, in first-call order, each with how many layer calls one pass makes."""
-    groups: dict[tuple, list[str]] = {}
-    counts = dict.fromkeys(layers, 0)
-    kept: list[torch.Tensor] = []  # inputs stay alive, so no id is reused by another tensor during the pass
-    handles = []
-    for name, module in layers.items():
-
-        def hook(module, args, name=name):
-            if counts[name] == 0:
-                kept.append(args[0])
-                groups.setdefault((id(args[0]), _signature(module)), []).append(name)
-            counts[name] += 1
-
-        handles.append(module.register_forward_pre_hook(hook))
-    try:
-        _run(stage, call)
-    finally:
-        for handle in handles:
-            handle.remove()
-    idle = [name for name, count in counts.items() if count == 0]
+def _groups(trace: Trace, layers: Mapping[str, nn.Module]) -> list[tuple[list[str], int]]:
+    """Layers grouped by shared input (in the traced pass), in first-call order, each with the layer calls a pass
+    must see before it can stop."""
+    idle = [name for name, module in layers.items() if module not in trace.calls]
     if idle:
         raise RuntimeError(f"layers {idle} did not run in the calibration forward pass; exclude them (pruner.exclude)")
-    return [(names, sum(counts[n] for n in names)) for names in groups.values()]
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(layers, key=lambda name: trace.start[layers[name]]):
+        module = layers[name]
+        groups.setdefault((id(trace.first_input[module]), _signature(module)), []).append(name)
+    calls = {name: trace.calls[module] for name, module in layers.items()}
+    # layers called once each were all called on the group's one input tensor: its first call has all the rows
+    return [
+        (names, 1 if all(calls[n] == 1 for n in names) else sum(calls[n] for n in names)) for names in groups.values()
+    ]
 
 
 class _Collect:
@@ -170,15 +164,22 @@ def _calibrate_stage(
     new_statistic: NewStatistic,
     prune: Prune,
     timing: dict[str, float],
-) -> None:
-    for names, expected in _groups(stage, layers, calls[0]):
+    outputs: bool = False,
+) -> list[torch.Tensor] | None:
+    """Calibrate and prune the groups of `stage` in call order; with `outputs`, then run the pruned stage on every
+    call and return its outputs. Modules finished before a group's first layer are replayed (replay.py)."""
+    trace = Trace(stage, lambda s: _run(s, calls[0]), watched=layers.values())
+    replay = Replay(trace)
+    for names, expected in _groups(trace, layers):
         collect = _Collect(new_statistic(layers[names[0]]), expected)
         handles = [layers[name].register_forward_pre_hook(collect) for name in names]
         try:
-            for call, mask in zip(calls, masks, strict=True):
-                collect.mask, collect.calls = mask, 0
-                _run(stage, call)
-                collect.last = None
+            with replay.before(min(trace.start[layers[name]] for name in names)) as select:
+                for batch, (call, mask) in enumerate(zip(calls, masks, strict=True)):
+                    select(batch)
+                    collect.mask, collect.calls = mask, 0
+                    _run(stage, call)
+                    collect.last = None
         finally:
             for handle in handles:
                 handle.remove()
@@ -186,6 +187,14 @@ def _calibrate_stage(
         for name in names:
             prune(name, layers[name], collect.statistic)
         timing["prune_s"] += time.perf_counter() - started
+    if not outputs:
+        return None
+    hidden = []
+    with replay.before() as select:
+        for batch, call in enumerate(calls):
+            select(batch)
+            hidden.append(_output(stage(*call[0], **call[1])))
+    return hidden
 
 
 @torch.no_grad()
@@ -218,10 +227,13 @@ def calibrate_sequentially(
             calls = _capture(blocks[0], model, batches)
             for i, block in enumerate(blocks):
                 inside = {n: m for n, m in layers.items() if any(m is x for x in block.modules())}
+                last = i + 1 == len(blocks)
                 if inside:
-                    _calibrate_stage(block, inside, calls, masks, new_statistic, prune, timing)
-                if i + 1 < len(blocks):  # the pruned block's outputs feed the next block
-                    calls = [_with_hidden(call, _output(block(*call[0], **call[1]))) for call in calls]
+                    hidden = _calibrate_stage(block, inside, calls, masks, new_statistic, prune, timing, not last)
+                elif not last:
+                    hidden = [_output(block(*call[0], **call[1])) for call in calls]
+                if not last:  # the pruned block's outputs feed the next block
+                    calls = [_with_hidden(call, h) for call, h in zip(calls, hidden, strict=True)]
     finally:
         model.train(training)
     timing["calibration_s"] = time.perf_counter() - started - timing["prune_s"]
