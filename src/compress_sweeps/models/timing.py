@@ -3,6 +3,11 @@
 Every speed figure the project reports is a ratio against a reference timed beside it (the dense model of the same
 architecture, rebuilt in the same process); the absolute milliseconds are kept with the batch, the threads and
 the machine they were taken on, and are never compared across runs.
+
+Every timing starts from the same memory-allocator state (`steady_allocator`): with glibc's malloc, how often a
+model's buffers are returned to the OS and faulted in again on the next call depends on the largest block freed
+earlier in the process, and for a small model that is a large share of its time: the slim CNN of
+bench/slim_latency.py timed 0.45x its dense model in a fresh process and 0.64x after MiniLM had run in it.
 """
 
 from __future__ import annotations
@@ -23,12 +28,26 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+# glibc raises its mmap threshold to the size of a freed mmap-ed block up to 32 MiB (and its trim threshold to twice
+# that): one block just under the cap puts any process in the state the largest earlier allocation would have
+_STEADY_BLOCK_BYTES = 30 * 2**20
+
+
+def steady_allocator() -> None:
+    """Bring the allocator to the state a long-running process reaches once it freed any large tensor (glibc:
+    buffers up to ~30 MiB are reused, not unmapped and faulted in again), whatever ran before. Elsewhere a no-op
+    in effect."""
+    block = torch.empty(_STEADY_BLOCK_BYTES, dtype=torch.uint8)
+    del block
+
+
 @torch.inference_mode()
 def interleaved_ms(
     models: Mapping[str, Callable[..., Any]], inputs: Mapping[str, torch.Tensor], repeats: int = 10, warmup: int = 2
 ) -> dict[str, float]:
     """Median forward time (ms) of each model on the same `inputs`; every repeat runs each model once, the order
-    rotating, so neither always runs on a warm cache or right after the other."""
+    rotating, so neither always runs on a warm cache or right after the other; from the steady allocator state."""
+    steady_allocator()
     names = list(models)
     for model in models.values():
         if isinstance(model, torch.nn.Module):

@@ -44,7 +44,7 @@ def input_rows(module: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | Non
     Conv: the im2col columns of every output position (SparseGPT's treatment of convolutions).
     """
     if isinstance(module, nn.Linear):
-        if mask is not None and inputs.ndim == 3 and tuple(inputs.shape[:2]) == tuple(mask.shape):
+        if mask is not None and inputs.ndim == 3 and tuple(inputs.shape[:2]) == tuple(mask.shape) and not mask.all():
             inputs = inputs[mask.to(inputs.device)]
         return inputs.reshape(-1, inputs.shape[-1]).float()
     if isinstance(module, nn.Conv1d):

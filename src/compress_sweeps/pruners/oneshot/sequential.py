@@ -221,7 +221,7 @@ def calibrate_sequentially(
     model.eval()
     try:
         blocks = find_blocks(model, layers)
-        if blocks is None or not _chained(model, blocks, batches[0]):
+        if blocks is None or not _chained(model, blocks, {k: v[:2] for k, v in batches[0].items()}):
             _calibrate_stage(model, layers, [((), b) for b in batches], masks, new_statistic, prune, timing)
         else:
             calls = _capture(blocks[0], model, batches)

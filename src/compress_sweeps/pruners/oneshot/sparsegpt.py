@@ -60,7 +60,6 @@ def sparsegpt_prune(
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
         block = w[:, start:end].clone()  # updated in place as the columns before it are pruned
-        done = torch.zeros_like(block)
         errors = torch.zeros_like(block)
         inverse = factor[start:end, start:end]
         diagonal = inverse.diagonal()
@@ -70,18 +69,18 @@ def sparsegpt_prune(
         else:
             scores = (block.square() / diagonal.square()).masked_fill(chosen_first, -torch.inf)
             mask = pruned_by_score(scores, pattern, sparsity)
+        scale = mask / diagonal  # error of column i: its pruned weights / [H^-1]_ii
         for i in range(end - start):
             if run and i % run == 0:
                 scores = block[:, i : i + run].square() / diagonal[i : i + run].square()
                 scores = scores.masked_fill(chosen_first[:, i : i + run], -torch.inf)
                 mask[:, i : i + run] = pruned_by_score(scores, pattern, sparsity)
-            column = block[:, i]
-            kept = column.masked_fill(mask[:, i], 0.0)
-            done[:, i] = kept
-            error = (column - kept) / diagonal[i]
-            block[:, i:].addr_(error, inverse[i, i:], alpha=-1.0)  # OBS update of the columns not yet done
-            errors[:, i] = error
-        w[:, start:end] = done
+                scale[:, i : i + run] = mask[:, i : i + run] / diagonal[i : i + run]
+            torch.mul(block[:, i], scale[:, i], out=errors[:, i])
+            # OBS update of the columns not yet done; column i itself keeps its kept weights (its error is 0
+            # there), and its pruned ones are zeroed below
+            block[:, i:].addr_(errors[:, i], inverse[i, i:], alpha=-1.0)
+        w[:, start:end] = block.masked_fill(mask, 0.0)
         pruned[:, start:end] = mask
         w[:, end:] -= errors @ factor[start:end, end:]  # the block's updates to every later column at once
     return w, pruned
