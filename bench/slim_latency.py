@@ -7,7 +7,8 @@ ConvNet (`conf/model/cnn.yaml`, 28x28 inputs) with the same fraction of its FLOP
 PyTorch. The models of a family run interleaved in one process (each repeat times every model once, in rotating
 order: models/timing.py, what every run's `compression.latency` uses), so load from other processes hits them
 alike; every figure is a ratio against the dense fp32 model, beside the ideal 1 - removed FLOPs. The removed
-fractions are measured on the slim models (run/shapes.py), not taken from the pruner.
+fractions are measured on the slim models (run/shapes.py), not taken from the pruner. Every timing starts from the
+same allocator state (`timing.steady_allocator`), so a figure does not depend on what the process ran before it.
 
     PYTHONPATH=src python bench/slim_latency.py [--target 0.5] [--repeats 20] [--threads N] [--round-to 8]
     PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnn-batches 32,256   # the CNN at two batch sizes
