@@ -104,9 +104,10 @@ class Replay:
                            for name, child in parent._modules.items() if child is m] for m in trace.once}  # fmt: skip
 
     @contextmanager
-    def before(self, position: float = math.inf) -> Iterator[Any]:
+    def before(self, position: float = math.inf, record: bool = True) -> Iterator[Any]:
         """A pass in which every module that finished before `position` is replayed (outputs recorded in an earlier
-        pass) or recorded (once its own recorded submodules were replayed); yields `select(batch_index)`."""
+        pass) or, with `record`, recorded (once its own recorded submodules were replayed); yields
+        `select(batch_index)`."""
         finished = self.trace.finished_before(position)
         replayed: list[nn.Module] = []
         recorded: list[nn.Module] = []
@@ -115,7 +116,7 @@ class Replay:
                 continue
             if module in self.outputs:
                 replayed.append(module)
-            elif not _inside(module, recorded):
+            elif record and not _inside(module, recorded):
                 recorded.append(module)
         stand_ins = [(_Replayed(self.outputs[m]), m) for m in replayed]
         new: dict[nn.Module, list[Any]] = {m: [] for m in recorded}

@@ -190,7 +190,7 @@ def _calibrate_stage(
     if not outputs:
         return None
     hidden = []
-    with replay.before() as select:
+    with replay.before(record=False) as select:  # the stage's outputs: nothing after them is calibrated here
         for batch, call in enumerate(calls):
             select(batch)
             hidden.append(_output(stage(*call[0], **call[1])))
