@@ -1,4 +1,5 @@
-"""One-shot pruning (magnitude, Wanda, SparseGPT), sequential calibration, static int8 (runs: test_oneshot_runs.py)."""
+"""One-shot pruning (magnitude, Wanda, SparseGPT) and static int8 (calibration: test_oneshot_calibration.py; runs:
+test_oneshot_runs.py)."""
 
 from __future__ import annotations
 
@@ -7,70 +8,15 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from oneshot_models import Chain, ModelOnX, Rows, correlated
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.onnx_static import to_int8_onnx_static
 from compress_sweeps.hooks import Describes, RunContext, Stateful
-from compress_sweeps.pruners.oneshot import OneShotPruner, calibrate_sequentially, wanda_scores
-from compress_sweeps.pruners.oneshot.calibration import FeatureNorms, Hessian, input_rows
-from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.tasks.sample import calibration_batches, calibration_indices
-from compress_sweeps.weights.patterns import parse_pattern, pattern_holds
-
-
-class Rows(torch.utils.data.Dataset):
-    """Rows as the tasks give them: dicts of tensors with `idx` and `labels`."""
-
-    def __init__(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.x, self.mask = x, mask
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = {"x": self.x[i], "labels": torch.tensor(0), "idx": torch.tensor(i)}
-        return row | ({} if self.mask is None else {"attention_mask": self.mask[i]})
-
-
-class Block(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.fc(x)) + x
-
-
-class Chain(nn.Module):
-    """Transformer-like: a ModuleList of blocks, each called on the previous block's output."""
-
-    def __init__(self, width: int = 16, depth: int = 2) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
-
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-class Plain(nn.Module):
-    """Not a chain of blocks (an activation between the layers): the whole model is the stage."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.first, self.second = nn.Linear(width, width), nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(torch.tanh(self.first(x)))
-
-
-def correlated(n: int, width: int, seed: int = 0) -> torch.Tensor:
-    """Inputs with unequal, correlated features (as real activations have), where reconstruction matters."""
-    g = torch.Generator().manual_seed(seed)
-    mixing = torch.randn(width, width, generator=g) * torch.linspace(0.1, 3.0, width)
-    return torch.randn(n, width, generator=g) @ mixing
+from compress_sweeps.pruners.oneshot import OneShotPruner, wanda_scores
+from compress_sweeps.pruners.oneshot.calibration import FeatureNorms
+from compress_sweeps.weights.patterns import pattern_holds
 
 
 def context(train_set, keys=("x",), **settings) -> RunContext:
@@ -109,17 +55,6 @@ def test_sparsegpt_reconstructs_a_linear_layer_better_than_magnitude(pattern):
     assert errors["sparsegpt"] < 0.9 * errors["magnitude"], errors
 
 
-class ModelOnX(nn.Module):
-    """`model(x=...)`, the call convention of the tasks' batches."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(x)
-
-
 def test_sparsegpt_zeroes_dead_inputs_and_prunes_whole_blocks():
     x = correlated(128, 32)
     x[:, 5] = 0.0  # a dead input feature: its weights go to zero (the reference's treatment)
@@ -151,106 +86,6 @@ def test_wanda_scores_equal_a_hand_computation():
     # per output row the lowest score goes: row 0 loses column 0 (|W| alone would take column 2), row 1 column 1
     kept = model.model[0].weight != 0
     assert kept.tolist() == [[False, True, True], [True, False, True]]
-
-
-def test_calibration_sampling_is_deterministic_for_a_seed():
-    assert calibration_indices(100, 10, seed=3) == calibration_indices(100, 10, seed=3)
-    assert calibration_indices(100, 10, seed=3) != calibration_indices(100, 10, seed=4)
-    assert sorted(calibration_indices(5, 10, seed=0)) == [0, 1, 2, 3, 4]  # all rows when the split is smaller
-    rows = Rows(correlated(100, 8))
-    batches = calibration_batches(rows, ["x"], 10, 4, seed=3)
-    assert [len(b["x"]) for b in batches] == [4, 4, 2] and set(batches[0]) == {"x"}
-
-    def hessian(seed: int) -> torch.Tensor:
-        found = {}
-
-        def keep(name, module, statistic):
-            found[name] = statistic.matrix.clone()
-
-        model = ModelOnX(nn.Sequential(nn.Linear(8, 4)))
-        batches = calibration_batches(rows, ["x"], 10, 4, seed)
-        calibrate_sequentially(model, {"model.0": model.model[0]}, batches, lambda m: Hessian(8, "cpu"), keep, "cpu")
-        return found["model.0"]
-
-    assert torch.equal(hessian(3), hessian(3))
-    assert not torch.equal(hessian(3), hessian(4))
-    x = rows.x[calibration_indices(100, 10, seed=3)]
-    assert torch.allclose(hessian(3), 2 * x.T @ x / 10, rtol=1e-4, atol=1e-4)  # H = 2 X^T X / n
-
-
-class Recorded:
-    """A statistic that keeps every row it is given (for tests only)."""
-
-    def __init__(self) -> None:
-        self.rows: list[torch.Tensor] = []
-
-    def add(self, rows: torch.Tensor) -> None:
-        self.rows.append(rows.clone())
-
-
-@pytest.mark.parametrize("model_type", [Chain, Plain])
-def test_sequential_calibration_feeds_the_pruned_outputs_forward(model_type):
-    torch.manual_seed(0)
-    model = model_type()
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    first, second = layers.values()
-    x = correlated(32, 16)
-    dense_first = first(x).detach()
-    seen: dict[str, torch.Tensor] = {}
-
-    def prune(name, module, statistic):  # zero the smaller half of the weights, in place
-        seen[name] = torch.cat(statistic.rows)
-        with torch.no_grad():
-            module.weight.masked_fill_(pruned_by_score(module.weight.abs(), parse_pattern("1x1"), 0.5), 0.0)
-
-    batches = [{"x": x[:16]}, {"x": x[16:]}]
-    calibrate_sequentially(model, layers, batches, lambda m: Recorded(), prune, torch.device("cpu"))
-    with torch.no_grad():
-        pruned_first = first(x)
-        expected = pruned_first.relu() + x if model_type is Chain else torch.tanh(pruned_first)
-    name_first, name_second = layers
-    assert torch.allclose(seen[name_first], x)
-    assert torch.allclose(seen[name_second], expected, atol=1e-6)  # the pruned layer 1's outputs ...
-    dense_expected = dense_first.relu() + x if model_type is Chain else torch.tanh(dense_first)
-    assert not torch.allclose(seen[name_second], dense_expected, atol=1e-3)  # ... not the dense layer's
-
-
-def test_layers_sharing_an_input_share_one_statistic():
-    class QKV(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.q, self.k, self.v, self.out = (nn.Linear(8, 8) for _ in range(4))
-
-        def forward(self, x):
-            return self.out(self.q(x) * self.k(x) + self.v(x))
-
-    model = QKV()
-    statistics = {}
-    calls = []
-
-    def prune(name, module, statistic):
-        statistics[name] = statistic
-        calls.append(name)
-
-    calibrate_sequentially(model, dict(model.named_children()), [{"x": torch.randn(4, 8)}], lambda m: Recorded(),
-                           prune, torch.device("cpu"))  # fmt: skip
-    assert calls == ["q", "k", "v", "out"]
-    assert statistics["q"] is statistics["k"] is statistics["v"] is not statistics["out"]
-    assert len(statistics["q"].rows) == 1  # the three layers' one input tensor is added once, not once per layer
-
-
-def test_conv_inputs_become_im2col_rows():
-    conv = nn.Conv2d(3, 4, 3, padding=1, stride=2)
-    x = torch.randn(2, 3, 7, 7)
-    rows = input_rows(conv, x)
-    out = conv(x) - conv.bias.reshape(1, -1, 1, 1)
-    by_rows = rows @ conv.weight.reshape(4, -1).T  # [positions, out]
-    assert torch.allclose(by_rows, out.permute(0, 2, 3, 1).reshape(-1, 4), atol=1e-5)
-    conv1d = nn.Conv1d(3, 4, 3, padding=1)
-    x1 = torch.randn(2, 3, 9)
-    by_rows = input_rows(conv1d, x1) @ conv1d.weight.reshape(4, -1).T
-    expected = (conv1d(x1) - conv1d.bias.reshape(1, -1, 1)).permute(0, 2, 1).reshape(-1, 4)
-    assert torch.allclose(by_rows, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
@@ -396,45 +231,3 @@ def test_static_int8_onnx_on_a_tiny_bert(tmp_path, tiny_bert):
 def test_static_int8_rejects_an_unknown_calibration_method(tmp_path):
     with pytest.raises(ConfigError, match="export.calibrate_method=kl is unknown"):
         to_int8_onnx_static(nn.Linear(2, 2), [{"input": torch.zeros(1, 2)}], tmp_path / "m.onnx", calibrate_method="kl")
-
-
-# end to end: calibrate and compress without a training step
-
-
-def test_bert_blocks_on_cached_inputs_see_what_full_forward_passes_see(tiny_bert, monkeypatch):
-    """The transformer path (blocks run on cached, already-pruned inputs) collects the same rows as running the
-    whole model for every group, the slow path that needs no assumption about the blocks."""
-    from transformers import AutoModelForSequenceClassification
-
-    from compress_sweeps.pruners.oneshot import sequential
-
-    def collect(blocks: bool) -> dict[str, torch.Tensor]:
-        model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
-        layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layer." in n}
-        assert (sequential.find_blocks(model, layers) is not None) == blocks
-        seen = {}
-
-        def prune(name, module, statistic):
-            seen[name] = torch.cat(statistic.rows)
-            with torch.no_grad():
-                module.weight.masked_fill_(pruned_by_score(module.weight.abs(), parse_pattern("2:4"), 0.5), 0.0)
-
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(5, 25, (8, 10), generator=g)
-        mask = torch.ones_like(ids)
-        mask[::2, 6:] = 0
-        batches = [
-            {"input_ids": ids[:4], "attention_mask": mask[:4]},
-            {"input_ids": ids[4:], "attention_mask": mask[4:]},
-        ]
-        calibrate_sequentially(model, layers, batches, lambda m: Recorded(), prune, torch.device("cpu"))
-        return seen
-
-    by_blocks = collect(blocks=True)
-    monkeypatch.setattr(sequential, "find_blocks", lambda model, layers: None)
-    by_model = collect(blocks=False)
-    assert list(by_blocks) == list(by_model) and len(by_blocks) == 2 * 6
-    for name, rows in by_blocks.items():
-        real = 4 * 10 + 4 * 6  # only the real tokens: 10 in the full sequences, 6 in the padded ones
-        assert rows.shape[0] == real, name  # q, k and v: one statistic, their shared input added once
-        assert torch.allclose(rows, by_model[name], atol=1e-5), name
