@@ -16,7 +16,9 @@ swapped into its parent for the pass (`_Replayed`) and put back after it.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -52,7 +54,7 @@ class Trace:
         self.calls: dict[nn.Module, int] = {}
         self.first_input: dict[nn.Module, Any] = {}
         watched = set(watched)
-        position = iter(range(1 << 62))
+        position = itertools.count()
 
         def enter(module: nn.Module, args: tuple) -> None:
             if module not in self.start:
@@ -100,8 +102,11 @@ class Replay:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
         self.outputs: dict[nn.Module, list[Any]] = {}
-        self.places = {m: [(parent, name) for parent in trace.stage.modules()
-                           for name, child in parent._modules.items() if child is m] for m in trace.once}  # fmt: skip
+        self.places: dict[nn.Module, list[tuple[nn.Module, str]]] = defaultdict(list)  # where each is registered
+        for parent in trace.stage.modules():
+            for name, child in parent._modules.items():
+                if child in trace.once:
+                    self.places[child].append((parent, name))
 
     @contextmanager
     def before(self, position: float = math.inf, record: bool = True) -> Iterator[Any]:
