@@ -4,6 +4,7 @@ and a tiny BERT saved with `save_pretrained` so the Hugging Face loading code ru
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +12,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from compress_sweeps.config import config_dir
+from compress_sweeps.models import ConvNet
+from compress_sweeps.models.runs import save_model
+from compress_sweeps.run import artifacts
 
 CONF = config_dir()
 TOPICS = ["sport", "tech", "politics"]
@@ -142,3 +146,29 @@ def tiny_text_overrides(text_csvs: tuple[Path, Path], model: Path) -> list[str]:
         "model=hf",
         f"model.name_or_path={model}",
     ]
+
+
+@pytest.fixture
+def run_folders(tmp_path) -> dict[str, str]:
+    """`pruned_run`: a finished run whose results say it was pruned; `failed_run`: one that failed;
+    `three_label_run`: a CNN with 3 labels."""
+    pruned, failed = tmp_path / "pruned_run", tmp_path / "failed_run"
+    failed.mkdir()
+    (failed / artifacts.RESULTS).write_text(json.dumps({"status": "failed", "error": "KeyboardInterrupt: "}))
+    unverified = tmp_path / "unverified_run"
+    unverified.mkdir()
+    verdict = {"status": "completed", "verified": {"ok": False}, "compression": {}}
+    (unverified / artifacts.RESULTS).write_text(json.dumps(verdict))
+    (tmp_path / "a_file").write_text("not a folder")
+    cnn = OmegaConf.create({"_target_": "compress_sweeps.models.ConvNet", "channels": [4], "hidden": 8})
+    three = save_model(ConvNet(3, channels=[4], hidden=8), tmp_path / "three_label_run", None, cnn, 3).parent
+    save_model(ConvNet(10, channels=[4], hidden=8), pruned, None, cnn, 10)
+    compression = {"sparsity": 0.5, "pattern": "1x1", "bits": 32}
+    (pruned / artifacts.RESULTS).write_text(json.dumps({"status": "completed", "compression": compression}))
+    return {
+        "pruned_run": str(pruned),
+        "failed_run": str(failed),
+        "unverified_run": str(unverified),
+        "three_label_run": str(three),
+        "a_file": str(tmp_path / "a_file"),
+    }

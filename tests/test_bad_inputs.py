@@ -1,29 +1,25 @@
 """Checks before any training: each bad input fails with one message naming the key, the value and what is allowed.
 
-Most rows fail in `build`/`check` (no data, no model); the model-dependent ones fail when the compressors attach to
-the tiny CNN, before the first optimizer step. The command line and file-system cases: test_bad_inputs_cli.py.
+These rows fail in `build`/`check` (no data, no model). The model-dependent ones, which fail when the compressors
+attach: test_bad_inputs_attach.py; your own text files: test_bad_text_files.py; the command line and file-system
+cases: test_bad_inputs_cli.py.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from conftest import CNN_SMOKE, compose_cfg, text_rows, write_csv
-from omegaconf import OmegaConf
+from bad_input_checks import (
+    CNN_DIGITS,
+    RANGE,
+    TYPE,
+    UNKNOWN,
+    assert_names,
+    check_config,
+    filled,
+)
+from conftest import compose_cfg
 
-from compress_sweeps import train
-from compress_sweeps.errors import ConfigError, config_error, show
-from compress_sweeps.models import ConvNet
-from compress_sweeps.models.runs import save_model
-from compress_sweeps.run import artifacts
-from compress_sweeps.run.build import build, check
-
-CNN = CNN_SMOKE
-CNN_TEACHER = ["model@distiller.teacher.model=cnn_teacher", "distiller.teacher.finetune=null"]
-RANGE, NO_LAYER, TYPE, UNKNOWN = "is out of range", "matches no layer", "has the wrong type", "is unknown"
-CNN_DIGITS = ["task=digits", "model=cnn"]
+from compress_sweeps.errors import ConfigError
 
 # name: (overrides, key, value, problem); `{pruned_run}` and `{three_label_run}` are run folders made below
 CONFIG_TIME = {
@@ -279,170 +275,6 @@ CONFIG_TIME = {
     ),
 }
 
-# your own text files (task=text_files): read and checked before anything loads; `{name}` are files made below
-FILES = {
-    "missing train file": ({"train_file": "missing.csv"}, "task.train_file", "does not exist"),
-    "empty file": ({"train_file": "empty.csv"}, "task.train_file", "is empty"),
-    "header only": ({"validation_file": "header_only.csv"}, "task.validation_file", "has no examples"),
-    "not UTF-8": ({"train_file": "latin1.csv"}, "task.train_file", "is not UTF-8"),
-    "unknown format": (
-        {"train_file": "notes.txt", "validation_file": "notes.txt"},
-        "task.train_file",
-        "is not a known",
-    ),
-    "formats differ": ({"validation_file": "dev.json"}, "task.validation_file", "differs"),
-    "a folder": ({"train_file": "."}, "task.train_file", "is not a known format"),
-    "no label column": ({"train_file": "no_label.csv"}, "task.label_column", "is not a column"),
-    "no text column": ({"text_columns": "[sentence]"}, "task.text_columns", "is not a column"),
-    "three text columns": ({"text_columns": "[a,b,c]"}, "task.text_columns", "is out of range"),
-    "unseen validation label": ({"validation_file": "dev_new_label.csv"}, "task.validation_file", "has labels never"),
-    "one training label": ({"train_file": "one_label.csv"}, "task.train_file", "has one label only"),
-    "label_names short": ({"label_names": "[sport,tech]"}, "task.label_names", "is out of range"),
-    "unknown label check": ({"label_check": "lenient"}, "task.label_check", "is unknown"),
-}
-
-# checks that need the model: they fail at attach, before the first optimizer step (digits + the tiny CNN)
-ATTACH_TIME = {
-    "pruner include matches nothing": (
-        ["pruner=magnitude", "pruner.include=[attention]"],
-        "pruner.include",
-        ["attention"],
-        "matches no layer",
-    ),
-    "pruner exclude leaves nothing": (["pruner=magnitude", "pruner.exclude=[.]"], "pruner.exclude", ["."], NO_LAYER),
-    "one-shot N:M on 9 input columns": (
-        ["pruner=sparsegpt", "pruner.pattern=2:4", "pruner.calibration_examples=8", "trainer.max_steps=2"],
-        "pruner.pattern",
-        "2:4",
-        "does not fit layer 'features.0'",
-    ),
-    "one-shot pruning of a never-trained CNN at 0 steps": (
-        ["pruner=wanda", "trainer=none"],
-        "pruner.untrained",
-        "error",
-        "stops a 0-step run",
-    ),
-    "quantizer include matches nothing": (
-        ["quantizer=q8bert", "quantizer.include=[query]"],
-        "quantizer.include",
-        ["query"],
-        NO_LAYER,
-    ),
-    "pattern_lock on a dense model": (["pruner=pattern_lock"], "pruner", "pattern_lock", "finds nothing to lock"),
-    "pattern_lock selects nothing": (
-        ["pruner=pattern_lock", "pruner.include=[nothere]"],
-        "pruner.include",
-        ["nothere"],
-        NO_LAYER,
-    ),
-    "N:M on 9 input columns": (
-        ["pruner=magnitude", "pruner.pattern=2:4"],
-        "pruner.pattern",
-        "2:4",
-        "does not fit layer 'features.0'",
-    ),
-    "NxM on 32 output rows": (
-        ["pruner=magnitude", "pruner.pattern=3x1"],
-        "pruner.pattern",
-        "3x1",
-        "does not fit layer 'features.0'",
-    ),
-    "head pattern on a CNN": (
-        ["pruner=magnitude", "pruner.pattern=head"],
-        "pruner.pattern",
-        "head",
-        "finds no attention block in this ConvNet",
-    ),
-    "distiller match names a missing student layer": (
-        [
-            "distiller=multilayer",
-            *CNN_TEACHER,
-            "distiller.matches=[{teacher_layer:features.0,student_layer:features.9,feature:hidden}]",
-        ],
-        "distiller.matches[0].student_layer",
-        "features.9",
-        "is not a layer",
-    ),
-    "distiller match block index on a CNN teacher": (
-        ["distiller=multilayer", *CNN_TEACHER, "distiller.matches=[{teacher_layer:3,student_layer:fc,feature:hidden}]"],
-        "distiller.matches[0].teacher_layer",
-        3,
-        RANGE,
-    ),
-    "distiller widths differ without projection": (
-        [
-            "distiller=multilayer",
-            *CNN_TEACHER,
-            "distiller.projection=false",
-            "distiller.matches=[{teacher_layer:fc,student_layer:fc,feature:hidden}]",
-        ],
-        "distiller.matches[0]",
-        "{teacher_layer: fc, student_layer: fc}",
-        "pairs a student (128,) with a teacher (256,) feature",
-    ),
-    "teacher with another label set": (
-        [
-            "distiller=logits",
-            "model@distiller.teachers.main.model=from_run",
-            "distiller.teachers.main.model.folder={three_label_run}",
-            "distiller.teachers.main.finetune=null",
-        ],
-        "distiller.teachers.main.model.folder",
-        "{three_label_run}",
-        "has another label set",
-    ),
-}
-
-
-@pytest.fixture
-def run_folders(tmp_path) -> dict[str, str]:
-    """`pruned_run`: a finished run whose results say it was pruned; `failed_run`: one that failed;
-    `three_label_run`: a CNN with 3 labels."""
-    pruned, failed = tmp_path / "pruned_run", tmp_path / "failed_run"
-    failed.mkdir()
-    (failed / artifacts.RESULTS).write_text(json.dumps({"status": "failed", "error": "KeyboardInterrupt: "}))
-    unverified = tmp_path / "unverified_run"
-    unverified.mkdir()
-    verdict = {"status": "completed", "verified": {"ok": False}, "compression": {}}
-    (unverified / artifacts.RESULTS).write_text(json.dumps(verdict))
-    (tmp_path / "a_file").write_text("not a folder")
-    cnn = OmegaConf.create({"_target_": "compress_sweeps.models.ConvNet", "channels": [4], "hidden": 8})
-    three = save_model(ConvNet(3, channels=[4], hidden=8), tmp_path / "three_label_run", None, cnn, 3).parent
-    save_model(ConvNet(10, channels=[4], hidden=8), pruned, None, cnn, 10)
-    compression = {"sparsity": 0.5, "pattern": "1x1", "bits": 32}
-    (pruned / artifacts.RESULTS).write_text(json.dumps({"status": "completed", "compression": compression}))
-    return {
-        "pruned_run": str(pruned),
-        "failed_run": str(failed),
-        "unverified_run": str(unverified),
-        "three_label_run": str(three),
-        "a_file": str(tmp_path / "a_file"),
-    }
-
-
-def filled(items, folders: dict[str, str]):
-    if isinstance(items, list):
-        return [filled(item, folders) for item in items]
-    if not isinstance(items, str):
-        return items
-    for name, folder in folders.items():
-        items = items.replace(f"{{{name}}}", folder)
-    return items
-
-
-def check_config(cfg, train_size: int | None = None) -> None:
-    """What a job and the sweep precheck run before anything loads."""
-    check(build(cfg), cfg, train_size)
-
-
-def assert_names(error: BaseException, key: str, value, problem: str) -> None:
-    """The error is a one-line ConfigError naming `key` and `value`, of the kind `problem` says."""
-    cause = config_error(error)
-    assert cause is not None, f"not a ConfigError: {error!r}"
-    assert (cause.key, show(cause.value)) == (key, show(value)), str(cause)
-    assert cause.problem.startswith(problem), str(cause)
-    assert "\n" not in str(cause)
-
 
 @pytest.mark.parametrize(("overrides", "key", "value", "problem"), list(CONFIG_TIME.values()), ids=list(CONFIG_TIME))
 def test_bad_input_fails_before_anything_loads(overrides, key, value, problem, run_folders):
@@ -450,61 +282,6 @@ def test_bad_input_fails_before_anything_loads(overrides, key, value, problem, r
     with pytest.raises(ConfigError) as caught:
         check_config(cfg)
     assert_names(caught.value, key, filled(value, run_folders), problem)
-
-
-@pytest.fixture
-def text_data(tmp_path) -> Path:
-    """A good train/dev pair and the bad files of FILES."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rows = text_rows(12)
-    write_csv(folder / "train.csv", rows)
-    write_csv(folder / "dev.csv", text_rows(6, seed=1))
-    (folder / "empty.csv").write_text("")
-    (folder / "header_only.csv").write_text("text,label\n")
-    (folder / "latin1.csv").write_bytes("text,label\ncaf\xe9 match,sport\nvote,politics\n".encode("latin-1"))
-    (folder / "notes.txt").write_text("match goal\n")
-    (folder / "dev.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    write_csv(folder / "no_label.csv", [{"text": row["text"]} for row in rows])
-    write_csv(folder / "dev_new_label.csv", [*rows, {"text": "rain and sun", "label": "weather"}])
-    write_csv(folder / "one_label.csv", [row for row in rows if row["label"] == "sport"])
-    return folder
-
-
-def text_files_overrides(folder: Path, changes: dict[str, str]) -> list[str]:
-    settings = {"train_file": "train.csv", "validation_file": "dev.csv"} | changes
-    return ["task=text_files"] + [
-        f"task.{key}={folder / value if key.endswith('_file') else value}" for key, value in settings.items()
-    ]
-
-
-@pytest.mark.parametrize(("changes", "key", "problem"), list(FILES.values()), ids=list(FILES))
-def test_bad_text_files_fail_before_anything_loads(text_data, changes, key, problem, tmp_path):
-    cfg = compose_cfg(text_files_overrides(text_data, changes))
-    with pytest.raises(ConfigError) as caught:
-        check_config(cfg)
-    error = caught.value
-    assert error.key == key and error.problem.startswith(problem), str(error)
-    assert "\n" not in str(error)
-    assert not (tmp_path / "cache").exists()  # nothing read into a cache, nothing half-written
-
-
-def test_label_problems_can_be_turned_into_warnings(text_data, caplog):
-    cfg = compose_cfg(text_files_overrides(text_data, {"validation_file": "dev_new_label.csv", "label_check": "warn"}))
-    with caplog.at_level("WARNING"):
-        check_config(cfg)
-    assert "has labels never seen in training" in caplog.text
-
-
-@pytest.mark.parametrize(("overrides", "key", "value", "problem"), list(ATTACH_TIME.values()), ids=list(ATTACH_TIME))
-def test_model_dependent_bad_input_fails_at_attach(tmp_path, overrides, key, value, problem, run_folders):
-    cfg = compose_cfg([*CNN, *filled(overrides, run_folders)], output_dir=tmp_path / "run")
-    check_config(cfg)  # nothing wrong that the config alone shows
-    with pytest.raises(Exception) as caught:
-        train.run(cfg)
-    assert_names(caught.value, key, filled(value, run_folders), problem)
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["status"] == "failed" and "train/loss" not in results["metrics"]
 
 
 def test_schedule_steps_count_epochs_and_gradient_accumulation():
