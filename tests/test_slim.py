@@ -1,6 +1,7 @@
 """Structured slimming: heads, FFN neurons, blocks and conv channels scored, allocated by cost, masked while
 training, then physically removed; the slim model computes what the masked one did, its shapes and costs are
-measured against the dense model, it reloads from a run folder and exports to ONNX (runs: test_slim_runs.py)."""
+measured against the dense model, it reloads from a run folder and exports to ONNX (conv channels:
+test_slim_channels.py; runs: test_slim_runs.py)."""
 
 from __future__ import annotations
 
@@ -10,69 +11,17 @@ import re
 import pytest
 import torch
 from omegaconf import OmegaConf
+from slim_models import bert, context, logits, measured, oneshot, slim_pruner, tokens
 from torch import nn
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, from_run, pretrained_classifier
-from compress_sweeps.models.costs import module_flops
 from compress_sweeps.models.hf import from_pretrained_rebuilds
 from compress_sweeps.models.runs import save_model
 from compress_sweeps.models.structure import STRUCTURE
-from compress_sweeps.pruners.criteria import Magnitude, SnipMomentum
+from compress_sweeps.pruners.criteria import SnipMomentum
 from compress_sweeps.pruners.slim import SlimPruner
-from compress_sweeps.run.shapes import structure_report
-
-TEXT_KEYS = ("input_ids", "attention_mask")
-
-
-def bert(heads: int = 4, layers: int = 3, hidden: int = 32, ffn: int = 64) -> nn.Module:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=40,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=ffn,
-        max_position_embeddings=32,
-        num_labels=3,
-    )
-    return BertForSequenceClassification(config).eval()
-
-
-def tokens(batch: int = 4, length: int = 12) -> dict[str, torch.Tensor]:
-    torch.manual_seed(1)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    mask[1, 8:] = 0  # padding: the attention mask must survive slimming too
-    return {"input_ids": torch.randint(5, 40, (batch, length)), "attention_mask": mask}
-
-
-def context(inputs: dict[str, torch.Tensor], keys=TEXT_KEYS, total_steps: int = 10) -> RunContext:
-    rows = [{k: inputs[k][0] for k in keys} | {"labels": torch.tensor(0)}]
-    return RunContext(total_steps, 3, torch.device("cpu"), input_keys=keys, train_set=rows)
-
-
-def slim_pruner(**kwargs) -> SlimPruner:
-    return SlimPruner(**({"criterion": Magnitude} | kwargs))
-
-
-def oneshot(model: nn.Module, inputs, keys=TEXT_KEYS, **kwargs) -> SlimPruner:
-    pruner = slim_pruner(**({"start_step": 0, "end_step": 0} | kwargs))
-    pruner.attach(model, context(inputs, keys))
-    return pruner
-
-
-def measured(slim: nn.Module, dense: nn.Module, pruner: SlimPruner) -> dict:
-    """What run/measure records for the finalized model against the dense one (counted from the modules)."""
-    promise = pruner.spec().structure
-    return structure_report(slim, dense, [promise], {})
-
-
-def logits(model: nn.Module, inputs) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs)
-    return out.logits if hasattr(out, "logits") else out
 
 
 @pytest.mark.parametrize("metric", ["params", "flops"])
@@ -223,74 +172,6 @@ def test_state_dict_restores_the_pruned_units():
     fresh.after_optimizer_step(1)
     torch.testing.assert_close(logits(fresh_model, inputs), logits(model, inputs))
     assert [g.kept for g in fresh.groups] == [g.kept for g in pruner.groups]
-
-
-# --- CNNs: output channels with their BatchNorm, the next layer's inputs and residual adds ---------------------
-
-
-class Residual(nn.Module):
-    """A stem, one residual block (x + conv-bn-relu-conv-bn) and a strided conv: channels coupled by an add."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.bn = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.down, self.bn2 = nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16)
-        self.classifier = nn.Linear(16, 3)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.stem(pixel_values)).relu()
-        x = (x + self.b2(self.c2(self.b1(self.c1(x)).relu()))).relu()
-        return self.classifier(self.bn2(self.down(x)).relu().mean((2, 3)))
-
-
-def with_stats(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters (a masked channel must still output zero)."""
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-1, 1)
-                module.running_var.uniform_(0.5, 2)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-1, 1)
-    return model.eval()
-
-
-CNNS = {
-    "convnet": lambda: ConvNet(3, channels=[8, 16], convs_per_stage=2),
-    "residual": Residual,
-}
-
-
-@pytest.mark.parametrize("metric", ["params", "flops"])
-@pytest.mark.parametrize("net", list(CNNS))
-def test_conv_channels_go_with_batchnorm_next_layers_and_residuals(net, metric, tmp_path):
-    torch.manual_seed(0)
-    model = with_stats(CNNS[net]())
-    dense = copy.deepcopy(model)
-    inputs = {"pixel_values": torch.randn(4, 1, 8, 8)}
-    before = module_flops(model, inputs)[""]
-    pruner = oneshot(model, inputs, keys=("pixel_values",), units=["channels"], target=0.5, target_metric=metric)
-    masked = logits(model, inputs)
-    slim = pruner.finalize(model)
-    torch.testing.assert_close(logits(slim, inputs), masked, atol=1e-5, rtol=1e-5)
-    structure = measured(slim, dense, pruner)
-    assert 0.4 <= structure["removed"][metric] <= 0.5 + 1e-9, structure
-    assert {layer["kind"] for layer in structure["layers"].values()} == {"channels"}
-    assert module_flops(slim, inputs)[""] < before
-    for module in slim.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            assert module.running_mean.shape == module.weight.shape
-    if net == "residual":  # both sides of the add keep the same channels
-        assert slim.c2.out_channels == slim.stem.out_channels == slim.c1.in_channels == slim.down.in_channels
-    if net == "convnet":
-        config = OmegaConf.create({"_target_": "compress_sweeps.models.ConvNet", "channels": [8, 16]})
-        config.convs_per_stage = 2
-        save_model(slim, tmp_path, None, config, num_labels=3, reference=dense)
-        reloaded = from_run(str(tmp_path), num_labels=3).eval()
-        torch.testing.assert_close(logits(reloaded, inputs), logits(slim, inputs))
 
 
 # --- bad settings fail before training, naming the key ----------------------------------------------------------
