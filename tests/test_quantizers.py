@@ -13,8 +13,9 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.export import Int8Export
 from compress_sweeps.export import onnx as onnx_export
 from compress_sweeps.export.int8 import to_int8
-from compress_sweeps.export.onnx import to_int8_onnx
+from compress_sweeps.export.onnx import OnnxModel, export_onnx, to_int8_onnx, uniform_windows
 from compress_sweeps.hooks import RunContext
+from compress_sweeps.models import ConvNet
 from compress_sweeps.quantizers import DifferentiableQuantization, Q8Bert, QuantizedDistillation
 from compress_sweeps.quantizers.fake_quant import (
     asymmetric_qparams,
@@ -244,6 +245,28 @@ def test_onnxruntime_export_counts_requantized_layers(tmp_path, monkeypatch, bit
     assert counts == {"exact_layers": 0, "requantized_layers": 3}
     x = torch.randn(8, 16)
     assert torch.allclose(int8(input=x), model(x), atol=0.1)
+
+
+def test_uniform_adaptive_pooling_windows():
+    assert uniform_windows(7, 2) == (4, 3)  # [0, 4) and [3, 7)
+    assert uniform_windows(8, 2) == (4, 4) and uniform_windows(10, 3) == (4, 3) and uniform_windows(3, 3) == (1, 1)
+    assert uniform_windows(5, 3) is None  # widths 2, 3, 2
+
+
+@pytest.mark.parametrize("size", [28, 20, 8])
+def test_cnn_exports_to_onnx_with_its_adaptive_pooling(tmp_path, size):
+    """The ConvNet pools its last maps (7x7 on 28x28 images) to 2x2: exported as an AveragePool, same logits."""
+    model = ConvNet(10).eval()
+    images = {"pixel_values": torch.randn(3, 1, size, size)}
+    onnx_model = OnnxModel(export_onnx(model, images, tmp_path / "cnn.onnx"))
+    with torch.no_grad():
+        torch.testing.assert_close(onnx_model(**images), model(**images), atol=1e-5, rtol=1e-5)
+
+
+def test_adaptive_pooling_with_uneven_windows_still_fails_to_export(tmp_path):
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten())
+    with pytest.raises(Exception, match="not factor of input size"):
+        export_onnx(model, {"input": torch.randn(1, 2, 5, 5)}, tmp_path / "pool.onnx")
 
 
 @pytest.mark.parametrize(

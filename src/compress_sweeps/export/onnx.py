@@ -25,6 +25,7 @@ from compress_sweeps.hooks import logits_of
 from compress_sweeps.weights.grid import exact_grid
 
 ONNX_FILE = "model.int8.onnx"  # the onnxruntime export, kept in the run folder for deployment
+_OPSET = 17
 
 
 class _LogitsOf(nn.Module):
@@ -94,6 +95,44 @@ def _quiet_export():
             root.setLevel(level)
 
 
+def uniform_windows(size: int, out: int) -> tuple[int, int] | None:
+    """(kernel, stride) of adaptive pooling from `size` to `out` when all its windows have one width and one step
+    (7 -> 2: windows [0, 4) and [3, 7), kernel 4, stride 3), so that it is a plain pooling; None where they differ."""
+    starts = [i * size // out for i in range(out)]
+    ends = [-(-(i + 1) * size // out) for i in range(out)]
+    widths = {end - start for start, end in zip(starts, ends, strict=True)}
+    steps = {b - a for a, b in zip(starts, starts[1:])} or {1}
+    return (widths.pop(), steps.pop()) if len(widths) == len(steps) == 1 else None
+
+
+def _adaptive_avg_pool2d(g, input, output_size):  # noqa: A002 - the exporter's symbolic signature
+    """ONNX has no adaptive pooling and the TorchScript exporter exports it only where the input size is a multiple
+    of the output size; where the windows are still uniform (the ConvNet's 7x7 -> 2x2 on 28x28 images) it is an
+    AveragePool. Anything else goes to the exporter's own symbolic, which says what it cannot export."""
+    from torch.onnx import symbolic_helper, symbolic_opset9
+
+    spatial = (symbolic_helper._get_tensor_sizes(input) or [])[2:]
+    try:
+        out = symbolic_helper._parse_arg(output_size, "is")
+    except Exception:  # not a constant: the exporter's symbolic reports it
+        out = []
+    windows = [uniform_windows(n, o) for n, o in zip(spatial, out, strict=False) if n is not None]
+    if len(windows) != 2 or None in windows:
+        return symbolic_opset9.adaptive_avg_pool2d(g, input, output_size)
+    kernel, stride = zip(*windows, strict=True)
+    return g.op("AveragePool", input, kernel_shape_i=list(kernel), strides_i=list(stride))
+
+
+@contextlib.contextmanager
+def _uniform_adaptive_pooling(opset: int):
+    """`_adaptive_avg_pool2d` in place of the exporter's symbolic for the duration of one export."""
+    torch.onnx.register_custom_op_symbolic("aten::adaptive_avg_pool2d", _adaptive_avg_pool2d, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::adaptive_avg_pool2d", opset)
+
+
 def export_onnx(model: nn.Module, example: Mapping[str, torch.Tensor], path: str | Path) -> Path:
     """`model` (a CPU copy; Hugging Face models in eager attention, the graph ORT fuses) as fp32 ONNX at `path`.
 
@@ -103,13 +142,13 @@ def export_onnx(model: nn.Module, example: Mapping[str, torch.Tensor], path: str
     if hasattr(copy_, "set_attn_implementation"):
         copy_.set_attn_implementation("eager")
     inputs = {k: v.cpu() for k, v in example.items()}
-    with _quiet_export(), torch.inference_mode():
+    with _quiet_export(), _uniform_adaptive_pooling(_OPSET), torch.inference_mode():
         torch.onnx.export(  # the TorchScript exporter: ONNX Runtime's attention fusions match its graph
             _LogitsOf(copy_, list(inputs)).eval(),
             tuple(inputs.values()),
             str(path),
             dynamo=False,
-            opset_version=17,
+            opset_version=_OPSET,
             input_names=list(inputs),
             output_names=["logits"],
             dynamic_axes=_dynamic_axes(inputs),
