@@ -2,33 +2,41 @@
 
 MiniLM (the bundled all-MiniLM-L6-v2, fresh 5-way head) with `--target` of its encoder's FLOPs removed as heads and
 FFN neurons (magnitude scores, oneshot; FLOPs counted by FlopCounterMode at the bench's sequence length), batch 32 x
-64 tokens: fp32 PyTorch and int8 ONNX Runtime (`export/onnx.to_int8_onnx`), dense and slim. Then the project's
-ConvNet (`conf/model/cnn.yaml`, 28x28 inputs) with the same fraction of its FLOPs removed as conv channels, fp32
-PyTorch. The models of a family run interleaved in one process (each repeat times every model once, in rotating
-order: models/timing.py, what every run's `compression.latency` uses), so load from other processes hits them
-alike; every figure is a ratio against the dense fp32 model, beside the ideal 1 - removed FLOPs. The removed
-fractions are measured on the slim models (run/shapes.py), not taken from the pruner. Every timing starts from the
-same allocator state (`timing.steady_allocator`), so a figure does not depend on what the process ran before it.
+64 tokens: fp32 PyTorch and int8 ONNX Runtime (`export/onnx.to_int8_onnx`), dense and slim. Then each CNN of
+`--cnns` (`conf/model/<name>.yaml`, as a run builds it; 28x28 inputs) with the same fraction of its FLOPs removed as
+conv channels, fp32 PyTorch and the int8 ONNX Runtime export (its Linear layers int8, convolutions fp32). The models
+of a family run interleaved in one process (each repeat times every model once, in rotating order:
+models/timing.py, what every run's `compression.latency` uses), so load from other processes hits them alike; every
+figure is a ratio against the dense fp32 model, beside the ideal 1 - removed FLOPs. The removed fractions are
+measured on the slim models (run/shapes.py), not taken from the pruner. Every timing starts from the same allocator
+state (`timing.steady_allocator`). `--layers` adds where a CNN's time goes: each layer's median time in the dense
+and the slim model (forward hooks, the models again interleaved), which shows what FLOPs do not count.
 
     PYTHONPATH=src python bench/slim_latency.py [--target 0.5] [--repeats 20] [--threads N] [--round-to 8]
-    PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnn-batches 32,256   # the CNN at two batch sizes
+    PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnn-batches 32,256 --layers
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import os
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch import nn
 
+from compress_sweeps.config import config_dir
 from compress_sweeps.export.onnx import to_int8_onnx
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.models import ConvNet, minilm
+from compress_sweeps.models import minilm
 from compress_sweeps.models.structure import heads_of
 from compress_sweeps.models.timing import interleaved_ms, machine
 from compress_sweeps.pruners.criteria import Magnitude
@@ -88,6 +96,73 @@ def time_minilm(args: argparse.Namespace) -> None:
     report("MiniLM", latency, measured)
 
 
+def cnn_of(name: str) -> nn.Module:
+    """The CNN `model=<name>` builds in a run (10 classes)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", "task=mnist5k"])
+    return instantiate(cfg.model, num_labels=10).eval()
+
+
+class LayerClock:
+    """Forward hooks on every leaf module: the time from each leaf's input to its output, per call, in a list per
+    leaf name (the models here run their leaves one after another)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.handles = []
+        for name, module in model.named_modules():
+            if not list(module.children()):
+                self.times[name] = []
+                self.handles.append(module.register_forward_pre_hook(self._start))
+                self.handles.append(module.register_forward_hook(functools.partial(self._stop, name)))
+
+    def _start(self, module, args) -> None:
+        self.started = time.perf_counter()
+
+    def _stop(self, name, module, args, output) -> None:
+        self.times[name].append(1e3 * (time.perf_counter() - self.started))
+
+    def medians(self) -> dict[str, float]:
+        for handle in self.handles:
+            handle.remove()
+        return {name: statistics.median(t) for name, t in self.times.items() if t}
+
+
+def print_layers(dense: nn.Module, slim: nn.Module, images: dict, repeats: int) -> None:
+    """Each leaf's median time in the dense and the slim model, timed interleaved; the leaves' sums beside them."""
+    clocks = {"dense": LayerClock(dense), "slim": LayerClock(slim)}
+    interleaved_ms({"dense": dense, "slim": slim}, images, repeats)
+    dense_ms, slim_ms = clocks["dense"].medians(), clocks["slim"].medians()
+    print(f"  {'layer':>22}  dense ms  slim ms  ratio")
+    for name, ms in dense_ms.items():
+        print(f"  {name:>22}  {ms:8.3f}  {slim_ms[name]:7.3f}  {slim_ms[name] / ms:5.2f}")
+    total_dense, total_slim = sum(dense_ms.values()), sum(slim_ms.values())
+    print(f"  {'sum of layers':>22}  {total_dense:8.3f}  {total_slim:7.3f}  {total_slim / total_dense:5.2f}")
+
+
+def time_cnn(name: str, batch: int, args: argparse.Namespace) -> None:
+    """The CNN of `model=<name>` dense and slim, fp32 torch and int8 ONNX Runtime, interleaved at `batch`."""
+    torch.manual_seed(0)
+    images = {"pixel_values": torch.randn(batch, 1, 28, 28)}
+    dense = cnn_of(name)
+    slim, measured = slimmed(dense, images, ["channels"], args.target, args.round_to)
+    widths = [m.out_channels for m in dense.modules() if isinstance(m, nn.Conv2d)]
+    kept = [m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)]
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {
+            "dense fp32 torch": dense,
+            "slim fp32 torch": slim,
+            "dense int8 onnxruntime": to_int8_onnx(dense, images, Path(tmp) / "dense.onnx", args.threads)[0],
+            "slim int8 onnxruntime": to_int8_onnx(slim, images, Path(tmp) / "slim.onnx", args.threads)[0],
+        }
+        latency = interleaved_ms(models, images, args.repeats * 5)
+    print(f"model={name} slim: channels kept {kept} (of {widths}), batch {batch}, median of {args.repeats * 5}")
+    report(f"model={name}", latency, measured)
+    if args.layers:
+        print_layers(dense, slim, images, args.repeats * 5)
+    gc.collect()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.5, help="fraction of the prunable FLOPs to remove")
@@ -99,6 +174,8 @@ def main() -> None:
     parser.add_argument("--skip-cnn", action="store_true")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--cnn-batches", default=None, help="comma-separated CNN batch sizes (default: --batch)")
+    parser.add_argument("--cnns", default="cnn,cnn_teacher", help="comma-separated conf/model options to time")
+    parser.add_argument("--layers", action="store_true", help="each CNN layer's time, dense and slim")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,15 +184,9 @@ def main() -> None:
         time_minilm(args)
         gc.collect()  # no idle ONNX Runtime session or cached MiniLM buffers while the CNN is timed
     if not args.skip_cnn:
-        for batch in [int(b) for b in (args.cnn_batches or str(args.batch)).split(",")]:
-            torch.manual_seed(0)
-            images = {"pixel_values": torch.randn(batch, 1, 28, 28)}
-            cnn = ConvNet(10, channels=[32, 64]).eval()
-            slim_cnn, measured = slimmed(cnn, images, ["channels"], args.target, args.round_to)
-            kept = [m.out_channels for m in slim_cnn.modules() if isinstance(m, nn.Conv2d)]
-            latency = interleaved_ms({"dense fp32 torch": cnn, "slim fp32 torch": slim_cnn}, images, args.repeats * 5)
-            print(f"ConvNet slim: channels kept {kept} (of [32, 64]), batch {batch}, median of {args.repeats * 5}")
-            report("ConvNet", latency, measured)
+        for name in args.cnns.split(","):
+            for batch in [int(b) for b in (args.cnn_batches or str(args.batch)).split(",")]:
+                time_cnn(name, batch, args)
     print(f"load at the end {os.getloadavg()[0]:.2f}")
 
 
