@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import os
 import platform
@@ -101,7 +102,7 @@ def uniform_windows(size: int, out: int) -> tuple[int, int] | None:
     starts = [i * size // out for i in range(out)]
     ends = [-(-(i + 1) * size // out) for i in range(out)]
     widths = {end - start for start, end in zip(starts, ends, strict=True)}
-    steps = {b - a for a, b in zip(starts, starts[1:])} or {1}
+    steps = {b - a for a, b in itertools.pairwise(starts)} or {1}
     return (widths.pop(), steps.pop()) if len(widths) == len(steps) == 1 else None
 
 
