@@ -4,7 +4,8 @@ MiniLM (the bundled all-MiniLM-L6-v2, fresh 5-way head) with `--target` of its e
 FFN neurons (magnitude scores, oneshot; FLOPs counted by FlopCounterMode at the bench's sequence length), batch 32 x
 64 tokens: fp32 PyTorch and int8 ONNX Runtime (`export/onnx.to_int8_onnx`), dense and slim. Then each CNN of
 `--cnns` (`conf/model/<name>.yaml`, as a run builds it; 28x28 inputs) with the same fraction of its FLOPs removed as
-conv channels, fp32 PyTorch and the int8 ONNX Runtime export (its Linear layers int8, convolutions fp32). The models
+conv channels, fp32 PyTorch and both int8 ONNX Runtime exports: dynamic (`export=onnxruntime`, Linear layers
+int8, convolutions fp32) and static (`export=onnxruntime_static`, convolutions int8 too). The models
 of a family run interleaved in one process (each repeat times every model once, in rotating order:
 models/timing.py, what every run's `compression.latency` uses), so load from other processes hits them alike; every
 figure is a ratio against the dense fp32 model, beside the ideal 1 - removed FLOPs. The removed fractions are
@@ -35,6 +36,7 @@ from torch import nn
 
 from compress_sweeps.config import config_dir
 from compress_sweeps.export.onnx import to_int8_onnx
+from compress_sweeps.export.onnx_static import to_int8_onnx_static
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import minilm
 from compress_sweeps.models.structure import heads_of
@@ -141,11 +143,13 @@ def print_layers(dense: nn.Module, slim: nn.Module, images: dict, repeats: int) 
 
 
 def time_cnn(name: str, batch: int, args: argparse.Namespace) -> None:
-    """The CNN of `model=<name>` dense and slim, fp32 torch and int8 ONNX Runtime, interleaved at `batch`."""
+    """The CNN of `model=<name>` dense and slim, fp32 torch and both int8 ONNX Runtime exports (dynamic: Linear
+    layers only; static: convolutions too), interleaved at `batch`."""
     torch.manual_seed(0)
     images = {"pixel_values": torch.randn(batch, 1, 28, 28)}
     dense = cnn_of(name)
     slim, measured = slimmed(dense, images, ["channels"], args.target, args.round_to)
+    calibration, threads = [images], args.threads  # static ranges from the timed batch: only speed is measured here
     widths = [m.out_channels for m in dense.modules() if isinstance(m, nn.Conv2d)]
     kept = [m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,6 +158,8 @@ def time_cnn(name: str, batch: int, args: argparse.Namespace) -> None:
             "slim fp32 torch": slim,
             "dense int8 onnxruntime": to_int8_onnx(dense, images, Path(tmp) / "dense.onnx", args.threads)[0],
             "slim int8 onnxruntime": to_int8_onnx(slim, images, Path(tmp) / "slim.onnx", args.threads)[0],
+            "dense int8 static ort": to_int8_onnx_static(dense, calibration, Path(tmp) / "ds.onnx", threads=threads)[0],
+            "slim int8 static ort": to_int8_onnx_static(slim, calibration, Path(tmp) / "ss.onnx", threads=threads)[0],
         }
         latency = interleaved_ms(models, images, args.repeats * 5)
     print(f"model={name} slim: channels kept {kept} (of {widths}), batch {batch}, median of {args.repeats * 5}")
