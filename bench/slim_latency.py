@@ -60,6 +60,17 @@ def slimmed(dense: nn.Module, inputs: dict, units: list[str], target: float, rou
     return model, costs(model, dense, [promise], one)
 
 
+def fp32_and_int8(dense: nn.Module, slim: nn.Module, inputs: dict, folder: Path, threads: int | None) -> dict:
+    """The models every family times: dense and slim in fp32 PyTorch and through the dynamic int8 ONNX Runtime
+    export (written to `folder`), keyed by the names `report` prints."""
+    return {
+        "dense fp32 torch": dense,
+        "slim fp32 torch": slim,
+        "dense int8 onnxruntime": to_int8_onnx(dense, inputs, folder / "dense.onnx", threads)[0],
+        "slim int8 onnxruntime": to_int8_onnx(slim, inputs, folder / "slim.onnx", threads)[0],
+    }
+
+
 def report(title: str, latency: dict[str, float], measured: dict) -> None:
     removed = measured["removed"]["flops"]
     whole = 1 - measured["flops"]["model_after"] / measured["flops"]["model_before"]
@@ -84,13 +95,7 @@ def time_minilm(args: argparse.Namespace) -> None:
     }
     slim, measured = slimmed(dense, inputs, ["heads", "ffn"], args.target, args.round_to)
     with tempfile.TemporaryDirectory() as tmp:
-        models = {
-            "dense fp32 torch": dense,
-            "slim fp32 torch": slim,
-            "dense int8 onnxruntime": to_int8_onnx(dense, inputs, Path(tmp) / "dense.onnx", args.threads)[0],
-            "slim int8 onnxruntime": to_int8_onnx(slim, inputs, Path(tmp) / "slim.onnx", args.threads)[0],
-        }
-        latency = interleaved_ms(models, inputs, args.repeats)
+        latency = interleaved_ms(fp32_and_int8(dense, slim, inputs, Path(tmp), args.threads), inputs, args.repeats)
     heads = [heads_of(m) for m in slim.modules() if heads_of(m) is not None]
     widths = [b.intermediate.dense.out_features for b in slim.bert.encoder.layer]
     print(f"batch {args.batch} x seq {args.seq}, median of {args.repeats} interleaved repeats")
@@ -149,18 +154,13 @@ def time_cnn(name: str, batch: int, args: argparse.Namespace) -> None:
     images = {"pixel_values": torch.randn(batch, 1, 28, 28)}
     dense = cnn_of(name)
     slim, measured = slimmed(dense, images, ["channels"], args.target, args.round_to)
-    calibration, threads = [images], args.threads  # static ranges from the timed batch: only speed is measured here
     widths = [m.out_channels for m in dense.modules() if isinstance(m, nn.Conv2d)]
     kept = [m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)]
     with tempfile.TemporaryDirectory() as tmp:
-        models = {
-            "dense fp32 torch": dense,
-            "slim fp32 torch": slim,
-            "dense int8 onnxruntime": to_int8_onnx(dense, images, Path(tmp) / "dense.onnx", args.threads)[0],
-            "slim int8 onnxruntime": to_int8_onnx(slim, images, Path(tmp) / "slim.onnx", args.threads)[0],
-            "dense int8 static ort": to_int8_onnx_static(dense, calibration, Path(tmp) / "ds.onnx", threads=threads)[0],
-            "slim int8 static ort": to_int8_onnx_static(slim, calibration, Path(tmp) / "ss.onnx", threads=threads)[0],
-        }
+        models = fp32_and_int8(dense, slim, images, Path(tmp), args.threads)
+        for kind, model in (("dense", dense), ("slim", slim)):  # static ranges from the timed batch: speed only
+            static = to_int8_onnx_static(model, [images], Path(tmp) / f"{kind}.static.onnx", threads=args.threads)
+            models[f"{kind} int8 static ort"] = static[0]
         latency = interleaved_ms(models, images, args.repeats * 5)
     print(f"model={name} slim: channels kept {kept} (of {widths}), batch {batch}, median of {args.repeats * 5}")
     report(f"model={name}", latency, measured)
