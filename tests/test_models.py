@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from compress_sweeps.models import ConvNet, pretrained_classifier, student_from_teacher, tokenizer_for
+from compress_sweeps.models.cnn import MaxPool
 
 
 def test_student_copies_the_mapped_teacher_layers(tiny_bert):
@@ -40,6 +41,20 @@ def test_cnn_handles_both_image_sizes(size):
     net = ConvNet(num_labels=10, channels=[8, 16], convs_per_stage=2, hidden=32)
     assert net(pixel_values=torch.randn(4, 1, size, size)).shape == (4, 10)
     assert tokenizer_for(net) is None
+
+
+@pytest.mark.parametrize("size", [7, 8, 14])
+def test_cnn_max_pool_is_torchs(size):
+    """The channels-last inference path gives torch's values in NCHW; with gradients on, torch's own kernel runs."""
+    x = torch.randn(3, 5, size, size, requires_grad=True)
+    fast, plain = MaxPool(2, ceil_mode=True), torch.nn.MaxPool2d(2, ceil_mode=True)
+    with torch.inference_mode():
+        out = fast(x)
+        assert torch.equal(out, plain(x)) and out.is_contiguous()
+    fast(x).square().sum().backward()
+    grad, x.grad = x.grad, None
+    plain(x).square().sum().backward()
+    assert torch.equal(grad, x.grad)
 
 
 def test_cnn_rejects_bad_widths():

@@ -5,12 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
+import torch
 from pydantic import Field
 from torch import nn
 
 from compress_sweeps.models.settings import Dropout, Labels, Width
 from compress_sweeps.models.untrained import mark_untrained
 from compress_sweeps.schema import check_arguments
+
+
+class MaxPool(nn.MaxPool2d):
+    """`nn.MaxPool2d` that, at inference on CPU, pools a channels-last copy: PyTorch's CPU kernel for NCHW tensors is
+    not vectorized (pytorch/pytorch#51393) and took 2.0 ms on the default CNN's [32, 32, 28, 28] activations here,
+    against 0.15 ms channels-last. Same values, returned NCHW. With gradients on, torch's own kernel runs: the
+    channels-last backward made a training step slower (16.1 vs 12.9 ms), so gradients are torch's exactly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class ConvNet(nn.Module):
@@ -40,7 +53,7 @@ class ConvNet(nn.Module):
                     nn.ReLU(),
                 ]
                 width = stage_width
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            layers.append(MaxPool(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.fc = nn.Linear(width * 4, hidden)
