@@ -55,6 +55,9 @@ def test_cnn_max_pool_is_torchs(size):
     grad, x.grad = x.grad, None
     plain(x).square().sum().backward()
     assert torch.equal(grad, x.grad)
+    with torch.no_grad():  # indices asked for: torch's kernel, as nn.MaxPool2d returns them
+        values, indices = MaxPool(2, ceil_mode=True, return_indices=True)(x)
+        assert torch.equal(indices, torch.nn.MaxPool2d(2, ceil_mode=True, return_indices=True)(x)[1])
 
 
 def test_cnn_rejects_bad_widths():
