@@ -29,12 +29,11 @@ from pathlib import Path
 import torch
 import transformers
 from bbc_first_sentences import write_csvs
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from compress_sweeps import batching
 from compress_sweeps.batching import PadCollator
-from compress_sweeps.config import config_dir
+from compress_sweeps.config import compose_train
 from compress_sweeps.models import from_run, minilm, tokenizer_for
 from compress_sweeps.tasks.text import TokenizedSplit
 
@@ -51,11 +50,6 @@ def job_overrides(task: str, seed: int, folder: Path, extra: list[str]) -> list[
     return ["task=text_files", f"task.train_file={train}", f"task.validation_file={dev}", *common]
 
 
-def composed(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
 @torch.no_grad()
 def predictions(model: torch.nn.Module, split, keys, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of every example of `split`, in order."""
@@ -67,7 +61,7 @@ def predictions(model: torch.nn.Module, split, keys, batch_size: int) -> tuple[t
 
 def padding_check(run_dir: Path, overrides: list[str]) -> dict:
     """The finished model of a run evaluated with per-batch and with fixed (max_length) padding."""
-    cfg = composed(overrides)
+    cfg = compose_train(overrides)
     task = instantiate(cfg.task)
     model = from_run(str(run_dir), task.num_labels)
     tokenizer = tokenizer_for(model)
@@ -100,7 +94,7 @@ def run_ours(task: str, seed: int, folder: Path, extra: list[str]) -> dict:
 
 
 def run_hf(task: str, seed: int, folder: Path, extra: list[str]) -> dict:
-    cfg = composed(job_overrides(task, seed, folder, extra))
+    cfg = compose_train(job_overrides(task, seed, folder, extra))
     settings = cfg.trainer
     data = instantiate(cfg.task)
     transformers.set_seed(seed)  # as `seed_everything` before the model is built: the same fresh head

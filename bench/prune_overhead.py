@@ -22,10 +22,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from compress_sweeps.config import config_dir
+from compress_sweeps.config import compose_train
 from compress_sweeps.hooks import Compressors, Passthrough, RunContext
 from compress_sweeps.models import student_from_teacher
 from compress_sweeps.pruners import Pruner
@@ -35,9 +34,7 @@ DEFAULT = ["pruner=snip_momentum", "pruner.target_sparsity=0.8"]
 
 def composed_pruner(overrides: list[str]):
     """The pruner as a run composes it (conf/pruner/<option>.yaml with its criterion): `overrides`, or DEFAULT."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides or DEFAULT)
-    return instantiate(cfg.pruner)
+    return instantiate(compose_train(overrides or DEFAULT).pruner)
 
 
 def one_step(model, optimizer, compressors, batch, step, device) -> tuple[float, float]:

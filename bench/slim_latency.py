@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
-from compress_sweeps.config import config_dir
+from compress_sweeps.config import compose_train
 from compress_sweeps.export.onnx import to_int8_onnx
 from compress_sweeps.export.onnx_static import to_int8_onnx_static
 from compress_sweeps.hooks import RunContext
@@ -105,9 +104,7 @@ def time_minilm(args: argparse.Namespace) -> None:
 
 def cnn_of(name: str) -> nn.Module:
     """The CNN `model=<name>` builds in a run (10 classes)."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", "task=mnist5k"])
-    return instantiate(cfg.model, num_labels=10).eval()
+    return instantiate(compose_train([f"model={name}", "task=mnist5k"]).model, num_labels=10).eval()
 
 
 class LayerClock:

@@ -18,11 +18,10 @@ import argparse
 from collections.abc import Sequence
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
-from compress_sweeps.config import config_dir
+from compress_sweeps.config import compose_train
 from compress_sweeps.integrations import CompressionCallback
 from compress_sweeps.models import pretrained_classifier, tokenizer_for
 from compress_sweeps.models.hf import minilm_path
@@ -58,8 +57,7 @@ def accuracy(prediction: EvalPrediction) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Train, then return {"sparsity", "pattern_holds", "bits", "eval_accuracy", ...} of the finalized model."""
     args = parse_args(argv)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=[*DEFAULT_OVERRIDES, *args.overrides])
+    cfg = compose_train([*DEFAULT_OVERRIDES, *args.overrides])
     set_seed(args.seed)
     task = bbc_news(
         max_length=args.max_length,

@@ -56,8 +56,8 @@ class OnnxModel(nn.Module):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # threads spin between the operators of a call (waking a sleeping thread for each operator made the slim
-        # CNN's session take 1.2-1.4 ms instead of 0.7-0.8), and stop spinning when the call returns: idle ORT
-        # threads would steal the cores from whatever runs next (the fp32 model timed beside it, the rest of the run)
+        # CNN's session take 1.36-1.42 ms instead of 0.73-0.86, timed interleaved), and stop spinning when the call
+        # returns: idle ORT threads would steal the cores from whatever runs next (the fp32 model timed beside it)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
         self.path = str(path)
