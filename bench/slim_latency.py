@@ -11,10 +11,13 @@ models/timing.py, what every run's `compression.latency` uses), so load from oth
 figure is a ratio against the dense fp32 model, beside the ideal 1 - removed FLOPs. The removed fractions are
 measured on the slim models (run/shapes.py), not taken from the pruner. Every timing starts from the same allocator
 state (`timing.steady_allocator`). `--layers` adds where a CNN's time goes: each layer's median time in the dense
-and the slim model (forward hooks, the models again interleaved), which shows what FLOPs do not count.
+and the slim model (forward hooks, the models again interleaved), which shows what FLOPs do not count. `--widths`
+times other shapes of the same CNN beside the dense and the slim one (per-stage channel counts, random weights: speed
+only), to see whether another split of the same FLOPs would have run faster than the one the budget chose.
 
     PYTHONPATH=src python bench/slim_latency.py [--target 0.5] [--repeats 20] [--threads N] [--round-to 8]
     PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnn-batches 32,256 --layers
+    PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnns cnn --widths 16,64/24,40/32,32
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from compress_sweeps.export.onnx import to_int8_onnx
 from compress_sweeps.export.onnx_static import to_int8_onnx_static
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import minilm
+from compress_sweeps.models.costs import module_flops
 from compress_sweeps.models.structure import heads_of
 from compress_sweeps.models.timing import interleaved_ms, machine
 from compress_sweeps.pruners.criteria import Magnitude
@@ -102,9 +106,9 @@ def time_minilm(args: argparse.Namespace) -> None:
     report("MiniLM", latency, measured)
 
 
-def cnn_of(name: str) -> nn.Module:
-    """The CNN `model=<name>` builds in a run (10 classes)."""
-    return instantiate(compose_train([f"model={name}", "task=mnist5k"]).model, num_labels=10).eval()
+def cnn_of(name: str, **overrides) -> nn.Module:
+    """The CNN `model=<name>` builds in a run (10 classes), with `overrides` of its constructor's arguments."""
+    return instantiate(compose_train([f"model={name}", "task=mnist5k"]).model, num_labels=10, **overrides).eval()
 
 
 class LayerClock:
@@ -140,8 +144,30 @@ def print_layers(dense: nn.Module, slim: nn.Module, images: dict, repeats: int) 
     print(f"  {'layer':>22}  dense ms  slim ms  ratio")
     for name, ms in dense_ms.items():
         print(f"  {name:>22}  {ms:8.3f}  {slim_ms[name]:7.3f}  {slim_ms[name] / ms:5.2f}")
-    total_dense, total_slim = sum(dense_ms.values()), sum(slim_ms.values())
-    print(f"  {'sum of layers':>22}  {total_dense:8.3f}  {total_slim:7.3f}  {total_slim / total_dense:5.2f}")
+    convs = [name for name, module in dense.named_modules() if isinstance(module, nn.Conv2d)]
+    sums = {
+        "convolutions": convs,
+        "everything else": [name for name in dense_ms if name not in convs],
+        "sum of layers": list(dense_ms),
+    }
+    for title, names in sums.items():
+        total_dense, total_slim = sum(dense_ms[n] for n in names), sum(slim_ms[n] for n in names)
+        print(f"  {title:>22}  {total_dense:8.3f}  {total_slim:7.3f}  {total_slim / total_dense:5.2f}")
+
+
+def print_widths(name: str, dense: nn.Module, slim: nn.Module, images: dict, args: argparse.Namespace) -> None:
+    """The CNN `name` at each per-stage width of `--widths` (random weights), timed interleaved with `dense` and
+    `slim`: kept FLOPs and latency, both against `dense`."""
+    one = {k: v[:1] for k, v in images.items()}
+    shapes = {"dense": dense, "slim (the budget's)": slim}
+    for widths in args.widths.split("/"):
+        shapes[f"stages {widths}"] = cnn_of(name, channels=[int(w) for w in widths.split(",")])
+    latency = interleaved_ms(shapes, images, args.repeats * 5)
+    dense_flops = module_flops(dense, one)[""]
+    print(f"  {'shape':>22}  kept FLOPs  latency ratio vs dense fp32")
+    for title, model in shapes.items():
+        kept = module_flops(model, one)[""] / dense_flops
+        print(f"  {title:>22}  {kept:10.3f}  {latency[title] / latency['dense']:.3f}")
 
 
 def time_cnn(name: str, batch: int, args: argparse.Namespace) -> None:
@@ -163,6 +189,8 @@ def time_cnn(name: str, batch: int, args: argparse.Namespace) -> None:
     report(f"model={name}", latency, measured)
     if args.layers:
         print_layers(dense, slim, images, args.repeats * 5)
+    if args.widths:
+        print_widths(name, dense, slim, images, args)
     gc.collect()
 
 
@@ -179,6 +207,7 @@ def main() -> None:
     parser.add_argument("--cnn-batches", default=None, help="comma-separated CNN batch sizes (default: --batch)")
     parser.add_argument("--cnns", default="cnn,cnn_teacher", help="comma-separated conf/model options to time")
     parser.add_argument("--layers", action="store_true", help="each CNN layer's time, dense and slim")
+    parser.add_argument("--widths", default=None, help="other per-stage CNN widths to time, e.g. 16,64/32,32")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

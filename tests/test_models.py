@@ -76,3 +76,20 @@ def test_hub_names_fail_fast_without_a_hub(monkeypatch, tiny_bert):
         pretrained_classifier("prajjwal1/bert-mini", num_labels=2)
     assert time.monotonic() - start < 10
     check_hub_source(str(tiny_bert), "model.name_or_path", "")  # a local folder never needs the hub
+
+
+def test_interleaved_timing_follows_each_model_with_itself():
+    """Every timed call comes right after a call of the same model, and which model goes first rotates."""
+    from compress_sweeps.models.timing import interleaved_ms
+
+    calls: list[str] = []
+
+    def model(name):
+        return lambda **inputs: calls.append(name)
+
+    times = interleaved_ms({n: model(n) for n in "abc"}, {"x": torch.zeros(1)}, repeats=4, warmup=1)
+    assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
+    assert calls[:3] == ["a", "b", "c"]  # one warm-up each
+    pairs = [tuple(calls[i : i + 2]) for i in range(3, len(calls), 2)]
+    assert all(first == second for first, second in pairs) and len(pairs) == 4 * 3
+    assert [pairs[3 * r][0] for r in range(4)] == ["a", "b", "c", "a"]
