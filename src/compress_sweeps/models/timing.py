@@ -51,7 +51,7 @@ def interleaved_ms(
     Each timed call comes right after an untimed call of the same model: it measures the model served back to
     back, not the switch from the model before it. That switch is not the same for every model: after PyTorch's
     threads ran, ONNX Runtime's call took ~20% longer (bench/slim_latency.py's slim CNN: 0.77-0.81 vs 0.64-0.68 ms
-    after an ONNX Runtime call), and PyTorch's took 10-15% longer after ONNX Runtime's."""
+    after an ONNX Runtime call), and PyTorch's 7-18% longer after ONNX Runtime's."""
     steady_allocator()
     names = list(models)
     for model in models.values():
