@@ -212,6 +212,26 @@ def test_static_int8_onnx_gives_logits_close_to_fp32(tmp_path):
     assert F.cosine_similarity(quantized.flatten(), reference.flatten(), dim=0) > 0.999
 
 
+def test_static_int8_keeps_a_cnn_int8_between_its_convolutions(tmp_path):
+    """ReLU, max-pool, average pool and Flatten are quantized with the convolutions: no float tensor between them."""
+    import onnx
+
+    from compress_sweeps.models import ConvNet
+
+    torch.manual_seed(0)
+    model = ModelOnX(ConvNet(num_labels=4, channels=(8, 16))).eval()  # its 2x2 pooling exports as AveragePool
+    batches = [{"x": torch.rand(16, 1, 28, 28)} for _ in range(2)]
+    int8, _ = to_int8_onnx_static(model, batches, tmp_path / "cnn.onnx")
+    graph = onnx.load(str(tmp_path / "cnn.onnx")).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    pools = [node for node in graph.node if node.op_type in ("MaxPool", "AveragePool", "Flatten")]
+    assert len(pools) == 4 and all(producer[node.input[0]] == "DequantizeLinear" for node in pools)
+    assert not any(node.op_type == "Relu" for node in graph.node)  # folded into the output ranges of conv and Gemm
+    with torch.no_grad():
+        reference = model(**batches[0])
+    assert F.cosine_similarity(int8(**batches[0]).flatten(), reference.flatten(), dim=0) > 0.999
+
+
 def test_static_int8_onnx_on_a_tiny_bert(tmp_path, tiny_bert):
     from transformers import AutoModelForSequenceClassification
 

@@ -40,7 +40,12 @@ from compress_sweeps.tasks.sample import calibration_batches
 
 STATIC_ONNX_FILE = "model.int8-static.onnx"
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
-OP_TYPES = ("MatMul", "Gemm", "Conv")  # Linear and Conv layers; activation x activation MatMuls stay float
+# Linear and Conv layers (activation x activation MatMuls stay float), and what sits between a CNN's convolutions:
+# with ReLU (folded into the conv's output range), max- and average-pooling and Flatten quantized too, the activations
+# stay uint8 from one conv to the next and ONNX Runtime runs the chain in NHWC int8 kernels, instead of dequantizing
+# after every conv, pooling in float and quantizing again: cnn_teacher's static export 10.8 vs 14.3 ms (its slim
+# model 6.7 vs 9.1), interleaved, at batch 32; MiniLM's graph is the same either way (none of these ops on floats).
+OP_TYPES = ("MatMul", "Gemm", "Conv", "Relu", "MaxPool", "AveragePool", "Flatten")
 
 
 def _reader(batches: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str]):
