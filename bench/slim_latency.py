@@ -5,11 +5,11 @@ FFN neurons (magnitude scores, oneshot; FLOPs counted by FlopCounterMode at the 
 64 tokens: fp32 PyTorch and int8 ONNX Runtime (`export/onnx.to_int8_onnx`), dense and slim. Then each CNN of
 `--cnns` (`conf/model/<name>.yaml`, as a run builds it; 28x28 inputs) with the same fraction of its FLOPs removed as
 conv channels, fp32 PyTorch and both int8 ONNX Runtime exports: dynamic (`export=onnxruntime`, Linear layers
-int8, convolutions fp32) and static (`export=onnxruntime_static`, convolutions int8 too). The models
-of a family run interleaved in one process (each repeat times every model once, in rotating order, each timed call
-right after an untimed one of the same model: models/timing.py, what every run's `compression.latency` uses), so
-load from other processes hits them alike; every
-figure is a ratio against the dense fp32 model, beside the ideal 1 - removed FLOPs. The removed fractions are
+int8, convolutions fp32) and static (`export=onnxruntime_static`, convolutions, pooling and ReLU int8 too). The
+models of a family run interleaved in one process (each repeat times every model once, in rotating order, each
+timed call right after an untimed one of the same model: models/timing.py, what every run's `compression.latency`
+uses), so load from other processes hits them alike; every figure is a ratio against the dense fp32 model, beside
+the ideal 1 - removed FLOPs. The removed fractions are
 measured on the slim models (run/shapes.py), not taken from the pruner. Every timing starts from the same allocator
 state (`timing.steady_allocator`). `--layers` adds where a CNN's time goes: each layer's median time in the dense
 and the slim model (forward hooks, the models again interleaved), which shows what FLOPs do not count. `--widths`
