@@ -9,12 +9,12 @@ int8, convolutions fp32) and static (`export=onnxruntime_static`, convolutions, 
 models of a family run interleaved in one process (each repeat times every model once, in rotating order, each
 timed call right after an untimed one of the same model: models/timing.py, what every run's `compression.latency`
 uses), so load from other processes hits them alike; every figure is a ratio against the dense fp32 model, beside
-the ideal 1 - removed FLOPs. The removed fractions are
-measured on the slim models (run/shapes.py), not taken from the pruner. Every timing starts from the same allocator
-state (`timing.steady_allocator`). `--layers` adds where a CNN's time goes: each layer's median time in the dense
-and the slim model (forward hooks, the models again interleaved), which shows what FLOPs do not count. `--widths`
-times other shapes of the same CNN beside the dense and the slim one (per-stage channel counts, random weights: speed
-only), to see whether another split of the same FLOPs would have run faster than the one the budget chose.
+the ideal 1 - removed FLOPs. The removed fractions are measured on the slim models (run/shapes.py), not taken from
+the pruner. Every timing starts from the same allocator state (`timing.steady_allocator`). `--layers` adds where a
+CNN's time goes: each layer's median time in the dense and the slim model (forward hooks, the models again
+interleaved), which shows what FLOPs do not count. `--widths` times other shapes of the same CNN beside the dense
+and the slim one (per-stage channel counts, random weights: speed only), to see whether another split of the same
+FLOPs would have run faster than the one the budget chose.
 
     PYTHONPATH=src python bench/slim_latency.py [--target 0.5] [--repeats 20] [--threads N] [--round-to 8]
     PYTHONPATH=src python bench/slim_latency.py --skip-minilm --cnn-batches 32,256 --layers

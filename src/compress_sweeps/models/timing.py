@@ -49,9 +49,10 @@ def interleaved_ms(
     rotating, so load from elsewhere hits them alike; from the steady allocator state.
 
     Each timed call comes right after an untimed call of the same model: it measures the model served back to
-    back, not the switch from the model before it. That switch is not the same for every model: after PyTorch's
-    threads ran, ONNX Runtime's call took ~20% longer (bench/slim_latency.py's slim CNN: 0.77-0.81 vs 0.64-0.68 ms
-    after an ONNX Runtime call), and PyTorch's 7-18% longer after ONNX Runtime's."""
+    back, not the switch from the model before it. That switch is not the same for every model: counted per
+    transition (2,000 calls in random order of bench/slim_latency.py's small CNN, dense and slim, in PyTorch and
+    ONNX Runtime), the slim ONNX Runtime session took 0.77-0.81 ms right after a PyTorch model and 0.64-0.68 ms
+    after an ONNX Runtime one, and the PyTorch models 7-18% longer after ONNX Runtime than after PyTorch."""
     steady_allocator()
     names = list(models)
     for model in models.values():
