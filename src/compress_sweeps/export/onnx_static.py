@@ -93,6 +93,8 @@ def to_int8_onnx_static(
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".int8-static-") as tmp:
         fp32 = export_onnx(model, calibration_batches[0], Path(tmp) / "fp32.onnx")
+        graph_inputs = {i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input}
+        names = [n for n in names if n in graph_inputs]  # the exporter drops inputs the model never reads
         prepared = Path(tmp) / "prepared.onnx"
         int8 = Path(tmp) / path.name
         with _quiet_export():

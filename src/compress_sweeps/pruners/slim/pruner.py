@@ -8,11 +8,19 @@ to remove, and each unit is weighed by what removing it saves. `finalize` folds 
 cuts the pruned units out: the model that comes out is smaller and faster. What it promises (the part, the target,
 whether units are cut out or left as zeros) is its `spec()`; `run/measure.py` measures the finalized model's
 shapes and costs against the dense model, and `run/verify.py` checks the saved files against the promise.
+
+One shot at attach (`start_step: 0, end_step: 0` with `slim: true`): the units are scored, chosen and cut out before
+the first optimizer step, so the whole run trains the smaller model (a slimmed MiniLM at a third of the FLOPs
+trains at a third of the cost, where masks keep the full-size cost until finalize), and the shapes the run ends
+with are known before it trains (the planner predicts their latency). A gradient criterion gets its gradients from
+`calibration_batches` forward/backward passes over training examples drawn by `seed` (no optimizer step), as
+one-shot structured pruning of a trained model does (Molchanov et al. 2019's first-order Taylor scores).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import torch
@@ -26,6 +34,7 @@ from compress_sweeps.pruners.criteria import Criterion
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.slim import allocate, channels, transformer
 from compress_sweeps.pruners.slim.budget import Budget, example_batch
+from compress_sweeps.pruners.slim.calibration import calibration_gradients
 from compress_sweeps.pruners.slim.promise import zero_unit_patterns
 from compress_sweeps.pruners.slim.units import BlockUnits, UnitGroup, add_mask, remove_mask, unique
 from compress_sweeps.pruners.targets import mask_grads
@@ -45,7 +54,9 @@ class SlimPruner:
     layer, the fraction of units removed stays within [min_sparsity_per_layer, max_sparsity_per_layer] and one
     head / `round_to` neurons or channels stay; FFN widths and channel counts stay multiples of `round_to`.
     `include` / `exclude` are regexes on block names (`bert.encoder.layer.3`) or convolution names. `slim: false`
-    keeps the shapes (whole units of zeros; blocks need `slim: true`).
+    keeps the shapes (whole units of zeros; blocks need `slim: true`). `calibration_batches` (of
+    `calibration_batch_size` training examples drawn by `seed`) feed a gradient criterion before a mask update at
+    step 0; with `start_step = end_step = 0` and `slim: true` the units are cut out at attach (module docstring).
     """
 
     def __init__(
@@ -64,6 +75,9 @@ class SlimPruner:
         slim: bool = True,
         include: Sequence[str] = (),
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        calibration_batches: Annotated[int, Field(ge=0)] = 0,
+        calibration_batch_size: Annotated[int, Field(ge=1)] = 16,
+        seed: Annotated[int, Field(ge=0)] = 0,
     ) -> None:
         settings = {k: v for k, v in locals().items() if k not in ("self", "criterion", "__class__")}
         check_arguments(SlimPruner, settings, "pruner.")  # the signature is the schema, also for Python callers
@@ -81,12 +95,13 @@ class SlimPruner:
         if "blocks" in self.units and not slim:
             raise ConfigError("pruner.slim", slim, "must be true with units=[blocks]: masks cannot express a skip")
         self.criterion = criterion()
-        if self.criterion.needs_grad and type(start_step) is int and start_step == 0:
+        if self.criterion.needs_grad and type(start_step) is int and start_step == 0 and calibration_batches == 0:
             raise ConfigError(
                 "pruner.start_step",
                 0,
                 f"must be >= 1 (or a fraction of the run) with pruner/criterion={self.criterion.name}, which scores "
-                "weights by their gradients; step 0 is before any gradient (or use pruner/criterion=magnitude)",
+                "weights by their gradients; step 0 is before any gradient (set pruner.calibration_batches to "
+                "compute gradients on training examples first, or use pruner/criterion=magnitude)",
                 problem="prunes before any gradient",
             )
         self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay)
@@ -94,6 +109,8 @@ class SlimPruner:
         self.selection = LayerSelection(kinds, include, exclude, "pruner.")
         self.target, self.metric, self.round_to, self.slim = float(target), target_metric, round_to, bool(slim)
         self.min_s, self.max_s = min_sparsity_per_layer, max_sparsity_per_layer
+        self.calibration = (calibration_batches, calibration_batch_size, seed)
+        self.cut_at_attach = False  # the units went at attach (one shot at step 0): the run trains the slim model
         self.groups: list[UnitGroup] = []
         self.blocks: BlockUnits | None = None
         self.budget: Budget | None = None
@@ -114,10 +131,7 @@ class SlimPruner:
                 "needs an example batch (the run's training set) to count FLOPs / trace channels",
                 problem="has no example input",
             )
-        if "channels" in self.units:
-            self.groups, self.graph = channels.channel_units(model, self.example, self.selection, self.round_to)
-        else:
-            self.groups, self.blocks = transformer.transformer_units(model, self.units, self.selection, self.round_to)
+        self.groups, self.blocks = self._units(model)
         params = dict(model.named_parameters())
         block_weights = self.blocks.scored_params(params) if self.blocks is not None else []
         self._scored = unique([n for g in self.groups for n in g.scored_params()] + sum(block_weights, []))
@@ -130,7 +144,14 @@ class SlimPruner:
         self.budget = Budget(model, self.groups, self.blocks, self.metric, self.example)
         self._hooks = [] if self.blocks is None else transformer.skip_hooks(self.blocks)
         self._check_reachable()
+        if self.schedule.prunes_at(0) and self.criterion.needs_grad:
+            batches, batch_size, seed = self.calibration
+            for grads in calibration_gradients(model, self._weights, context, batches, batch_size, seed):
+                self.criterion.observe(self._weights, grads)
         self.after_optimizer_step(0)  # a mask update scheduled at step 0 prunes before training
+        if self.schedule.oneshot and self.schedule.start == 0 and self.slim:
+            self._cut(model)
+            self.cut_at_attach = True
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -153,6 +174,13 @@ class SlimPruner:
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
         """Fold the masks into the weights; with `slim`, cut the pruned units out of the model."""
+        if self.cut_at_attach:
+            return model
+        return self._cut(model)
+
+    @torch.no_grad()
+    def _cut(self, model: nn.Module) -> nn.Module:
+        """Fold the masks, drop them and the skip hooks; with `slim`, remove the pruned units."""
         if self._params:
             torch._foreach_mul_(self._params, self._mask_list)
         for name in self._masks:
@@ -161,12 +189,24 @@ class SlimPruner:
             hook.remove()
         if not self.slim:
             return model
-        if "channels" in self.units:
-            channels.remove_channels(self.groups)
-        else:
-            transformer.remove_units(self.groups, self.blocks)
-            transformer.update_hf_config(model, self.groups, self.blocks)
+        self._remove(model, self.groups, self.blocks)
+        self._params, self._mask_list, self._masks, self._hooks = [], [], {}, []
         return model
+
+    def _units(self, model: nn.Module) -> tuple[list[UnitGroup], BlockUnits | None]:
+        """The unit groups (and blocks) of `model` that `units` and the layer selection name."""
+        if "channels" in self.units:
+            return channels.channel_units(model, self.example, self.selection, self.round_to)[0], None
+        return transformer.transformer_units(model, self.units, self.selection, self.round_to)
+
+    @staticmethod
+    def _remove(model: nn.Module, groups: Sequence[UnitGroup], blocks: BlockUnits | None) -> None:
+        """Cut the pruned units of `groups` (and the removed `blocks`) out of `model`."""
+        if groups and groups[0].kind == "channels":
+            channels.remove_channels(groups)
+        else:
+            transformer.remove_units(groups, blocks)
+            transformer.update_hf_config(model, groups, blocks)
 
     def metrics(self) -> dict[str, float]:
         """The latest update's target and what the allocation removed (the finalized model is measured instead)."""
@@ -188,6 +228,13 @@ class SlimPruner:
 
     @torch.no_grad()
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.cut_at_attach:  # the units are gone: the checkpoint must be of the same cut (its weights' shapes)
+            pairs = zip(self.groups, state["pruned"], strict=True)
+            same = all(torch.equal(group.pruned, pruned.to(torch.bool).cpu()) for group, pruned in pairs)
+            if not same:
+                raise RuntimeError("the checkpoint was taken after another one-shot cut than this attach made")
+            self.current, self.saved = state["current"], state["saved"]
+            return
         for group, pruned in zip(self.groups, state["pruned"], strict=True):
             group.pruned = pruned.to(torch.bool).cpu().clone()
         if self.blocks is not None:
@@ -215,6 +262,36 @@ class SlimPruner:
     def check(self, total_steps: int, how: str = "") -> None:
         """The schedule must fit a run of `total_steps` optimizer steps (before any data or model is loaded)."""
         self.schedule.resolve(total_steps, how)
+
+    # --- outside the hooks: the planner's screening ---------------------------------------------------------------
+
+    def slimmed_at(
+        self, model: nn.Module, context: RunContext, targets: Sequence[float]
+    ) -> Iterator[tuple[float, nn.Module]]:
+        """(target, the slim model a run of this pruner with `target` would cut out of `model`) for each of
+        `targets` (ascending), from one attach and one calibration: the scores do not depend on the target. The
+        first target beyond the most these units can remove yields the deepest cut, at that most, and ends the
+        list. `model` is left as it is (the work happens on a copy); for the planner's screening."""
+        work = copy.deepcopy(model)
+        slim, self.slim = self.slim, False  # masks only: the units are chosen again for every target
+        try:
+            self.attach(work, context)
+        finally:
+            self.slim = slim
+        most = self.budget.most_removable(self.min_s, self.max_s, self.round_to, self._block_weights, self._masks)
+        for target in targets:
+            self.target = min(float(target), most)
+            self.update(self.schedule.end)
+            slim = copy.deepcopy(model)  # the units found again on a clean copy, given this allocation, cut out
+            groups, blocks = self._units(slim)
+            for group, chosen in zip(groups, self.groups, strict=True):
+                group.pruned = chosen.pruned.clone()
+            if blocks is not None:
+                blocks.removed = self.blocks.removed.clone()
+            self._remove(slim, groups, blocks)
+            yield self.target, slim.eval()
+            if target > most + 1e-9:
+                return
 
     # --- internals ----------------------------------------------------------------------------------------------
 
