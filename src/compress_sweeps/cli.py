@@ -55,6 +55,26 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
         return math.nan if isinstance(cfg.optimized_metric, str) else tuple(math.nan for _ in cfg.optimized_metric)
 
 
+def plan_argument_error(argv: list[str]) -> str | None:
+    """A `plan.<key>=` on the command line that is no setting of the planner, or that comes without `sweep=plan`:
+    Hydra would stop it with its own multi-line message and exit 1; this says what is wrong in one line (exit 2).
+    The values themselves are checked by the planner, before anything loads."""
+    from compress_sweeps.planner.settings import setting_names
+
+    plan = [a for a in argv if a.lstrip("+~").startswith("plan.")]
+    if not plan:
+        return None
+    key, _, value = plan[0].lstrip("+~").partition("=")
+    if "sweep=plan" not in argv or not any(a in ("-m", "--multirun") for a in argv):
+        return f"{key}={value} needs the planner: python -m compress_sweeps -m sweep=plan {plan[0]}"
+    for argument in plan:
+        key, _, value = argument.lstrip("+~").partition("=")
+        name = key.removeprefix("plan.").split(".")[0]
+        if name not in setting_names():
+            return f"{key}={value} is not a setting: must be one of plan.{{{', '.join(setting_names())}}}"
+    return None
+
+
 def cli() -> None:
     """Console script: subcommands first (`report`, `wandb-sweep`), anything else is a Hydra run or sweep."""
     command = sys.argv[1] if len(sys.argv) > 1 else ""
@@ -74,6 +94,9 @@ def cli() -> None:
         from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_main
 
         sys.exit(wandb_sweep_main(sys.argv[2:]))
+    if (problem := plan_argument_error(sys.argv[1:])) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     distributed.setup()  # under torchrun: join the process group before Hydra names the run folder
     sys.argv += distributed.rank_overrides()
     try:

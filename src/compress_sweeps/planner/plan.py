@@ -1,0 +1,427 @@
+"""The planner: the most accurate model that meets a latency / size budget on this machine, as a sweep.
+
+Order of work (every job is an ordinary run in the sweep folder, launched by the sweep's launcher):
+
+1. Check the budget and the search (settings.py), build or load the cost table of this machine and model
+   (table.py) and predict the fastest model the search can build, from the untrained dense model: a budget nothing
+   can meet stops here (exit 2), before anything trains.
+2. The dense job: the user's run as it is (the reference accuracy, the starting point and the KD teacher).
+3. Screening without training (screen.py): every unit set at every target, cut in one shot out of the trained dense
+   model by the slim pruner the candidates will run (one calibration per unit set), predicted in every runtime; per
+   (unit set, runtime) the smallest target within the budget less the margin. Each such shape is then timed whole,
+   in its runtime, against the dense model (measure.py): a shape the table under-predicted is moved to the next
+   target before anything trains.
+4. Rung 1: each candidate trained `screen_steps` steps, without KD, exported to its runtime.
+5. Rung 2: the `finalists` most accurate candidates of rung 1, each with every KD option, at the run's full length.
+6. Every finished candidate is re-timed end to end against the dense model and its delivered file measured; the
+   most accurate model that meets the budget is the answer (report.py writes report/plan.md and plan.json).
+
+A candidate starts from the dense run (`model=from_run`) and is cut at attach (`pruner.start_step=0
+pruner.end_step=0`, gradients from `plan.calibration_batches` batches): its shape is known before it trains, and it
+trains at the slim model's cost. Re-launching into the sweep folder skips every finished job (the jobs are the same).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from compress_sweeps.errors import ConfigError
+from compress_sweeps.hooks import RunContext
+from compress_sweeps.models import from_run, tokenizer_for
+from compress_sweeps.planner import measure, report
+from compress_sweeps.planner.families import family_of
+from compress_sweeps.planner.runtimes import RUNTIMES, accuracy_of
+from compress_sweeps.planner.screen import Shape, screen, smallest_within
+from compress_sweeps.planner.settings import PlanSettings, plan_settings
+from compress_sweeps.planner.table import cost_table
+from compress_sweeps.reporting.report import write_report
+from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
+from compress_sweeps.sweeps.precheck import job_config, job_folder, point_error
+from compress_sweeps.sweeps.sweeper import touches
+
+log = logging.getLogger(__name__)
+METRIC = "eval/accuracy"  # what the plan maximizes (the int8 exports evaluate accuracy)
+REPLACED = ("model", "pruner", "quantizer", "export", "distiller")  # groups a candidate sets itself
+GUARD_TRIES = 3  # targets tried per (units, runtime) when whole-model timing finds the predicted one over budget
+
+
+def quoted(value: str) -> str:
+    """A value as a quoted Hydra override string (run folder names hold '=' and ',')."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def replaced(overrides: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """`overrides` without those of the keys `extra` sets, then `extra`."""
+    keys = {e.split("=", 1)[0].lstrip("+~") for e in extra}
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys] + list(extra)
+
+
+@dataclass
+class Data:
+    """The run's task and its encoded splits (what screening calibrates on and the plan's inputs come from)."""
+
+    task: Any
+    train_set: Any
+    eval_set: Any
+
+
+@dataclass
+class Job:
+    """One launched run of the plan: the dense job (rung 0), a screened candidate (1) or a finalist (2)."""
+
+    rung: int
+    name: str
+    runtime: str
+    overrides: list[str]
+    folder: Path | None = None
+    kd: str = "none"
+    shape: Shape | None = field(default=None, repr=False)
+    results: dict = field(default_factory=dict)
+    predicted: dict = field(default_factory=dict)  # the cost table's, on the shape the run delivered
+    measured: dict = field(default_factory=dict)  # re-timed end to end after training, and the file's size
+    timed_before: dict | None = None  # the guard's whole-model timing of the shape, before training
+
+    @property
+    def completed(self) -> bool:
+        return self.results.get("status") == "completed"
+
+    @property
+    def accuracy(self) -> float | None:
+        return accuracy_of(self.results, RUNTIMES[self.runtime], METRIC) if self.completed else None
+
+
+class Planner:
+    """Runs one plan: `launch(list of override lists) -> None` runs jobs (the sweep's launcher)."""
+
+    def __init__(self, config: DictConfig, arguments: Sequence[str], launch: Callable[[list[list[str]]], Any]) -> None:
+        self.config, self.launch = config, launch
+        self.settings: PlanSettings = plan_settings(OmegaConf.to_container(config.plan, resolve=True))
+        self.base = [a for a in arguments if not (touches(a, "plan") or touches(a, "sweep"))]
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.threads = self.settings.threads or torch.get_num_threads()
+        self.laps: dict[str, float] = {}
+        self.started = time.perf_counter()
+        self.plan: dict[str, Any] = {"settings": OmegaConf.to_container(config.plan, resolve=True), "jobs": []}
+
+    # --- the steps ------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        if (error := point_error(self.config, self.base)) is not None:
+            raise ConfigError("sweep=plan", " ".join(self.base) or "(defaults)", f"must be a valid run: {error}")
+        dense_cfg = job_config(self.config, self.base)
+        data, dense = self._untrained(dense_cfg)
+        keys = data.task.input_keys
+        self.inputs = measure.plan_inputs(data.eval_set, keys, self.settings.batch_size, self.settings.seq_len)
+        self.family = family_of(dense, self.inputs)
+        with measure.torch_threads(self.threads):
+            self.table, path, cached = cost_table(
+                self.family, self.inputs, self.settings.runtimes, self.threads, dense_cfg.paths.cache_dir,
+                self.settings.repeats, self.settings.trials, self.settings.round_to,
+            )  # fmt: skip
+        self._lap("cost_table_s")
+        self.plan["table"] = {"file": str(path), "cached": cached, "measured_s": self.table.measured_s} | {
+            k: getattr(self.table, k) for k in ("identity", "inputs", "factors", "dense_ms", "calibration")
+        }
+        self._check_reachable(dense_cfg, data, dense)
+        self._lap("reachable_s")
+        dense_job = Job(0, "dense", "fp32", list(self.base))
+        self._run([dense_job])
+        self._lap("dense_s")
+        if not dense_job.completed:
+            raise RuntimeError(f"the dense run failed ({dense_job.folder}): {dense_job.results.get('error')}")
+        self.dense_job = dense_job
+        shapes, skipped = self._screen(dense_cfg, data)
+        self._lap("screen_s")
+        candidates = self._decided(shapes) or self._guarded(
+            smallest_within(shapes, self.settings.runtimes, self.budget, self.settings.margin), shapes
+        )
+        self._save_decision(candidates)
+        self._lap("guard_s")
+        rung1 = [self._candidate(shape, runtime, 1, "none") for (_, runtime), shape in candidates.items()]
+        self._run(rung1)
+        self._lap("rung1_s")
+        ranked = sorted(
+            (j for j in rung1 if j.completed),
+            key=lambda j: (-j.accuracy, j.shape.predicted[j.runtime]["latency_ratio"]),
+        )
+        finalists = ranked[: self.settings.finalists]
+        rung2 = [self._candidate(j.shape, j.runtime, 2, kd) for j in finalists for kd in self.settings.kd]
+        self._run(rung2)
+        self._lap("rung2_s")
+        jobs = [dense_job, *rung1, *rung2]
+        self._retime(jobs)
+        self._lap("retime_s")
+        self.plan |= {
+            "budget": self.budget,
+            "skipped_units": skipped,
+            "screening": [s.row() for s in shapes],
+            "candidates": {f"{'+'.join(u)}/{r}": s.target for (u, r), s in candidates.items()},
+        }
+        return self._finish(jobs)
+
+    # --- helpers --------------------------------------------------------------------------------------------------
+
+    @property
+    def budget(self) -> dict[str, float]:
+        return self.settings.budget
+
+    def _lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.started - sum(self.laps.values())
+
+    def _untrained(self, cfg: DictConfig) -> tuple[Data, torch.nn.Module]:
+        """The task with its encoded splits, and the dense model as the config builds it (what the cost table times;
+        trained weights time the same)."""
+        task = instantiate(cfg.task)
+        model = instantiate(cfg.model, num_labels=task.num_labels).eval()
+        return Data(task, *task.datasets(tokenizer_for(model))), model
+
+    def _context(self, cfg: DictConfig, data: Data) -> RunContext:
+        return RunContext(
+            total_steps=0,
+            num_labels=data.task.num_labels,
+            device=torch.device("cpu"),
+            input_keys=data.task.input_keys,
+            train_set=data.train_set,
+            eval_set=data.eval_set,
+            task_name=data.task.name,
+            cache_dir=cfg.paths.cache_dir,
+        )
+
+    def _pruner_overrides(self, units: Sequence[str], target: float) -> list[str]:
+        """What makes a run cut `units` at `target` at attach (no units: no slimming)."""
+        s = self.settings
+        if not units:
+            return ["pruner=none"]
+        return [
+            "pruner=slim",
+            f"pruner.target={target}",
+            f"pruner.units=[{','.join(units)}]",
+            "pruner.start_step=0",
+            "pruner.end_step=0",
+            f"pruner.calibration_batches={s.calibration_batches}",
+            f"pruner.round_to={s.round_to}",
+        ]
+
+    def _pruner_for(self, base: Sequence[str]) -> Callable[[Sequence[str]], Any]:
+        """Builds the slim pruner a candidate of `units` runs (at the first target), composed as its job is."""
+
+        def build(units: Sequence[str]) -> Any:
+            point = replaced(base, self._pruner_overrides(units, self.settings.targets()[0]))
+            return instantiate(job_config(self.config, point).pruner)
+
+        return build
+
+    def _check_reachable(self, cfg: DictConfig, data: Data, dense: torch.nn.Module) -> None:
+        """Before anything trains: can the search build any model within the budget at all? (The most each unit
+        set can remove does not depend on the weights.)"""
+        deepest = [0.999]  # slimmed_at stops at the most the units can remove: the fastest shape of each unit set
+        shapes, skipped = screen(
+            dense, self._context(cfg, data), self._pruner_for(self.base), self.settings.units,
+            deepest, self.family, self.table, self.settings.runtimes,
+        )  # fmt: skip
+        if not shapes:
+            raise ConfigError(
+                "plan.units", [list(u) for u in self.settings.units], f"cannot slim this model: {skipped}"
+            )
+        pairs = [(shape, runtime) for shape in shapes for runtime in self.settings.runtimes]
+        shape, runtime = min(pairs, key=lambda p: measure.budget_used(p[0].predicted[p[1]], self.budget))
+        figures = shape.predicted[runtime]
+        if not measure.meets(figures, self.budget):
+            key = max(self.budget, key=lambda k: measure.budget_used(figures, {k: self.budget[k]}))
+            raise ConfigError(
+                f"plan.{key}",
+                self.budget[key],
+                f"must be reachable: the fastest model the search builds here ({shape.label}, {runtime}) is predicted "
+                f"at {figures['latency_ratio']:.3f} of the dense latency, {figures['latency_ms']:.1f} ms, "
+                f"{figures['size_mb']:.1f} MB",
+                problem="cannot be met",
+            )
+
+    def _screen(self, cfg: DictConfig, data: Data) -> tuple[list[Shape], dict[str, str]]:
+        """Screening on the trained dense model (module docstring, step 3)."""
+        dense = from_run(str(self.dense_job.folder), data.task.num_labels).eval()
+        self.dense_model = dense
+        return screen(
+            dense, self._context(cfg, data), self._pruner_for(self._start()), self.settings.units,
+            self.settings.targets(), self.family, self.table, self.settings.runtimes,
+            enough=self._within, beyond=GUARD_TRIES,
+        )  # fmt: skip
+
+    def _within(self, shape: Shape) -> bool:
+        """Whether every runtime's prediction of `shape` is within the budget less the margin."""
+        return all(measure.meets(f, self.budget, self.settings.margin) for f in shape.predicted.values())
+
+    def _guarded(self, chosen: dict, shapes: Sequence[Shape]) -> dict:
+        """The chosen shapes timed whole in their runtimes before training, all in one interleaved set against the
+        dense model; one over budget makes way for the next target of its unit set (in the next set, up to
+        GUARD_TRIES sets), one still over budget is dropped."""
+        by_units: dict[tuple[str, ...], list[Shape]] = {}
+        for shape in shapes:
+            by_units.setdefault(shape.units, []).append(shape)
+        queues = {
+            key: [s for s in by_units[key[0]] if s.target >= shape.target][:GUARD_TRIES]
+            for key, shape in chosen.items()
+        }
+        kept, checks = {}, []
+        for attempt in range(GUARD_TRIES):
+            trying = {key: queue[attempt] for key, queue in queues.items() if key not in kept and attempt < len(queue)}
+            if not trying:
+                break
+            shapes_now = {f"{i}": (shape.model, key[1]) for i, (key, shape) in enumerate(trying.items())}
+            with measure.torch_threads(self.threads):  # a check, not the figure: one set
+                timed = measure.shape_timings(
+                    self.dense_model, shapes_now, self.inputs, self.threads, self.settings.repeats, 1
+                )
+            for i, ((units, runtime), shape) in enumerate(trying.items()):
+                figures = timed[f"{i}"] | {"size_mb": shape.predicted[runtime]["size_mb"]}
+                checks.append(
+                    {"shape": shape.label, "runtime": runtime, "predicted": shape.predicted[runtime], "timed": figures}
+                )
+                if measure.meets(figures, self.budget):
+                    kept[(units, runtime)] = shape
+        self.plan["guard"] = checks
+        return {key: kept[key] for key in chosen if key in kept}
+
+    def _decision_file(self) -> Path:
+        return self.sweep_dir / "report" / "plan_candidates.json"
+
+    def _decided(self, shapes: Sequence[Shape]) -> dict | None:
+        """The candidates an earlier launch of this plan into the sweep folder chose (the whole-model timings that
+        decide them vary a little between launches; a re-launch must make the same jobs to skip them)."""
+        try:
+            saved = json.loads(self._decision_file().read_text())
+        except (OSError, ValueError):
+            return None
+        if saved.get("settings") != self.plan["settings"] or saved.get("dense") != str(self.dense_job.folder):
+            return None
+        by_key = {(s.units, s.target): s for s in shapes}
+        chosen = {}
+        for row in saved["candidates"]:
+            shape = by_key.get((tuple(row["units"]), row["target"]))
+            if shape is None:
+                return None
+            chosen[(shape.units, row["runtime"])] = shape
+        self.plan["guard"] = saved.get("guard", [])
+        log.info("plan: the candidates of the earlier launch into %s", self.sweep_dir)
+        return chosen
+
+    def _save_decision(self, candidates: dict) -> None:
+        rows = [{"units": list(u), "runtime": r, "target": s.target} for (u, r), s in candidates.items()]
+        state = {"settings": self.plan["settings"], "dense": str(self.dense_job.folder), "candidates": rows}
+        self._decision_file().parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self._decision_file(), state | {"guard": self.plan.get("guard", [])})
+
+    def _start(self) -> list[str]:
+        """The base overrides of every candidate: the dense run as starting model, the dense run's trainer."""
+        base = [o for o in self.base if not any(touches(o, g) for g in REPLACED)]
+        start = ["model=from_run", f"model.folder={quoted(str(self.dense_job.folder.absolute()))}"]
+        if not any(touches(o, "trainer") and "=" in o and "." not in o.split("=")[0] for o in base):
+            start.append(f"trainer={self.config.hydra.runtime.choices.trainer}")
+        return replaced(base, start)
+
+    def _candidate(self, shape: Shape, runtime: str, rung: int, kd: str) -> Job:
+        steps = []
+        if rung == 1:
+            dense_steps = int(self.dense_job.results.get("optimizer_steps") or 0)
+            screen_steps = self.settings.screen_steps
+            count = screen_steps if isinstance(screen_steps, int) else max(1, round(screen_steps * dense_steps))
+            steps = [f"trainer.max_steps={count}", "trainer.epochs=null"]
+        dense = quoted(str(self.dense_job.folder.absolute()))
+        kd_overrides = [o.replace("{dense}", dense) for o in self.settings.kd[kd]]
+        extra = [
+            *self._pruner_overrides(shape.units, shape.target),
+            *RUNTIMES[runtime].overrides,
+            *kd_overrides,
+            *steps,
+            "trainer.eval_every=null",
+        ]
+        name = f"{shape.label}/{runtime}" + (f"/kd={kd}" if rung == 2 else "")
+        timed = next(
+            (g["timed"] for g in self.plan.get("guard", []) if (g["shape"], g["runtime"]) == (shape.label, runtime)),
+            None,
+        )
+        return Job(rung, name, runtime, replaced(self._start(), extra), kd=kd, shape=shape, timed_before=timed)
+
+    def _run(self, jobs: Sequence[Job]) -> None:
+        """Launch `jobs` (finished ones skip themselves) and read their results; a failed job stays recorded."""
+        if not jobs:
+            return
+        for job in jobs:
+            job.folder = job_folder(self.config, job.overrides)
+        self.launch([job.overrides for job in jobs])
+        for job in jobs:
+            try:
+                job.results = json.loads((job.folder / RESULTS).read_text())
+            except (OSError, ValueError):
+                job.results = {"status": "missing", "error": "no results.json (the job did not start or was killed)"}
+
+    def _retime(self, jobs: Sequence[Job]) -> None:
+        """Every finished candidate's delivered model, re-timed end to end against the dense model in one
+        interleaved set, its file measured, and the table's prediction for the shape it delivered. The dense model
+        of every runtime is timed in the same set: the runtimes' factors now, so `predicted` is the table's error
+        alone, and `screened_prediction` (factors taken at screening) adds what the machine drifted since."""
+        models, done = {}, [j for j in jobs if j.completed and j.rung > 0]
+        for job in done:
+            models[job.name] = RUNTIMES[job.runtime].load(job.folder, _labels(job), self.threads)
+        int8 = [r for r in self.settings.runtimes if RUNTIMES[r].int8]
+        with tempfile.TemporaryDirectory() as tmp, measure.torch_threads(self.threads):
+            for runtime in int8:
+                path = Path(tmp) / f"dense-{runtime}.onnx"
+                models[f"dense@{runtime}"] = RUNTIMES[runtime].build(self.dense_model, self.inputs, path, self.threads)
+            timed = measure.timed_against_dense(
+                self.dense_model, models, self.inputs, self.settings.repeats, self.settings.trials
+            )
+        factors = {"fp32": 1.0} | {r: timed[f"dense@{r}"]["latency_ratio"] for r in int8}
+        self.plan["factors_at_retime"] = factors
+        for job in done:
+            saved = from_run(str(job.folder), _labels(job))
+            relative = self.table.predict(self.family, self.family.terms(saved), job.runtime)["latency_ratio"]
+            ratio = relative / self.table.factors[job.runtime] * factors[job.runtime]
+            job.predicted = {
+                "latency_ratio": ratio,
+                "latency_ms": ratio * timed["dense"]["latency_ms"],
+                "size_mb": measure.predicted_mb(saved, job.runtime),
+            }
+            job.measured = timed[job.name] | {"size_mb": measure.file_mb(job.folder, job.runtime)}
+        self.dense_job.measured = timed["dense"] | {"size_mb": measure.file_mb(self.dense_job.folder, "fp32")}
+        self.dense_job.predicted = {"latency_ratio": 1.0, "latency_ms": self.table.dense_ms}
+
+    def _finish(self, jobs: Sequence[Job]) -> dict[str, Any]:
+        within = [j for j in jobs if j.rung > 0 and j.completed and measure.meets(j.measured, self.budget)]
+        final = [j for j in within if j.rung == 2] or within
+        chosen = max(final, key=lambda j: (j.accuracy, -j.measured["latency_ratio"]), default=None)
+        self._lap("plan_s")
+        self.plan |= {
+            "dense": report.job_row(self.dense_job),
+            "jobs": [report.job_row(j) for j in jobs],
+            "chosen": report.chosen_row(chosen, self.dense_job, self.base) if chosen else None,
+            "fastest_measured": report.job_row(
+                min(
+                    (j for j in jobs if j.measured and j.rung > 0),
+                    key=lambda j: j.measured["latency_ratio"],
+                    default=self.dense_job,
+                )
+            ),
+            "wall_s": self.laps | {"total_s": time.perf_counter() - self.started},
+        }
+        write_report(self.sweep_dir)  # the sweep's usual table and plots, beside plan.md
+        report.write(self.plan, self.sweep_dir / "report")
+        return self.plan
+
+
+def _labels(job: Job) -> int:
+    from compress_sweeps.models.runs import saved_num_labels
+
+    return saved_num_labels(str(job.folder))
