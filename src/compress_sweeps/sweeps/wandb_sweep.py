@@ -39,7 +39,10 @@ def wandb_sweep_config(
     sweeper = (content.get("hydra") or {}).get("sweeper") or {}
     params, grids = sweeper.get("params") or {}, sweeper.get("grids") or []
     if not params:
-        raise ValueError(f"{sweep_file}: no hydra.sweeper.params to translate")
+        raise ValueError(
+            f"{sweep_file}: no hydra.sweeper.params to translate (a sweep whose sweeper decides its jobs as it runs, "
+            "like sweeps/plan.yaml, has no grid to export)"
+        )
     if grids and (grid is None or not 0 <= grid < len(grids)):
         raise ValueError(
             f"{sweep_file} is a union of {len(grids)} grids (hydra.sweeper.grids) and a W&B sweep holds one: export "
