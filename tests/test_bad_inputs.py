@@ -214,6 +214,13 @@ CONFIG_TIME = {
         "compression/size",
         "is not measured",
     ),
+    "latency objective of an untimed run": (
+        ["measure_latency=false", "optimized_metric=compression/latency_ratio"],
+        "optimized_metric",
+        "compression/latency_ratio",
+        "is not measured",
+    ),
+    "measure_latency in words": (["measure_latency=sometimes"], "measure_latency", "sometimes", TYPE),
     # task values: checked without loading the data
     "validation fraction of 1.5": (
         CNN_DIGITS + ["task.validation_fraction=1.5"],

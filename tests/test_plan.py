@@ -194,6 +194,8 @@ def test_a_plan_answers_with_a_measured_model_and_resumes(tmp_path):
     assert (sweep / "report" / "plan_pareto.png").is_file()
     results = json.loads((Path(chosen["folder"]) / "results.json").read_text())
     assert results["status"] == "completed" and results["verified"]["ok"]
+    assert "latency_ratio" not in results["compression"]  # the plan timed it (measured), its run did not
+    assert "measure_latency=false" not in chosen["reproduce"][-1]  # made alone, the run times itself
     finished = {
         p: p.stat().st_mtime_ns
         for p in sweep.glob("*/results.json")

@@ -130,3 +130,14 @@ def test_ptq_static_text_run_calibrates_on_the_one_shot_pruners_draw(tmp_path, t
     [(train_set, keys, examples, batch_size, seed)] = drawn
     assert (len(train_set), examples, batch_size, seed) == (48, 20, 16, 3) and "input_ids" in keys
     assert results["compression"]["bits"] == 32 and results["compression"]["spec"] == []  # the fp32 model is kept
+
+
+def test_untimed_run_keeps_accuracy_and_leaves_the_timing_out(tmp_path):
+    """measure_latency=false (what the planner's candidates run with): the int8 export is still evaluated and kept,
+    but neither the fp32 model nor the export is timed, and no latency figure appears in results.json."""
+    results, _ = finished(tmp_path, [*IMAGE_SMOKE, "quantizer=ptq_dynamic", "measure_latency=false"])
+    compression, export = results["compression"], results["compression"]["int8_export"]
+    assert not {"latency", "latency_ratio", "speedup"} & set(compression)
+    assert not [key for key in export if key.startswith(("latency", "speedup"))]
+    assert export["eval/accuracy_fp32"] == results["metrics"]["eval/accuracy"] and 0 <= export["eval/accuracy"] <= 1
+    assert (tmp_path / "run" / "model.int8.onnx").is_file()

@@ -58,10 +58,18 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         record.logger.log(metrics, step=context.total_steps)  # the finalized model's scores end the W&B history
         specs = parts.compressors.specs()  # what each method promises; measured here, checked by verify
         dense = reference(cfg, task.num_labels, context.device)  # speeds and shapes are measured against it
-        compression = measure.measure(model, eval_set, task.input_keys, specs, dense)
+        compression = measure.measure(model, eval_set, task.input_keys, specs, dense, cfg.measure_latency)
         folder = record.run_dir if distributed.is_main() else None
         exported = parts.export(
-            model, evaluate, eval_set, task.input_keys, metrics, folder, train_set=train_set, reference=dense
+            model,
+            evaluate,
+            eval_set,
+            task.input_keys,
+            metrics,
+            folder,
+            train_set=train_set,
+            reference=dense,
+            timed=cfg.measure_latency,
         )
         if exported is not None:
             compression["int8_export"] = exported

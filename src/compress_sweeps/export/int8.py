@@ -89,6 +89,7 @@ def int8_export_report(
     folder: str | Path | None = None,
     batch_size: int = 32,
     reference: nn.Module | None = None,
+    timed: bool = True,
 ) -> dict:
     """Export `model` to int8 with `backend`, evaluate it, and time it against `model` (and the dense `reference`,
     the same architecture rebuilt by the run) on one eval batch, on CPU, interleaved.
@@ -113,7 +114,7 @@ def int8_export_report(
                 fallback, backend = {"onnxruntime_failed": reason}, "torch"
         if backend == "torch":
             int8, counts = to_int8(model)
-        measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics, reference)
+        measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics, reference, timed)
     file = {"file": ONNX_FILE} if backend == "onnxruntime" and folder else {}
     return {"backend": BACKENDS[backend], **fallback, **counts, **file, **measured}
 
@@ -125,12 +126,20 @@ def compare_int8(
     inputs: Mapping[str, torch.Tensor],
     fp32_metrics: Mapping[str, float],
     reference: nn.Module | None = None,
+    timed: bool = True,
 ) -> dict:
-    """The int8 model's accuracy beside the fp32 model's, and both timed on `inputs` (one eval batch), interleaved
-    with the dense `reference` (the same architecture rebuilt by the run) when given."""
+    """The int8 model's accuracy beside the fp32 model's, and when `timed` both timed on `inputs` (one eval batch),
+    interleaved with the dense `reference` (the same architecture rebuilt by the run) when given."""
     metrics = evaluate(int8)
-    timed = {"fp32": model, "int8": int8} | ({"dense": reference.cpu()} if reference is not None else {})
-    latency = paired_latency_ms(timed, inputs)
+    accuracy = {
+        "eval/accuracy": metrics["eval/accuracy"],
+        "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
+        "accuracy_drop": fp32_metrics["eval/accuracy"] - metrics["eval/accuracy"],
+    }
+    if not timed:
+        return accuracy
+    models = {"fp32": model, "int8": int8} | ({"dense": reference.cpu()} if reference is not None else {})
+    latency = paired_latency_ms(models, inputs)
     versus_dense = {}
     if reference is not None:  # ratios against the dense fp32 model: the figures comparable across runs
         versus_dense = {
@@ -139,9 +148,7 @@ def compare_int8(
             "speedup_vs_dense": latency["dense"] / latency["int8"],
         }
     return {
-        "eval/accuracy": metrics["eval/accuracy"],
-        "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
-        "accuracy_drop": fp32_metrics["eval/accuracy"] - metrics["eval/accuracy"],
+        **accuracy,
         "latency_batch": len(next(iter(inputs.values()))),
         **({"latency_seq_len": sequence_length(inputs)} if "input_ids" in inputs else {}),
         "latency_ms_fp32": latency["fp32"],
@@ -159,7 +166,8 @@ class NoExport:
     Every export is called after finalize as `export(model, evaluate, eval_set, input_keys, fp32_metrics, folder,
     train_set=..., reference=...)`: `evaluate(model)` scores a model on `eval_set`, `folder` keeps the exported file
     (None: do not keep it), `train_set` (the encoded training split) is what a calibrating export draws its examples
-    from, `reference` (the dense model of the same architecture) is what the int8 model's speed is a ratio against.
+    from, `reference` (the dense model of the same architecture) is what the int8 model's speed is a ratio against, and
+    `timed=False` (run key `measure_latency: false`) leaves the timing out.
     """
 
     def __call__(
@@ -172,6 +180,7 @@ class NoExport:
         folder: str | Path | None = None,
         train_set: Dataset | None = None,
         reference: nn.Module | None = None,
+        timed: bool = True,
     ) -> dict | None:
         return None
 
@@ -197,8 +206,9 @@ class Int8Export:
         folder: str | Path | None = None,
         train_set: Dataset | None = None,
         reference: nn.Module | None = None,
+        timed: bool = True,
     ) -> dict | None:
         """The int8 model of `backend` measured against `model` (`train_set` is not needed: dynamic activations)."""
         return int8_export_report(
-            model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size, reference
+            model, evaluate, eval_set, input_keys, fp32_metrics, self.backend, folder, self.batch_size, reference, timed
         )

@@ -155,6 +155,7 @@ class StaticInt8Export:
         folder: str | Path | None = None,
         train_set: Dataset | None = None,
         reference: nn.Module | None = None,
+        timed: bool = True,
     ) -> dict | None:
         if next(model.parameters()).device.type != "cpu":
             return {"skipped": "the int8 kernels are CPU-only; this run trained on another device"}
@@ -165,7 +166,7 @@ class StaticInt8Export:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(folder or tmp) / STATIC_ONNX_FILE
             int8, facts = to_int8_onnx_static(model, batches, path, self.per_channel, self.calibrate_method)
-            measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics, reference)
+            measured = compare_int8(int8, model, evaluate, inputs, fp32_metrics, reference, timed)
         backend = f"ONNX Runtime quantize_static ({facts.pop('format')}, {self.calibrate_method} ranges)"
         file = {"file": STATIC_ONNX_FILE} if folder else {}
         return {"backend": backend, **facts, **file, **measured}

@@ -20,6 +20,10 @@ from compress_sweeps.models.timing import interleaved_ms
 from compress_sweeps.planner.runtimes import RUNTIMES
 from compress_sweeps.run.measure import unique_tensors
 
+# every candidate's override: the plan times the candidates itself, all in one interleaved set after training
+# (Planner._retime), so their runs leave their own timing out (it was 40% of a screened candidate's job)
+UNTIMED = "measure_latency=false"
+
 
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:

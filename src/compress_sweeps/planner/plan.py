@@ -346,6 +346,7 @@ class Planner:
             *kd_overrides,
             *steps,
             "trainer.eval_every=null",
+            measure.UNTIMED,
         ]
         name = f"{shape.label}/{runtime}" + (f"/kd={kd}" if rung == 2 else "")
         timed = next(

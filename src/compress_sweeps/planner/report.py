@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from compress_sweeps.planner.measure import UNTIMED  # noqa: E402
 from compress_sweeps.reporting.plots import pareto_front  # noqa: E402
 from compress_sweeps.run.artifacts import write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -75,7 +76,7 @@ def chosen_row(job: Any, dense: Any, base: Sequence[str]) -> dict[str, Any]:
         "deliverable": str(job.folder / export["file"]) if job.runtime != "fp32" else str(job.folder),
         "reload": command(["model=from_run", f"model.folder='{job.folder}'", "trainer=none", "logger=none"]),
         "accuracy_drop_rel": (dense_accuracy - job.accuracy) / dense_accuracy if dense_accuracy else None,
-        "reproduce": [command(base), command(job.overrides)],
+        "reproduce": [command(base), command([o for o in job.overrides if o != UNTIMED])],  # timed alone
     }
 
 

@@ -27,7 +27,7 @@ from compress_sweeps import models, tasks
 from compress_sweeps.errors import ConfigError, config_error
 from compress_sweeps.hooks import Compressors
 from compress_sweeps.run.artifacts import RESULTS
-from compress_sweeps.run.measure import MEASURED
+from compress_sweeps.run.measure import MEASURED, TIMED
 from compress_sweeps.schema import check_node, check_value
 
 METHODS = ("pruner", "quantizer", "distiller")  # the order the hooks run in
@@ -68,7 +68,7 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> No
     total = run_steps(parts.trainer, train_size)
     if total is not None:
         parts.compressors.check(*total)
-    check_objective(cfg.optimized_metric, parts.trainer.evaluates)
+    check_objective(cfg.optimized_metric, parts.trainer.evaluates, cfg.measure_latency)
     check_paths(cfg)
     for key, folder, results in starting_runs(cfg.model):
         check_starting_run(key, folder, results)
@@ -136,9 +136,9 @@ def check_writable(key: str, folder: str) -> None:
         raise ConfigError(key, folder, f"must be writable ({existing} is not writable by this user)", "is read-only")
 
 
-def check_objective(optimized_metric: Any, evaluated: tuple[str, ...]) -> None:
+def check_objective(optimized_metric: Any, evaluated: tuple[str, ...], timed: bool = True) -> None:
     """What a run returns to a sweeper must be among what it measures: found out before training, not after."""
-    known = [*evaluated, *(f"compression/{key}" for key in MEASURED)]
+    known = [*evaluated, *(f"compression/{key}" for key in MEASURED if timed or key not in TIMED)]
     names = [optimized_metric] if isinstance(optimized_metric, str) else list(optimized_metric)
     for name in names:
         if name not in known:
@@ -163,6 +163,7 @@ def check_run_keys(cfg: DictConfig) -> None:
     check_value(Annotated[int, Field(ge=0)], cfg.seed, "seed")
     check_value(Annotated[int, Field(ge=1)] | None, cfg.threads, "threads")
     check_value(str | Annotated[list[str], Field(min_length=1)], _plain(cfg.optimized_metric), "optimized_metric")
+    check_value(bool, cfg.measure_latency, "measure_latency")
 
 
 def _plain(value: Any) -> Any:

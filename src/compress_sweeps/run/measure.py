@@ -34,6 +34,7 @@ MEASURED = (
     "speedup",
     "latency_ratio",
 )
+TIMED = ("speedup", "latency_ratio")  # of those, the ones only a run that measures latency has
 
 
 def prunable_weights(model: nn.Module, selection: LayerSelection | None = None) -> dict[str, torch.Tensor]:
@@ -103,11 +104,12 @@ def measure(
     input_keys: Sequence[str],
     specs: Sequence[CompressionSpec] = (),
     reference: nn.Module | None = None,
+    timed: bool = True,
 ) -> dict:
     """`compression_report` over the weights the methods' specs name as pruned (the default prunable layers when
     none does) and the specs themselves; with the dense `reference` (the same architecture, rebuilt by the run),
-    `latency` (both timed interleaved, batch 1 and 32) with its headline `speedup` / `latency_ratio`, and
-    `structure` (shapes and costs against it) when a method promises one or the shapes differ."""
+    `structure` (shapes and costs against it) when a method promises one or the shapes differ, and when `timed`,
+    `latency` (both timed interleaved, batch 1 and 32) with its headline `speedup` / `latency_ratio`."""
     patterns = {name: label for spec in specs for name, label in spec.patterns.items()}
     report = compression_report(model, patterns=patterns or None)
     if reference is not None:
@@ -115,8 +117,9 @@ def measure(
         if promises or differs(model, reference):
             one = first_batch(eval_set, input_keys, 1, next(model.parameters()).device)
             report["structure"] = structure_report(model, reference, promises, one)
-        report["latency"] = latency_report(model, reference, eval_set, input_keys)
-        report |= headline(report["latency"])
+        if timed:
+            report["latency"] = latency_report(model, reference, eval_set, input_keys)
+            report |= headline(report["latency"])
     report["spec"] = [spec.to_dict() for spec in specs]
     return report
 
