@@ -279,8 +279,18 @@ class SlimPruner:
         finally:
             self.slim = slim
         most = self.budget.most_removable(self.min_s, self.max_s, self.round_to, self._block_weights, self._masks)
+        originals = dict(model.named_parameters())
         for target in targets:
             self.target = min(float(target), most)
+            # as a run's attach finds it: nothing pruned, the weights unmasked (an update keeps what an earlier one
+            # pruned, and prices units at the shapes it left: one target after another is not one cut at each)
+            with torch.no_grad():
+                for name, param in work.named_parameters():
+                    param.copy_(originals[name])
+            for group in self.groups:
+                group.pruned = torch.zeros_like(group.pruned)
+            if self.blocks is not None:
+                self.blocks.removed = torch.zeros_like(self.blocks.removed)
             self.update(self.schedule.end)
             slim = copy.deepcopy(model)  # the units found again on a clean copy, given this allocation, cut out
             groups, blocks = self._units(slim)
