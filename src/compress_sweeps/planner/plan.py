@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -349,6 +350,7 @@ class Planner:
             measure.UNTIMED,
         ]
         name = f"{shape.label}/{runtime}" + (f"/kd={kd}" if rung == 2 else "")
+        extra.append(folder_named(("screen-" if rung == 1 else "final-") + name))
         timed = next(
             (g["timed"] for g in self.plan.get("guard", []) if (g["shape"], g["runtime"]) == (shape.label, runtime)),
             None,
@@ -420,6 +422,12 @@ class Planner:
         write_report(self.sweep_dir)  # the sweep's usual table and plots, beside plan.md
         report.write(self.plan, self.sweep_dir / "report")
         return self.plan
+
+
+def folder_named(name: str) -> str:
+    """The override that names a candidate's folder after it (`final-heads+ffn-0.75-int8_dynamic-kd-logits-<job id>`)
+    instead of after its overrides, whose first 80 characters are the dense run's path."""
+    return "hydra.sweep.subdir=${cs_job_dir:" + re.sub(r"[^A-Za-z0-9.+_-]+", "-", name) + "}"
 
 
 def _labels(job: Job) -> int:

@@ -67,6 +67,11 @@ def command(overrides: Sequence[str]) -> str:
     return "python -m compress_sweeps " + " ".join(shell_word(o) for o in overrides)
 
 
+def standalone(overrides: Sequence[str]) -> list[str]:
+    """A candidate's overrides as a run of its own: timed by itself, in a folder of its own (no `hydra.*`)."""
+    return [o for o in overrides if o != UNTIMED and not o.startswith("hydra.")]
+
+
 def chosen_row(job: Any, dense: Any, base: Sequence[str]) -> dict[str, Any]:
     """The answer: its row, where its deliverable is, its drop against the dense run and how to make it alone."""
     export = (job.results.get("compression") or {}).get("int8_export") or {}
@@ -76,7 +81,7 @@ def chosen_row(job: Any, dense: Any, base: Sequence[str]) -> dict[str, Any]:
         "deliverable": str(job.folder / export["file"]) if job.runtime != "fp32" else str(job.folder),
         "reload": command(["model=from_run", f"model.folder='{job.folder}'", "trainer=none", "logger=none"]),
         "accuracy_drop_rel": (dense_accuracy - job.accuracy) / dense_accuracy if dense_accuracy else None,
-        "reproduce": [command(base), command([o for o in job.overrides if o != UNTIMED])],  # timed alone
+        "reproduce": [command(base), command(standalone(job.overrides))],
     }
 
 
