@@ -21,7 +21,7 @@ from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, pretrained_classifier
 from compress_sweeps.planner.families import ConvSegments, EncoderBlocks, family_of
 from compress_sweeps.planner.measure import meets, plan_inputs, predicted_mb
-from compress_sweeps.planner.screen import Shape, smallest_within
+from compress_sweeps.planner.screen import Shape, deeper_within, smallest_within
 from compress_sweeps.planner.settings import plan_settings
 from compress_sweeps.planner.table import CALIBRATION_MODELS, cost_table
 from compress_sweeps.pruners.criteria import Magnitude, SnipMomentum
@@ -60,7 +60,7 @@ def test_cost_table_is_measured_once_and_cached_with_the_machine(tmp_path):
     assert sum(k.startswith("conv1:") for k in table.costs["fp32"]) == len(family.widths(1)[0]) * len(
         family.widths(1)[1]
     )
-    assert len(table.calibration["fp32"]) == 1 + CALIBRATION_MODELS  # the dense model and random slim ones, timed whole
+    assert len(table.calibration["fp32"]) == 1 + len(family.deepest_terms(16)) + CALIBRATION_MODELS  # timed whole
     again, same_path, cached = cost_table(family, inputs, ["fp32"], 1, tmp_path, repeats=2, trials=1)
     assert cached and same_path == path and again.costs == table.costs
     assert again.refreshed["factors_at_build"] == table.factors  # the factors are measured again every plan
@@ -101,6 +101,21 @@ def test_screening_keeps_the_smallest_target_within_the_budget_less_the_margin()
     assert smallest_within(shapes, ["fp32"], {"latency": 0.5}, margin=0.03) == {}  # 0.5 > 0.5 x 0.97: dropped
     assert meets({"latency_ratio": 0.5, "size_mb": 2.0}, {"latency": 0.6, "size_mb": 1.5}) is False
     assert meets({"latency_ratio": 0.5, "latency_ms": None}, {"latency_ms": 3.0}) is False
+
+
+def test_a_finalist_over_budget_once_re_timed_is_cut_deeper_by_what_it_missed():
+    def shape(units, target, ratio):
+        return Shape(
+            units, target, nn.Identity(), {"fp32": {"latency_ratio": ratio, "latency_ms": 10 * ratio, "size_mb": 1.0}}
+        )
+
+    finalist = shape(("heads",), 0.4, 0.5)
+    shapes = [finalist, shape(("heads",), 0.5, 0.46), shape(("heads",), 0.6, 0.42), shape(("ffn",), 0.7, 0.3)]
+    # screened at 0.5, re-timed at 0.55 (10% over): 0.46 x 1.1 = 0.506 > 0.5; 0.42 x 1.1 = 0.462 is within
+    deeper = deeper_within(finalist, "fp32", {"latency_ratio": 0.55, "latency_ms": 5.5}, shapes, {"latency": 0.5}, 0)
+    assert deeper is shapes[2]
+    # no deeper cut of the same unit set gets within it: none (the ffn shape is another unit set)
+    assert deeper_within(finalist, "fp32", {"latency_ratio": 0.8}, shapes, {"latency": 0.5}, 0) is None
 
 
 def test_a_one_shot_cut_at_attach_trains_the_slim_model_and_screening_makes_the_same_cut():
@@ -225,6 +240,7 @@ def test_a_plan_answers_with_a_measured_model_and_resumes(tmp_path):
         if json.loads(p.read_text())["status"] == "completed"
     }
     again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 1, again.stderr[-3000:]  # the broken candidate, recorded, fails again
     summary = re.search(rf"sweep {re.escape(str(sweep))}: (.*)", again.stdout).group(1)
     assert "completed" not in summary and f"{len(finished)} skipped" in summary, summary
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # every finished job was skipped

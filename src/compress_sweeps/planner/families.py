@@ -151,6 +151,12 @@ class EncoderBlocks:
         depth = rng.randint(max(1, self.depth // 3), self.depth)
         return [(rng.randint(1, self.heads), log_uniform(rng, self.width, round_to)) for _ in range(depth)]
 
+    def deepest_terms(self, round_to: int) -> list[Terms]:
+        """The deepest cuts the slim pruner makes (one head and `round_to` FFN neurons per block, at full depth and
+        at a third of it): the calibration's anchors where the fit would otherwise extrapolate."""
+        tiny = (1, min(round_to, self.width))
+        return [[tiny] * self.depth, [tiny] * max(1, self.depth // 3)]
+
     def features(self, costs: Mapping[str, float], terms: Terms) -> list[float]:
         """[the blocks' summed cost, 1]: what the calibration weighs (a scale and an offset)."""
         return [self.summed(costs, terms), 1.0]
@@ -294,6 +300,12 @@ class ConvSegments:
         calibration."""
         widths = [log_uniform(rng, c, round_to) for c in self.channels]
         return [(i, widths[i - 1] if i else self.input_shapes[0][1], w) for i, w in enumerate(widths)]
+
+    def deepest_terms(self, round_to: int) -> list[Terms]:
+        """The deepest cut the slim pruner makes (every convolution at `round_to` channels): the calibration's anchor
+        where the fit would otherwise extrapolate."""
+        widths = [min(round_to, c) for c in self.channels]
+        return [[(i, widths[i - 1] if i else self.input_shapes[0][1], w) for i, w in enumerate(widths)]]
 
     def build(self, terms: Terms) -> nn.Module:
         """The dense model with its convolutions at the widths of `terms` (BatchNorms and the first linear layer

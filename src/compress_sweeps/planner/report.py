@@ -22,7 +22,7 @@ from compress_sweeps.planner.measure import UNTIMED  # noqa: E402
 from compress_sweeps.reporting.plots import pareto_front  # noqa: E402
 from compress_sweeps.run.artifacts import write_json_atomic, write_text_atomic  # noqa: E402
 
-RUNGS = {0: "dense", 1: "screened", 2: "finalist"}
+RUNGS = {0: "dense", 1: "screened", 2: "finalist", 3: "re-cut"}
 
 
 def error(predicted: Mapping[str, float], measured: Mapping[str, float], key: str) -> float | None:
@@ -105,7 +105,7 @@ def pareto_plot(plan: Mapping[str, Any], path: Path) -> Path | None:
         {"x": [j["measured"]["latency_ratio"] for j in rows], "accuracy": [j["accuracy"] for j in rows]}
     )
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for rung, marker in (("dense", "s"), ("screened", "o"), ("finalist", "D")):
+    for rung, marker in (("dense", "s"), ("screened", "o"), ("finalist", "D"), ("re-cut", "^")):
         mine = [j for j in rows if j["rung"] == rung]
         if mine:
             ax.scatter([j["measured"]["latency_ratio"] for j in mine], [j["accuracy"] for j in mine], marker=marker,

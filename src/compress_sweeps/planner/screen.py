@@ -91,6 +91,27 @@ def smallest_within(
     return chosen
 
 
+def deeper_within(
+    shape: Shape,
+    runtime: str,
+    measured: Mapping[str, float],
+    shapes: Sequence[Shape],
+    budget: Mapping[str, float],
+    margin: float,
+) -> Shape | None:
+    """The first screened shape of `shape`'s unit set cut deeper than it that is within the budget less the margin
+    once its predictions are scaled as `shape`'s were off: by `measured` (what `shape` delivered, re-timed) over
+    what screening predicted for it in `runtime`."""
+    screened = shape.predicted[runtime]
+    drift = {k: measured[k] / v for k, v in screened.items() if v and measured.get(k)}
+    for deeper in sorted(shapes, key=lambda s: s.target):
+        if deeper.units == shape.units and deeper.target > shape.target:
+            figures = {k: v * drift.get(k, 1.0) for k, v in deeper.predicted[runtime].items()}
+            if meets(figures, budget, margin):
+                return deeper
+    return None
+
+
 def fastest(shapes: Sequence[Shape], runtimes: Sequence[str]) -> tuple[Shape, str] | None:
     """The shape and runtime with the lowest predicted latency (what an impossible budget is told about)."""
     pairs = [(s, r) for s in shapes for r in runtimes]
