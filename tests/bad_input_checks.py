@@ -11,6 +11,7 @@ from compress_sweeps.run.build import build, check
 CNN = CNN_SMOKE
 CNN_TEACHER = ["model@distiller.teacher.model=cnn_teacher", "distiller.teacher.finetune=null"]
 RANGE, NO_LAYER, TYPE, UNKNOWN = "is out of range", "matches no layer", "has the wrong type", "is unknown"
+NOT_FINITE, NO_DEVICE, BAD_REGEX = "is not a finite number", "is not a usable device", "is invalid"
 CNN_DIGITS = ["task=digits", "model=cnn"]
 
 
@@ -24,9 +25,9 @@ def filled(items, folders: dict[str, str]):
     return items
 
 
-def check_config(cfg, train_size: int | None = None) -> None:
-    """What a job and the sweep precheck run before anything loads."""
-    check(build(cfg), cfg, train_size)
+def check_config(cfg, train_size: int | None = None) -> list[str]:
+    """What a job and the sweep precheck run before anything loads; returns the warnings a run would record."""
+    return check(build(cfg), cfg, train_size)
 
 
 def assert_names(error: BaseException, key: str, value, problem: str) -> None:

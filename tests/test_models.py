@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compress_sweeps.errors import ConfigError
 from compress_sweeps.models import ConvNet, pretrained_classifier, student_from_teacher, tokenizer_for
 from compress_sweeps.models.cnn import MaxPool
 
@@ -32,7 +33,8 @@ def test_student_default_map_and_bad_maps(tiny_bert):
 
 
 def test_missing_model_path_says_how_to_fix(tmp_path):
-    with pytest.raises(RuntimeError, match="local folder"):
+    """A path that does not exist is named as one, not as a hub name that cannot be reached."""
+    with pytest.raises(ConfigError, match=r"model.name_or_path=.*/nowhere does not exist: must be a folder holding"):
         pretrained_classifier(str(tmp_path / "nowhere"), num_labels=2)
 
 

@@ -15,6 +15,8 @@ from compress_sweeps.export.onnx import OnnxModel
 from compress_sweeps.weights.grid import group_rows
 
 IMAGE_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none"]
+# a post-training quantizer's spec: no promise about the saved weights, only the int8 model the export must build
+NO_PROMISE = {"sparsity": [], "quantization": None, "keeps_zeros": False, "batch_keys": [], "structure": None}
 
 
 def finished(tmp_path, overrides: list[str]) -> tuple[dict, dict]:
@@ -129,7 +131,10 @@ def test_ptq_static_text_run_calibrates_on_the_one_shot_pruners_draw(tmp_path, t
     assert export["eval/accuracy_fp32"] == results["metrics"]["eval/accuracy"] and export["latency_ms_int8"] > 0
     [(train_set, keys, examples, batch_size, seed)] = drawn
     assert (len(train_set), examples, batch_size, seed) == (48, 20, 16, 3) and "input_ids" in keys
-    assert results["compression"]["bits"] == 32 and results["compression"]["spec"] == []  # the fp32 model is kept
+    assert results["compression"]["bits"] == 32  # the fp32 model is kept; the quantizer's int8 model is the export's
+    assert results["compression"]["spec"] == [
+        {**NO_PROMISE, "method": "PostTrainingInt8(static)", "int8_export": "static"}
+    ]
 
 
 def test_untimed_run_keeps_accuracy_and_leaves_the_timing_out(tmp_path):

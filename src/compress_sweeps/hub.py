@@ -39,6 +39,7 @@ def check_hub_source(name_or_path: str, key: str, local_hint: str, repo_type: st
         return
     if not hub_reachable():
         raise RuntimeError(
-            f"{key}='{name_or_path}' is not a local path and the Hugging Face hub cannot be reached (offline, or "
+            f"{key}='{name_or_path}' is no local folder (nothing at {Path(name_or_path).expanduser().absolute()}) "
+            f"and, as a hub name, cannot be fetched: the Hugging Face hub cannot be reached (offline, or "
             f"HF_HUB_OFFLINE=1). {local_hint}"
         )

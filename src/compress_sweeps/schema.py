@@ -1,35 +1,68 @@
 """Every config key's type and range, read from the annotated signature of the `_target_` it is passed to.
 
 The signatures are the schema: `max_steps: Annotated[int, Field(ge=1)] | None`, `lr_schedule: Literal[...]`,
-`validation_fraction: Annotated[float, Field(gt=0, lt=1)]`. `check_node` validates a config node's values against
-its target's signature with pydantic (strict: 2.5 is no integer, "abc" no number, a bool no integer), without
-calling the target, so a task or model that would load data or weights is checked before anything loads; the
-pre-launch pass (run/build.py) runs it over every node of the composed config that has a `_target_`. A value that
-does not fit raises `ConfigError` naming the key, the value and what is allowed, in one line. `allowed(hint)`
-writes what a type allows in words (also for the docs).
+`validation_fraction: Annotated[float, Field(gt=0, lt=1)]`, `include: Regexes`. `check_node` validates a config
+node's values against its target's signature with pydantic (strict: 2.5 is no integer, "abc" no number, a bool no
+integer, `inf` and `nan` no number at all; a `Regex` must compile), without calling the target, so a task or model
+that would load data or weights is checked before anything loads; the pre-launch pass (run/build.py) runs it over
+every node of the composed config that has a `_target_`. A value that does not fit raises `ConfigError` naming the
+key, the value and what is allowed, in one line. `allowed(hint)` writes what a type allows in words (also for the
+docs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from compress_sweeps.errors import ConfigError
 
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
-STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True)
+# `inf` and `nan` are no value any setting can use: a learning rate of inf trains to nan, a temperature of nan
+# scores nothing; refused for every float of every signature
+STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
 BOUNDS = {Ge: (">=", "ge"), Gt: (">", "gt"), Le: ("<=", "le"), Lt: ("<", "lt")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Words:
+    """Annotation metadata: what a constrained type allows, in words (`allowed` writes it instead of the base type's,
+    a list of them as `plural`), and the problem a value its validator refuses has."""
+
+    one: str
+    plural: str
+    problem: str
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as error:  # `a{99999999999}` overflows instead of re.error
+        raise ValueError(f"'{pattern}': {error}") from None
+    return pattern
+
+
+def _not_one_string(value: Any) -> Any:
+    if isinstance(value, str):  # a str is a sequence of one-letter regexes to pydantic: `include=attention` selects
+        raise ValueError(f"one string, not a list: write [{value}]")  # every layer with an a, t, e, n, i or o
+    return value
+
+
+# a regular expression on module names (a method's `include` / `exclude`): must compile, checked before anything loads
+Regex = Annotated[str, AfterValidator(_compiles), Words("a regular expression", "regular expressions", "is invalid")]
+Regexes = Annotated[Sequence[Regex], BeforeValidator(_not_one_string)]
 
 
 @cache
@@ -63,9 +96,25 @@ def check_value(hint: Any, value: Any, key: str) -> None:
         kinds = {e["type"] for e in error.errors()}
         bound = kinds & {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long"}
         problem = "is out of range" if bound else ("is unknown" if kinds == {"literal_error"} else "has the wrong type")
+        if "finite_number" in kinds:
+            problem = "is not a finite number"
+        reasons = [str(e["ctx"]["error"]) for e in error.errors() if e["type"] == "value_error"]
+        if reasons:  # a validator of the type refused it (a regex that does not compile): its words say why
+            words = _words(hint)
+            problem = words.problem if words is not None else "is invalid"
+            raise ConfigError(key, value, f"must be {allowed(hint)} ({reasons[0]})", problem=problem) from None
         raise ConfigError(key, value, f"must be {allowed(hint)}", problem=problem) from None
     except Exception:  # a type pydantic cannot build a validator for: the target's own checks decide
         return
+
+
+def _words(hint: Any) -> Words | None:
+    """The `Words` of `hint` or of any type inside it (the element of a list, a member of a union)."""
+    if typing.get_origin(hint) is typing.Annotated:
+        found = [m for m in hint.__metadata__ if isinstance(m, Words)]
+        if found:
+            return found[0]
+    return next((w for arg in typing.get_args(hint) if (w := _words(arg)) is not None), None)
 
 
 def check_arguments(target: Callable | type, values: Mapping[str, Any], prefix: str) -> None:
@@ -135,6 +184,8 @@ def allowed(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Annotated:
         metadata = [m for field in args[1:] for m in getattr(field, "metadata", [field])]
+        if words := next((m for m in metadata if isinstance(m, Words)), None):
+            return words.one
         bounds = [f"{BOUNDS[type(m)][0]} {getattr(m, BOUNDS[type(m)][1])}" for m in metadata if type(m) in BOUNDS]
         shortest = max((m.min_length for m in metadata if isinstance(m, MinLen)), default=0)
         longest = min((m.max_length for m in metadata if isinstance(m, MaxLen)), default=None)
@@ -163,5 +214,7 @@ def _list(hint: Any, shortest: int, longest: int | None) -> str:
     element = allowed(args[0]) if args else "a value"
     first, _, rest = element.removeprefix("an ").removeprefix("a ").partition(" ")
     plural = {"true": "booleans", "null": "nulls"}.get(first, f"{first}s") + (f" {rest}" if rest else "")
+    if args and typing.get_origin(args[0]) is typing.Annotated and (words := _words(args[0])) is not None:
+        plural = words.plural
     size = f"at most {longest} " if longest is not None else ""
     return f"a {'non-empty ' if shortest else ''}list of {size}{plural}"

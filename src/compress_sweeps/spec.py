@@ -66,7 +66,9 @@ class CompressionSpec:
     its own target. `quantization`: None for a method that does not quantize. `keeps_zeros`: an exact zero in a
     weight the method selects at attach stays zero through training (a pruned starting model stays pruned).
     `batch_keys`: entries the method reads from each training batch besides the model inputs and labels (e.g.
-    `idx` for a teacher-output cache). `structure`: None for a method that keeps the model's units.
+    `idx` for a teacher-output cache). `structure`: None for a method that keeps the model's units. `int8_export`:
+    `dynamic` or `static` for a method whose result is the int8 model an export builds after finalize (post-training
+    int8, which changes no weight itself); the run's export must build that one (run/build.py `check_export`).
     """
 
     method: str
@@ -75,6 +77,7 @@ class CompressionSpec:
     keeps_zeros: bool = False
     batch_keys: frozenset[str] = frozenset()
     structure: StructurePromise | None = None
+    int8_export: str | None = None
 
     @property
     def patterns(self) -> dict[str, str]:
@@ -90,6 +93,8 @@ class CompressionSpec:
             data["quantization"]["weights"] = list(self.quantization.weights)
         if self.structure is not None:
             data["structure"] |= {"scope": list(self.structure.scope), "example": dict(self.structure.example)}
+        if self.int8_export is None:  # only a post-training quantizer's entry has it: the others read as before
+            del data["int8_export"]
         return data
 
     @classmethod
@@ -108,4 +113,5 @@ class CompressionSpec:
             keeps_zeros=bool(data.get("keeps_zeros", False)),
             batch_keys=frozenset(data.get("batch_keys", ())),
             structure=structure,
+            int8_export=data.get("int8_export"),
         )

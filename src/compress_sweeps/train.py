@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
     """Train and compress one model as `cfg` says; leave results.json (also on failure) and model.safetensors."""
     with RunRecord(cfg) as record:
         parts = build(cfg)  # every setting checked before anything is loaded, seeded or logged
-        check(parts, cfg)
+        record.warn(check(parts, cfg))
         record.start_logger(parts.logger)
         seed_everything(cfg.seed)
         record.results["threads"] = set_threads(cfg.threads)

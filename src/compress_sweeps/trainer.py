@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -25,19 +25,43 @@ from compress_sweeps.loggers.base import RunLogger
 from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.run.identity import TRAINER_FREE
 from compress_sweeps.run.threads import parallel_jobs
-from compress_sweeps.schema import check_arguments
+from compress_sweeps.schema import Words, check_arguments
 
 log = logging.getLogger(__name__)
 FUSED_ADAMW = ("cpu", "cuda")  # devices with torch's fused AdamW kernel: one pass over the weights, not several
 
 
+def usable_device(device: str) -> str:
+    """`device` if torch knows it and this machine can train on it; else a ValueError saying why (the schema's
+    validator of `Device`: checked with every other value, before anything loads)."""
+    if device == "auto":
+        return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"torch knows no device '{device}'") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if parsed.type not in available:
+        raise ValueError(f"no model trains on a '{parsed.type}' device")
+    if not available[parsed.type]:
+        raise ValueError(f"{parsed.type} is not available on this machine: use auto or cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"this machine has {torch.cuda.device_count()} CUDA device(s), from cuda:0")
+    return device
+
+
+# a device to train on: torch must know it and this machine must have it
+Device = Annotated[
+    str,
+    AfterValidator(usable_device),
+    Words("auto | cpu | cuda | cuda:<index> | mps", "devices", "is not a usable device"),
+]
+
+
 def resolve_device(device: str) -> torch.device:
+    """The torch device of `trainer.device` (checked by `usable_device` with the trainer's other values)."""
     if device == "auto":
         return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "trainer.device", device, "must be auto or cpu here", problem="needs CUDA, which is not available"
-        )
     return distributed.local_device(torch.device(device))
 
 
@@ -68,7 +92,7 @@ class Trainer:
         eval_max_batches: Annotated[int, Field(ge=1)] | None = None,
         log_every: Annotated[int, Field(ge=1)] = 10,
         checkpoint_every: Annotated[int, Field(ge=1)] | None = 50,
-        device: str = "auto",
+        device: Device = "auto",
         progress: bool = True,
         group_by_length: bool = False,
     ) -> None:

@@ -55,6 +55,17 @@ class LogitsDistiller:
             raise ConfigError(
                 "distiller.alpha_kd", alpha_kd, f"must be >= 0, and > 0 when distiller.alpha_student={alpha_student}"
             )
+        weights = {name: teacher.weight for name, teacher in teachers.items()}
+        if alpha_kd == 0 or (weights and not any(weights.values())):  # the KD term is 0: a run without distillation
+            key, value = (
+                ("distiller.alpha_kd", 0) if alpha_kd == 0 else (f"distiller.teachers.{next(iter(weights))}.weight", 0)
+            )
+            raise ConfigError(
+                key,
+                value,
+                "must be > 0: the KD term is multiplied by it (distiller=none runs without one)",
+                "distils nothing",
+            )
         if kd_loss not in KD_LOSSES:
             raise ConfigError("distiller.kd_loss", kd_loss, f"must be one of {list(KD_LOSSES)}", problem="is unknown")
         if combine not in COMBINE:

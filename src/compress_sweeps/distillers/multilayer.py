@@ -93,6 +93,13 @@ class MultiLayerDistiller:
                 raise ConfigError(
                     error.key.replace("[]", f"[{i}]"), error.value, error.allowed, error.problem
                 ) from None
+        if not any(match.weight for match in self.matches):  # every feature term is 0: a run without distillation
+            raise ConfigError(
+                "distiller.matches[0].weight",
+                0,
+                "must be > 0 for at least one match: the terms are multiplied by it (distiller=none runs without one)",
+                problem="distils nothing",
+            )
         teacher.key = "distiller.teacher"
         self.alpha_student, self.temperature, self.projection = alpha_student, temperature, projection
         self.teachers = TeacherOutputs({"teacher": teacher}, cache_teacher, cache_max_mb, cache_batch_size)

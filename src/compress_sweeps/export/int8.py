@@ -163,12 +163,17 @@ def compare_int8(
 class NoExport:
     """`export=none`: the finalized fp32 model is the run's deliverable; nothing more is built.
 
+    Every export says which int8 model it builds in `int8`: `dynamic` or `static` activations, or None for none (a
+    post-training quantizer needs one: run/build.py `check_export`).
+
     Every export is called after finalize as `export(model, evaluate, eval_set, input_keys, fp32_metrics, folder,
     train_set=..., reference=...)`: `evaluate(model)` scores a model on `eval_set`, `folder` keeps the exported file
     (None: do not keep it), `train_set` (the encoded training split) is what a calibrating export draws its examples
     from, `reference` (the dense model of the same architecture) is what the int8 model's speed is a ratio against, and
     `timed=False` (run key `measure_latency: false`) leaves the timing out.
     """
+
+    int8: str | None = None
 
     def __call__(
         self,
@@ -188,6 +193,8 @@ class NoExport:
 class Int8Export:
     """`export=onnxruntime | torch`: the int8 model of `backend`, evaluated and timed against the fp32 model and the
     dense reference on an eval batch of `batch_size`; returns `compression.int8_export` of results.json."""
+
+    int8 = "dynamic"  # activation ranges measured per batch at run time
 
     def __init__(self, backend: str = "onnxruntime", batch_size: int = 32) -> None:
         if backend not in BACKENDS:

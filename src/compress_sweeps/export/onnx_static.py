@@ -132,6 +132,8 @@ class StaticInt8Export:
     evaluated and timed against the fp32 model on an eval batch of `batch_size`; kept as
     `<run>/model.int8-static.onnx`. Returns `compression.int8_export` of results.json."""
 
+    int8 = "static"  # activation ranges fixed by calibration
+
     def __init__(
         self,
         calibration_examples: Annotated[int, Field(ge=1)] = 256,

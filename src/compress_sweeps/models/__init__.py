@@ -2,8 +2,9 @@
 
 Before anything loads, the pre-launch pass checks a model config's values against its builder's signature
 (schema.py) and asks this package the rest: `modality` (the inputs the model takes, to match the task) and
-`precheck` (a previous run's folder must hold a saved model). `rebuild_config` is the config a run folder saves to
-rebuild its model (a fine-tuned model's architecture, without its data and training).
+`precheck` (a previous run's folder must hold a saved model, with its shape record when it was slimmed; a local
+model path must be a model folder that exists). `rebuild_config` is the config a run folder saves to rebuild its
+model (a fine-tuned model's architecture, without its data and training).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.models.cnn import ConvNet
 from compress_sweeps.models.finetuned import finetuned
 from compress_sweeps.models.hf import (
+    check_model_source,
     check_no_structure,
     minilm,
     pretrained_classifier,
@@ -76,7 +78,10 @@ def precheck(model: DictConfig, prefix: str) -> None:
     if target is finetuned:
         precheck(model.model, f"{prefix}model.")
     if target is pretrained_classifier and "name_or_path" in model:
+        check_model_source(str(model.name_or_path), f"{prefix}name_or_path")
         check_no_structure(str(model.name_or_path), f"{prefix}name_or_path")
+    if target is student_from_teacher and model.get("teacher") is not None:
+        check_model_source(str(model.teacher), f"{prefix}teacher")
     if target is from_run and "folder" in model:
         try:
             saved_config(str(model.folder))

@@ -35,6 +35,7 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
     `save_pretrained` (a previous run's output folder works too).
     """
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    check_model_source(name_or_path, "model.name_or_path")
     check_hub_source(name_or_path, "model.name_or_path", LOCAL_MODEL_HINT)
     check_no_structure(name_or_path, "model.name_or_path")
     try:
@@ -49,6 +50,40 @@ def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropou
     # the head the checkpoint had no weights for (or had for another label count) is drawn at random
     mark_untrained(model, set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]})
     return model
+
+
+def check_model_source(name_or_path: str, key: str) -> None:
+    """`name_or_path` as the user meant it: a local path (absolute, relative with `./`, `~`, more than one `/`: no
+    hub name looks so) must be a model folder that exists; a hub name is left to the loader (check_hub_source)."""
+    path = Path(name_or_path).expanduser()
+    folder = "a folder holding config.json, the weights and the tokenizer (written by save_pretrained)"
+    if path.is_file():
+        raise ConfigError(key, name_or_path, f"must be {folder}", problem="is a file")
+    if path.is_dir() and not (path / "config.json").is_file():
+        run = " (a run folder of a model without config.json loads with model=from_run)" if _is_run(path) else ""
+        raise ConfigError(key, name_or_path, f"must be {folder}{run}", problem="is not a model folder")
+    if path.exists() or not _is_path(name_or_path):
+        return
+    raise ConfigError(
+        key,
+        name_or_path,
+        f"must be {folder}, or a hub name such as prajjwal1/bert-mini; nothing is at {path.absolute()}",
+        problem="does not exist",
+    )
+
+
+def _is_path(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "model_config.yaml").is_file()
 
 
 def check_no_structure(name_or_path: str, key: str) -> None:

@@ -7,6 +7,7 @@ structured slimming) also gets `slim_structure.json` (models/structure.py), appl
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from compress_sweeps.models.hf import save_hf_extras
 from compress_sweeps.models.untrained import mark_trained
 
 WEIGHTS = "model.safetensors"
+RESULTS = "results.json"  # run/artifacts.py's name: a run folder's record, read here for what the run cut out
 MODEL_CONFIG = "model_config.yaml"
 
 
@@ -35,7 +37,36 @@ def saved_config(folder: str) -> DictConfig:
             f"must be a finished run folder holding {MODEL_CONFIG} and {WEIGHTS}",
             problem="does not exist" if not root.exists() else "is not a run folder",
         )
+    if not (root / structure.STRUCTURE).is_file() and (changed := changed_shapes(root)):
+        raise _lacks_structure(folder, f"its results.json says {changed}")
     return OmegaConf.load(root / MODEL_CONFIG)
+
+
+def changed_shapes(root: Path) -> str | None:
+    """What the run's results.json (`compression.structure`) says was cut out of its model, or None: its saved
+    shapes are the ones `model_config.yaml` builds."""
+    try:
+        report = (json.loads((root / RESULTS).read_text()).get("compression") or {}).get("structure") or {}
+    except (OSError, ValueError):
+        return None
+    blocks = [f"{name} kept {b['kept']} of {b['total']}" for name, b in (report.get("blocks") or {}).items()]
+    layers = [
+        f"{n} kept {x['kept']} of {x['total']}"
+        for n, x in (report.get("layers") or {}).items()
+        if x["kept"] != x["total"]
+    ]
+    changed = blocks + layers
+    return ", ".join(changed[:2]) + (", ..." if len(changed) > 2 else "") if changed else None
+
+
+def _lacks_structure(folder: str, why: str) -> ConfigError:
+    return ConfigError(
+        "model.folder",
+        folder,
+        f"must hold {structure.STRUCTURE} beside {WEIGHTS}: the model there was slimmed ({why}), and its shapes are "
+        f"not the ones {MODEL_CONFIG} builds; copy the whole run folder",
+        problem=f"lacks {structure.STRUCTURE}",
+    )
 
 
 def from_run(folder: str, num_labels: int) -> nn.Module:
@@ -72,7 +103,23 @@ def load_saved(model: nn.Module, folder: str) -> nn.Module:
     """Give `model` (built by `architecture`) the saved shapes and weights, exactly (strict)."""
     root = Path(folder).expanduser()
     structure.load(model, root)
-    model.load_state_dict(load_file(str(root / WEIGHTS)), strict=True)
+    weights = load_file(str(root / WEIGHTS))
+    built = model.state_dict()
+    differ = [
+        f"{n}: saved {list(weights[n].shape)}, built {list(t.shape)}"
+        for n, t in built.items()  # in the model's order: the first layer that differs is named first
+        if n in weights and t.shape != weights[n].shape
+    ]
+    if differ:  # torch would say "size mismatch"; say which file is missing (or does not fit) instead
+        if not (root / structure.STRUCTURE).is_file():
+            raise _lacks_structure(folder, f"e.g. {differ[0]}")
+        raise ConfigError(
+            "model.folder",
+            folder,
+            f"must hold weights of the shapes its {structure.STRUCTURE} records (e.g. {differ[0]})",
+            problem="holds weights of other shapes",
+        )
+    model.load_state_dict(weights, strict=True)
     mark_trained(model)  # the builder may have drawn a new head; the saved run's weights replaced it
     return model
 

@@ -19,7 +19,7 @@ from compress_sweeps.pruners.criteria import Criterion
 from compress_sweeps.pruners.heads import select_heads
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.targets import mask_grads, select_layers
-from compress_sweeps.schema import check_arguments
+from compress_sweeps.schema import Regexes, check_arguments
 from compress_sweeps.weights.patterns import REDUCTIONS, NMPattern, parse_pattern
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection
 
@@ -44,8 +44,8 @@ class GroupSettings:
     update_frequency: int | float = 0.05
     prune_domain: Literal["global", "local"] = "global"
     layer_types: Sequence[str] = DEFAULT_LAYER_TYPES
-    include: Sequence[str] = ()
-    exclude: Sequence[str] = DEFAULT_EXCLUDE
+    include: Regexes = ()
+    exclude: Regexes = DEFAULT_EXCLUDE
     min_sparsity_per_layer: float = 0.0
     max_sparsity_per_layer: float = 0.98
     skip_incompatible: bool = False

@@ -17,6 +17,7 @@ from torch import nn
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.targets import MASK, mask_grads, remove_mask
+from compress_sweeps.schema import Regexes
 from compress_sweeps.spec import CompressionSpec, SparsityPromise
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection, weight_name
 
@@ -27,8 +28,8 @@ class PatternLock:
     def __init__(
         self,
         layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        include: Regexes = (),
+        exclude: Regexes = DEFAULT_EXCLUDE,
     ) -> None:
         self.selection = LayerSelection(layer_types, include, exclude, "pruner.")
         self.modules: dict[str, nn.Module] = {}

@@ -19,6 +19,7 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.selection import select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
+from compress_sweeps.schema import Regexes
 from compress_sweeps.spec import CompressionSpec, QuantizationPromise
 from compress_sweeps.weights.selection import DEFAULT_LAYER_TYPES, LayerSelection
 
@@ -51,8 +52,8 @@ class DifferentiableQuantization:
         lr: float = 1.0e-4,
         skip_first_last: bool = True,
         layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
+        include: Regexes = (),
+        exclude: Regexes = (),
     ) -> None:
         if not 1 <= bits <= 8:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [1, 8]")

@@ -7,7 +7,7 @@ straight-through gradients. `finalize` folds the weights to their quantized valu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from compress_sweeps.quantizers.fake_quant import (
 from compress_sweeps.quantizers.observers import EmaRange
 from compress_sweeps.quantizers.selection import select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
+from compress_sweeps.schema import Regexes
 from compress_sweeps.spec import CompressionSpec, QuantizationPromise
 from compress_sweeps.weights.selection import LayerSelection
 
@@ -40,8 +41,8 @@ class Q8Bert:
         activation_bits: int = 8,
         ema_decay: float = 0.99,
         start_step: int = 0,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
+        include: Regexes = (),
+        exclude: Regexes = (),
     ) -> None:
         if not 2 <= bits <= 8:
             raise ConfigError("quantizer.bits", bits, "must be an integer in [2, 8]")

@@ -19,6 +19,7 @@ from compress_sweeps.hooks import RunContext
 from compress_sweeps.quantizers.fake_quant import SCALINGS, uniform_quantize
 from compress_sweeps.quantizers.selection import select_layers
 from compress_sweeps.quantizers.shadow import ShadowWeights
+from compress_sweeps.schema import Regexes
 from compress_sweeps.spec import CompressionSpec, QuantizationPromise
 from compress_sweeps.weights.selection import DEFAULT_LAYER_TYPES, LayerSelection
 
@@ -35,8 +36,8 @@ class QuantizedDistillation:
         skip_first_last: bool = True,
         keep_zeros: bool = True,
         layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
+        include: Regexes = (),
+        exclude: Regexes = (),
         seed: int = 0,
     ) -> None:
         if not 2 <= bits <= 16:

@@ -3,32 +3,38 @@
 `build(cfg)` instantiates what needs no data and no model (the trainer, pruner, quantizer, distiller, export and
 logger); each constructor checks its own values and raises `ConfigError` naming the key. `check(parts, cfg)` checks
 what no single part can see: the run's length against every method's schedule (`Describes.check`), quantization
-on a pruned starting model that nothing keeps pruned, and a starting model from a run folder that did not
-complete. A single run (`train.run`) and the sweep precheck (every grid point before the first job) both call the
-two. Checks that need the model (a regex that matches no layer, a shape a pattern does not divide) run in each
-method's `attach`, before the first optimizer step. The CLI prints any `ConfigError` as one line, exit code 2.
+on a pruned starting model that nothing keeps pruned, a starting model from a run folder that did not complete,
+combinations that leave a method nothing to do (a post-training quantizer without the export that builds its int8
+model, a model "fine-tuned" for 0 steps), every `paths.*` folder, and the task's files; it returns the warnings
+(settings that run, but probably not as meant) for the run to log and record. A single run (`train.run`, and its
+Hydra callback run/precheck.py) and the sweep precheck (every grid point before the first job) all call the two.
+Checks that need the model (a regex that matches no layer, a shape a pattern does not divide) run in each method's
+`attach`, before the first optimizer step. The CLI prints any `ConfigError` as one line, exit code 2.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pydantic import Field
 
 from compress_sweeps import models, tasks
-from compress_sweeps.errors import ConfigError, config_error
-from compress_sweeps.hooks import Compressors
+from compress_sweeps.config import config_dir
+from compress_sweeps.errors import ConfigError, config_error, describe
+from compress_sweeps.hooks import Compressors, FineTuner
 from compress_sweeps.run.artifacts import RESULTS
 from compress_sweeps.run.measure import MEASURED, TIMED
-from compress_sweeps.schema import check_node, check_value
+from compress_sweeps.schema import HYDRA_KEYS, check_node, check_value, parameters
 
 METHODS = ("pruner", "quantizer", "distiller")  # the order the hooks run in
 GROUPS = ("task", "model", "trainer", *METHODS, "export", "logger")
@@ -62,23 +68,28 @@ def build(cfg: DictConfig) -> RunParts:
     )
 
 
-def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> None:
+def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> list[str]:
     """The checks across parts; `train_size` (examples in the training split) lets an epochs-based run count its
-    optimizer steps, without it such a run's schedules are checked when the methods attach."""
+    optimizer steps, without it such a run's schedules are checked when the methods attach. Returns the warnings:
+    settings that run but probably not as meant (a validation file that is the training file), which the run logs
+    and records in results.json."""
     total = run_steps(parts.trainer, train_size)
     if total is not None:
         parts.compressors.check(*total)
     check_objective(cfg.optimized_metric, parts.trainer.evaluates, cfg.measure_latency)
     check_paths(cfg)
+    check_export(parts, cfg)
+    check_finetuners(cfg)
     for key, folder, results in starting_runs(cfg.model):
         check_starting_run(key, folder, results)
         check_pruned_start(cfg, parts, key, folder, results)
-    check_data(cfg)
+    return check_data(cfg)
 
 
-def check_data(cfg: DictConfig) -> None:
-    """The task's own checks (its files), every model of the run (the model, teachers) against the task's inputs."""
-    tasks.precheck(cfg.task)
+def check_data(cfg: DictConfig) -> list[str]:
+    """The task's own checks (its files), every model of the run (the model, teachers) against the task's inputs;
+    returns the task's warnings."""
+    warnings = tasks.precheck(cfg.task)
     inputs = tasks.modality(cfg.task)
     for prefix, node in model_nodes(cfg):
         models.precheck(node, prefix)
@@ -92,6 +103,7 @@ def check_data(cfg: DictConfig) -> None:
                 "cnn, cnn_student, cnn_teacher)",
                 problem=f"takes {takes}",
             )
+    return warnings
 
 
 def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
@@ -110,8 +122,78 @@ def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
         yield from walk(cfg[group], f"{group}.")
 
 
+def check_export(parts: RunParts, cfg: DictConfig) -> None:
+    """A method whose result is the int8 model an export builds after finalize (post-training int8: its spec names
+    the export's activations, `int8_export`) does nothing unless the run's export builds that int8 model."""
+    for spec in parts.compressors.specs():
+        if spec.int8_export is None or parts.export.int8 == spec.int8_export:
+            continue
+        builds = export_options(spec.int8_export)
+        quantizer = choice(cfg, "quantizer")
+        raise ConfigError(
+            "export",
+            choice(cfg, "export"),
+            f"must be {' | '.join(builds)} with quantizer={quantizer}, which quantizes nothing itself: its int8 "
+            f"model is the one the export builds after training (quantizer=none runs without one)",
+            problem=f"builds no int8 model of {spec.int8_export} activations",
+        )
+
+
+def export_options(activations: str) -> list[str]:
+    """The `export` options (conf/export/*.yaml) whose export builds an int8 model of `activations`."""
+    found = []
+    for path in sorted((config_dir() / "export").glob("*.yaml")):
+        if getattr(get_object(str(OmegaConf.load(path)._target_)), "int8", None) == activations:
+            found.append(path.stem)
+    return found
+
+
+def check_finetuners(cfg: DictConfig) -> None:
+    """A training loop handed to a model builder or a teacher to fine-tune a model once (a `FineTuner` parameter:
+    `model.finetune` of model=finetuned, a teacher's `finetune`) must train: at 0 steps the model as built would be
+    cached and used as fine-tuned (a random head compressed at chance accuracy)."""
+    for prefix, node in _target_nodes(cfg, ("model", *METHODS)):  # where models are built (the run's, teachers)
+        for name, hint in parameters(get_object(str(node._target_))).items():
+            value = node.get(name)
+            if not (isinstance(value, DictConfig) and "_target_" in value and _is_finetuner(hint)):
+                continue
+            if instantiate(value).total_steps(1) == 0:  # epochs give at least one step; only max_steps=0 gives none
+                instead = (
+                    f"{prefix}{name}=null uses it as built"
+                    if prefix != "model."
+                    else "the model as built is its own config: model=minilm, model=cnn, ..."
+                )
+                raise ConfigError(
+                    f"{prefix}{name}.max_steps",
+                    0,
+                    f"must be >= 1: {prefix}{name} fine-tunes the model before the run uses it as fine-tuned, and at "
+                    f"0 steps the untrained model would be cached as fine-tuned ({instead})",
+                    problem="fine-tunes nothing",
+                )
+
+
+def _is_finetuner(hint: Any) -> bool:
+    return hint is FineTuner or FineTuner in typing.get_args(hint)
+
+
+def _target_nodes(cfg: DictConfig, groups: tuple[str, ...]) -> Iterator[tuple[str, DictConfig]]:
+    """(`prefix`, node) of every node with a `_target_` in the run's groups, nested ones included."""
+
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
+        if isinstance(node, DictConfig):
+            if "_target_" in node:
+                yield prefix, node
+            for key in node:
+                if key not in HYDRA_KEYS:
+                    yield from walk(node[key], f"{prefix}{key}.")
+
+    for group in groups:
+        yield from walk(cfg[group], f"{group}.")
+
+
 def check_paths(cfg: DictConfig) -> None:
-    """The run's folder is Hydra's to choose; the output root and the cache must be writable folders."""
+    """The run's folder is Hydra's to choose; every other `paths.*` folder (the output root, the cache, any added
+    one) must be a folder that can be created and written."""
     declared = OmegaConf.to_container(cfg.paths, resolve=False).get("output_dir")
     if declared != "${hydra:runtime.output_dir}":
         raise ConfigError(
@@ -121,19 +203,27 @@ def check_paths(cfg: DictConfig) -> None:
             "(a sweep, one subfolder per job)",
             problem="cannot be set",
         )
-    for key in ("root", "cache_dir"):
-        check_writable(f"paths.{key}", str(cfg.paths[key]))
+    for key in cfg.paths:
+        if key != "output_dir" and cfg.paths[key] is not None:
+            check_writable(f"paths.{key}", str(cfg.paths[key]))
 
 
 def check_writable(key: str, folder: str) -> None:
-    """`folder` (which may not exist yet) can be created and written: every existing part of it is a folder."""
+    """`folder` (which may not exist yet) can be created and written: every existing part of it is a folder, and a
+    folder can be made in the deepest existing one (tried and removed at once: permissions, a read-only mount or a
+    virtual file system such as /proc or /sys refuse it, whoever the user is)."""
     path = Path(folder).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         problem = "is a file" if existing == path else f"lies under a file ({existing})"
         raise ConfigError(key, folder, "must be a folder that can be created and written", problem=problem)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(key, folder, f"must be writable ({existing} is not writable by this user)", "is read-only")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+    except OSError as error:
+        problem = "is read-only" if existing == path else "cannot be created"
+        reason = error.strerror or type(error).__name__
+        allowed = f"must be a folder that can be created and written ({existing}: {reason})"
+        raise ConfigError(key, folder, allowed, problem=problem) from None
 
 
 def check_objective(optimized_metric: Any, evaluated: tuple[str, ...], timed: bool = True) -> None:
@@ -171,13 +261,17 @@ def _plain(value: Any) -> Any:
 
 
 def _instantiate(cfg: DictConfig, group: str) -> Any:
+    """The group's part, built; any error its constructor raises is a ConfigError naming the group (what the sweep
+    precheck and a single run both report as a bad setting, exit 2)."""
     try:
         return instantiate(cfg[group])
     except Exception as error:
         cause = config_error(error)
         if cause is not None:
             raise cause from None
-        raise
+        reason = describe(error).splitlines()[0]
+        allowed = f"its settings raised {reason}"
+        raise ConfigError(group, choice(cfg, group), allowed, problem="cannot be built") from None
 
 
 def run_steps(trainer: Any, train_size: int | None) -> tuple[int, str] | None:

@@ -36,7 +36,7 @@ class RunRecord:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.run_dir = cfg, Path(cfg.paths.output_dir)
         self.results: dict[str, Any] = {"status": "running", "error": None, "seed": cfg.seed, "job_id": job_id(cfg)}
-        self.results |= {"metrics": {}, "compression": {}}
+        self.results |= {"metrics": {}, "compression": {}, "warnings": []}
         self.checkpoints = Checkpoints(self.run_dir, self.results["job_id"])  # <run_dir>/checkpoint/last.pt
         self.logger: Any = NullLogger()
         self.timing: dict[str, float] = {}
@@ -50,6 +50,13 @@ class RunRecord:
         """Open the W&B run (rank 0 only): called once the settings are known to be valid."""
         self.logger = logger if distributed.is_main() else NullLogger()
         self.logger.start(OmegaConf.to_container(self.cfg, resolve=True), self.run_dir)
+
+    def warn(self, warnings: list[str]) -> None:
+        """Settings that run but probably not as meant (the pre-launch checks' warnings): logged, and kept in
+        results.json (`warnings`), where a sweep's report finds them."""
+        for warning in warnings:
+            log.warning("%s", warning)
+        self.results["warnings"] += warnings
 
     def lap(self, name: str) -> None:
         """Record the seconds since the previous lap (or the start) as `timing[name]`."""

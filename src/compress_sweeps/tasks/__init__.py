@@ -29,9 +29,11 @@ def modality(task: DictConfig) -> str | None:
     return MODALITIES.get(returns)
 
 
-def precheck(task: DictConfig) -> None:
-    """The checks a task's values need beyond their types: text_files reads its files' headers and labels."""
+def precheck(task: DictConfig) -> list[str]:
+    """The checks a task's values need beyond their types: text_files reads its files' columns, cells and labels.
+    Returns the warnings (settings that run, but probably not as meant) for the run to log and record."""
     if get_object(str(task._target_)) is text_files:
         values = OmegaConf.to_container(task, resolve=True)
         keys = ("train_file", "validation_file", "text_columns", "label_column", "label_names", "label_check")
-        check_text_files(**{k: values[k] for k in keys if k in values})
+        return check_text_files(**{k: values[k] for k in keys if k in values})[1]
+    return []

@@ -2,14 +2,16 @@
 
 Everything about the files is checked before anything loads (`check_text_files`, run by the pre-launch pass and by
 `text_files` itself): each file exists, is readable UTF-8 (or Parquet) and holds examples; the text and label
-columns exist in both; there are at most two text columns (a sentence pair); the training file has at least two
-labels, and every validation label occurs in training (else the validation split scores a class the model never
-saw). Those two label checks are errors unless `label_check: warn`, which logs them instead.
+columns exist in both; there are at most two text columns (a sentence pair); every example has its text(s) and its
+label, and no row repeats the header line (the file, the column and the first bad row are named); the training file
+has at least two labels, and every validation label occurs in training (else the validation split scores a class
+the model never saw). Those two label checks are errors unless `label_check: warn`, which makes them warnings; a
+validation file that is the training file is a warning too. The run logs its warnings and records them in
+results.json (`warnings`).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,8 +23,6 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.tasks.settings import Examples, MaxLength, Seed
 from compress_sweeps.tasks.text import TextTask, subsample
-
-log = logging.getLogger(__name__)
 
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TextColumns = Annotated[list[str], Field(min_length=1, max_length=2)]  # one text, or a sentence pair
@@ -70,8 +70,10 @@ def check_text_files(
     label_column: str = "label",
     label_names: list[str] | None = None,
     label_check: str = "strict",
-) -> list[str]:
-    """Every check of the module docstring; returns the label names in the order the task will use."""
+) -> tuple[list[str], list[str]]:
+    """Every check of the module docstring; returns the label names in the order the task will use, and the
+    warnings (label problems with `label_check: warn`, a validation file that is the training file) for the run to
+    log and record."""
     tables = {"train_file": read_table(train_file, "task.train_file")}
     if Path(train_file).suffix.lower() != Path(validation_file).suffix.lower():
         raise ConfigError(
@@ -88,6 +90,9 @@ def check_text_files(
                 raise ConfigError(
                     key, value, f"must name columns of task.{name}, which has {list(table.columns)}", "is not a column"
                 )
+    columns = list(dict.fromkeys([*(text_columns or ["text"]), label_column]))  # each once
+    for name, table in tables.items():
+        check_rows(table, columns, f"task.{name}", train_file if name == "train_file" else validation_file)
     train = {str(v) for v in tables["train_file"][label_column]}
     validation = {str(v) for v in tables["validation_file"][label_column]}
     names = [str(n) for n in label_names] if label_names else sorted(train | validation)
@@ -102,11 +107,61 @@ def check_text_files(
     if unseen := sorted(validation - train):
         allowed = f"must hold only labels the training file has; {unseen} never occur in {train_file}"
         problems.append(("task.validation_file", validation_file, allowed, "has labels never seen in training"))
+    warnings = []
     for key, value, allowed, problem in problems:
         if label_check == "strict":
             raise ConfigError(key, value, f"{allowed} (task.label_check=warn accepts it)", problem=problem)
-        log.warning("%s=%s %s: %s", key, value, problem, allowed)
-    return names
+        warnings.append(f"{key}={value} {problem}: {allowed}")
+    if same_examples(train_file, validation_file, tables["train_file"], tables["validation_file"]):
+        warnings.append(
+            f"task.validation_file={validation_file} is the training file ({train_file}): the validation scores "
+            "measure how well the model fits its own training examples, not how it does on new ones"
+        )
+    return names, warnings
+
+
+def check_rows(table: pd.DataFrame, columns: list[str], key: str, path: str) -> None:
+    """Every example has its text(s) and its label (an empty cell, or one pandas reads as missing: NA, null, nan),
+    and no row repeats the header line (two CSV files joined with both headers); names the column and the first
+    bad row."""
+    used = table[columns]
+    empty = used.isna() | used.apply(lambda column: column.astype(str).str.strip() == "")
+    for column in columns:
+        if empty[column].any():
+            rows = empty.index[empty[column]]
+            raise ConfigError(
+                key,
+                path,
+                f"must have a value in every cell of column '{column}': {len(rows)} rows have none, the first is "
+                f"{_where(path, rows[0])}",
+                problem=f"has empty '{column}' cells",
+            )
+    repeats = (used.astype(str) == pd.Series(columns, index=columns)).all(axis=1)
+    if repeats.any():
+        rows = repeats.index[repeats]
+        raise ConfigError(
+            key,
+            path,
+            f"must hold its header line once, at the top: {len(rows)} rows repeat it, the first is "
+            f"{_where(path, rows[0])}",
+            problem="repeats its header line",
+        )
+
+
+def _where(path: str, index: int) -> str:
+    """Example `index` (from 0) as the user finds it: its line in a CSV / TSV (below the header) or JSON Lines
+    file, its row elsewhere."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return f"row {index + 1} (line {index + 2} of the file)"
+    return f"row {index + 1}" + (f" (line {index + 1} of the file)" if suffix == ".jsonl" else "")
+
+
+def same_examples(train_file: str, validation_file: str, train: pd.DataFrame, validation: pd.DataFrame) -> bool:
+    """Whether the validation file is the training file: the same file, or the same examples in another file."""
+    if Path(train_file).expanduser().resolve() == Path(validation_file).expanduser().resolve():
+        return True
+    return train.shape == validation.shape and train.reset_index(drop=True).equals(validation.reset_index(drop=True))
 
 
 def text_files(
@@ -124,7 +179,8 @@ def text_files(
 ) -> TextTask:
     """Load two local files; labels may be strings or ints (`label_names` fixes their order, else sorted)."""
     check_arguments(text_files, locals(), "task.")
-    names = check_text_files(train_file, validation_file, text_columns, label_column, label_names, label_check)
+    # the warnings are the pre-launch pass's to log and record (tasks.precheck), once per run
+    names, _ = check_text_files(train_file, validation_file, text_columns, label_column, label_names, label_check)
     paths = {"train": Path(train_file).expanduser(), "validation": Path(validation_file).expanduser()}
     suffix = paths["train"].suffix.lower()
     options = {"delimiter": "\t"} if suffix == ".tsv" else {}

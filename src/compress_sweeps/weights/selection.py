@@ -35,18 +35,26 @@ class LayerSelection:
             raise ConfigError(
                 f"{self.key}layer_types", types, f"must be a non-empty list drawn from {list(LAYER_TYPES)}"
             )
-        for name, patterns in (("include", list(self.include)), ("exclude", list(self.exclude))):
-            for pattern in patterns:
-                try:
-                    re.compile(pattern)
-                except re.error as error:
-                    raise ConfigError(
-                        f"{self.key}{name}", patterns, f"must hold valid regexes ('{pattern}': {error})", "is invalid"
-                    ) from None
+        for name, patterns in (("include", self.include), ("exclude", self.exclude)):
+            self._check_regexes(f"{self.key}{name}", patterns)
         # plain tuples: a frozen, hashable selection whatever sequence the config handed in
         object.__setattr__(self, "layer_types", tuple(types))
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @staticmethod
+    def _check_regexes(key: str, patterns: Sequence[str]) -> None:
+        """Every regex compiles. A config's values were checked against the methods' `schema.Regexes` before
+        anything was built; this guards Python callers, in the same words."""
+        shown = list(patterns) if isinstance(patterns, tuple | list) else patterns  # as a config would write it
+        allowed = "must be a list of regular expressions"
+        if isinstance(patterns, str):
+            raise ConfigError(key, shown, f"{allowed} (one string, not a list: write [{patterns}])", "is invalid")
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except (re.error, OverflowError, RecursionError) as error:
+                raise ConfigError(key, shown, f"{allowed} ('{pattern}': {error})", "is invalid") from None
 
     @property
     def classes(self) -> tuple[type[nn.Module], ...]:

@@ -31,7 +31,7 @@ from compress_sweeps.pruners.oneshot.sequential import calibrate_sequentially
 from compress_sweeps.pruners.oneshot.sparsegpt import SparseGPT
 from compress_sweeps.pruners.oneshot.wanda import Wanda
 from compress_sweeps.pruners.targets import LayerTarget, mask_grads, remove_mask, select_layers
-from compress_sweeps.schema import check_arguments
+from compress_sweeps.schema import Regexes, check_arguments
 from compress_sweeps.spec import CompressionSpec, SparsityPromise
 from compress_sweeps.tasks.sample import calibration_batches
 from compress_sweeps.weights.patterns import NMPattern, as_matrix, parse_pattern
@@ -64,8 +64,8 @@ class OneShotPruner:
         damping: Annotated[float, Field(ge=0, lt=1)] = 0.01,
         block_size: Annotated[int, Field(ge=1)] = 128,
         layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        include: Regexes = (),
+        exclude: Regexes = DEFAULT_EXCLUDE,
         skip_incompatible: bool = False,
         untrained: Literal["error", "warn"] = "error",
     ) -> None:

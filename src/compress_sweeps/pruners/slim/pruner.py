@@ -38,7 +38,7 @@ from compress_sweeps.pruners.slim.calibration import calibration_gradients
 from compress_sweeps.pruners.slim.promise import zero_unit_patterns
 from compress_sweeps.pruners.slim.units import BlockUnits, UnitGroup, add_mask, remove_mask, unique
 from compress_sweeps.pruners.targets import mask_grads
-from compress_sweeps.schema import check_arguments
+from compress_sweeps.schema import Regexes, check_arguments
 from compress_sweeps.spec import CompressionSpec, SparsityPromise, StructurePromise
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, LayerSelection
 
@@ -73,8 +73,8 @@ class SlimPruner:
         max_sparsity_per_layer: Fraction = 0.98,
         round_to: Annotated[int, Field(ge=1)] = 1,
         slim: bool = True,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        include: Regexes = (),
+        exclude: Regexes = DEFAULT_EXCLUDE,
         calibration_batches: Annotated[int, Field(ge=0)] = 0,
         calibration_batch_size: Annotated[int, Field(ge=1)] = 16,
         seed: Annotated[int, Field(ge=0)] = 0,
