@@ -125,8 +125,8 @@ class FineTuner(Protocol):
         ...
 
 
-class Passthrough:
-    """The `none` choice of the pruner, quantizer and distiller groups: every hook does nothing."""
+class TrainingNoOps:
+    """Every training hook does nothing: the base of a compressor that changes nothing while the model trains."""
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
         pass
@@ -145,6 +145,11 @@ class Passthrough:
 
     def metrics(self) -> dict[str, float]:
         return {}
+
+
+class Passthrough(TrainingNoOps):
+    """The `none` choice of the pruner, quantizer and distiller groups: every hook does nothing (and `Compressors`
+    leaves it out)."""
 
 
 class Compressors:

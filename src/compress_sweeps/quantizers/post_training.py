@@ -9,41 +9,19 @@ it needs (`CompressionSpec.int8_export`), and the pre-launch check refuses a run
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
-import torch
-from torch import nn
-
-from compress_sweeps.hooks import RunContext
+from compress_sweeps.hooks import TrainingNoOps
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.spec import CompressionSpec
 
 
-class PostTrainingInt8:
-    """Every training hook passes through; `activations` (`dynamic` or `static`) is what the int8 export must do."""
+class PostTrainingInt8(TrainingNoOps):
+    """Every training hook does nothing; `activations` (`dynamic` or `static`) is what the int8 export must do."""
 
     def __init__(self, activations: Literal["dynamic", "static"] = "dynamic") -> None:
         check_arguments(PostTrainingInt8, {"activations": activations}, "quantizer.")
         self.activations = activations
-
-    def attach(self, model: nn.Module, context: RunContext) -> None:
-        pass
-
-    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
-        return loss
-
-    def before_optimizer_step(self, step: int) -> None:
-        pass
-
-    def after_optimizer_step(self, step: int) -> None:
-        pass
-
-    def finalize(self, model: nn.Module) -> nn.Module:
-        return model
-
-    def metrics(self) -> dict[str, float]:
-        return {}
 
     def spec(self) -> CompressionSpec:
         return CompressionSpec(method=f"PostTrainingInt8({self.activations})", int8_export=self.activations)
