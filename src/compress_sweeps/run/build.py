@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,16 +109,26 @@ def check_data(cfg: DictConfig) -> list[str]:
 def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
     """(`prefix`, node) of the run's model and of every model inside the methods' configs (teachers)."""
     yield "model.", cfg.model
+    yield from ((p, node) for p, node in target_nodes(cfg, METHODS, below=models.is_model) if models.is_model(node))
+
+
+def target_nodes(
+    cfg: DictConfig, groups: tuple[str, ...], below: Callable[[DictConfig], bool] = lambda node: False
+) -> Iterator[tuple[str, DictConfig]]:
+    """(`prefix`, node) of every node with a `_target_` in the run's `groups`, nested ones included, except those
+    inside a node for which `below` is true."""
 
     def walk(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
         if isinstance(node, DictConfig):
-            if "_target_" in node and models.is_model(node):
+            if "_target_" in node:
                 yield prefix, node
-                return
+                if below(node):
+                    return
             for key in node:
-                yield from walk(node[key], f"{prefix}{key}.")
+                if key not in HYDRA_KEYS:
+                    yield from walk(node[key], f"{prefix}{key}.")
 
-    for group in METHODS:
+    for group in groups:
         yield from walk(cfg[group], f"{group}.")
 
 
@@ -152,7 +162,7 @@ def check_finetuners(cfg: DictConfig) -> None:
     """A training loop handed to a model builder or a teacher to fine-tune a model once (a `FineTuner` parameter:
     `model.finetune` of model=finetuned, a teacher's `finetune`) must train: at 0 steps the model as built would be
     cached and used as fine-tuned (a random head compressed at chance accuracy)."""
-    for prefix, node in _target_nodes(cfg, ("model", *METHODS)):  # where models are built (the run's, teachers)
+    for prefix, node in target_nodes(cfg, ("model", *METHODS)):  # where models are built (the run's, teachers)
         for name, hint in parameters(get_object(str(node._target_))).items():
             value = node.get(name)
             if not (isinstance(value, DictConfig) and "_target_" in value and _is_finetuner(hint)):
@@ -174,21 +184,6 @@ def check_finetuners(cfg: DictConfig) -> None:
 
 def _is_finetuner(hint: Any) -> bool:
     return hint is FineTuner or FineTuner in typing.get_args(hint)
-
-
-def _target_nodes(cfg: DictConfig, groups: tuple[str, ...]) -> Iterator[tuple[str, DictConfig]]:
-    """(`prefix`, node) of every node with a `_target_` in the run's groups, nested ones included."""
-
-    def walk(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
-        if isinstance(node, DictConfig):
-            if "_target_" in node:
-                yield prefix, node
-            for key in node:
-                if key not in HYDRA_KEYS:
-                    yield from walk(node[key], f"{prefix}{key}.")
-
-    for group in groups:
-        yield from walk(cfg[group], f"{group}.")
 
 
 def check_paths(cfg: DictConfig) -> None:
