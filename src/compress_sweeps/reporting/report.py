@@ -1,6 +1,8 @@
 """`compress-sweeps report <sweep folder>`: a results table (CSV + Markdown) and plots from every job's results.json.
 
 Works offline, from the files alone: no W&B needed. The swept values come from each job's `.hydra/overrides.yaml`.
+When the sweep's jobs logged to W&B, the command also logs the plots as W&B images on one sweep-level run of their
+group (reporting/wandb_runs.py; offline without an API key), so the W&B dashboard shows the same figures.
 
 Damage recovered: a run of 0 optimizer steps (results.json `optimizer_steps`, e.g. one-shot pruning) that is
 compressed is a *one-shot* row; a compressed run that trained is a *trained* row. When the sweep holds the dense
@@ -21,6 +23,7 @@ import pandas as pd
 import yaml
 
 from compress_sweeps.reporting.plots import plot_all
+from compress_sweeps.reporting.wandb_runs import log_report_plots
 from compress_sweeps.run.artifacts import RESULTS
 from compress_sweeps.run.identity import identity_free
 
@@ -235,5 +238,6 @@ def report_main(argv: list[str]) -> int:
         parser.error(f"no such folder: {args.sweep_dir}")
     out = write_report(args.sweep_dir, args.out)
     print((out / "summary.md").read_text())
-    print(f"report written to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    print(f"report written to {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
+    log_report_plots(args.sweep_dir, out)
     return 0
