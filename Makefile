@@ -12,7 +12,7 @@ RESULTS_DIR ?= $(or $(COMPRESS_SWEEPS_OUTPUTS),outputs)/results
 RESULTS_ARGS ?= logger=none
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep report results test test-full lint format clean
+.PHONY: help install run sweep report results test test-runs test-full lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,10 +45,15 @@ results: install ## docs/results.md's tables: text + image sweeps of the conf/re
 	-$(PY) -m compress_sweeps -m sweep=results_image $(RESULTS_LAUNCH) $(RESULTS_ARGS)
 	$(PY) -m compress_sweeps results $(RESULTS_DIR)/text $(RESULTS_DIR)/image --into docs/results.md --out $(RESULTS_DIR)/results.md
 
-test: install ## the test suite without the tests marked slow (what CI runs)
-	$(PY) -m pytest -m "not slow" -q
+# The suite in two halves, both run by CI (.ci/run): `test` keeps to in-process tests, `test-runs` takes those marked
+# `runs` (a Python subprocess: the command line, torchrun, multi-job sweeps) or `slow` (pyproject.toml's markers).
+test: install ## the in-process tests: neither `runs` nor `slow` (CI runs them first)
+	$(PY) -m pytest -m "not slow and not runs" -q
 
-test-full: install ## every test, slow ones included
+test-runs: install ## the tests `make test` leaves out: subprocess runs, sweeps, slow runs (CI runs them second)
+	$(PY) -m pytest -m "runs or slow" -q
+
+test-full: install ## every test in one go (make test + make test-runs)
 	$(PY) -m pytest -q
 
 lint: install ## ruff lint and format check, and the import contracts of pyproject.toml (layers, no cycles)

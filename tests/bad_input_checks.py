@@ -3,7 +3,7 @@ kinds, the `{run_folder}` placeholders of their tables, and the one check that a
 
 from __future__ import annotations
 
-from conftest import CNN_SMOKE
+from helpers import CNN_SMOKE
 
 from compress_sweeps.errors import config_error, show
 from compress_sweeps.run.build import build, check

@@ -1,32 +1,20 @@
-"""Shared fixtures: an isolated environment (no network, W&B offline into a temp folder), Hydra composition,
-and a tiny BERT saved with `save_pretrained` so the Hugging Face loading code runs without the hub."""
+"""Shared fixtures (injected by name, never imported): an isolated environment (no network, W&B offline into a temp
+folder), a tiny BERT saved with `save_pretrained` so the Hugging Face loading code runs without the hub, tiny text
+CSVs and finished run folders. Plain helpers live in tests/helpers/ (`from helpers import compose_cfg, ...`)."""
 
 from __future__ import annotations
 
-import csv
 import json
+import subprocess
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from helpers import starts_python, text_rows, write_csv, write_tiny_bert
+from omegaconf import OmegaConf
 
-from compress_sweeps.config import config_dir
 from compress_sweeps.models import ConvNet
 from compress_sweeps.models.runs import save_model
 from compress_sweeps.run import artifacts
-
-CONF = config_dir()
-TOPICS = ["sport", "tech", "politics"]
-CNN_SMOKE = ["task=digits", "model=cnn", "trainer=smoke", "logger=none", "trainer.progress=false"]  # seconds
-WORDS = {
-    "sport": "match goal team player win season league coach",
-    "tech": "software chip phone computer internet data code network",
-    "politics": "minister vote party election government law policy debate",
-}
 
 
 @pytest.fixture(autouse=True)
@@ -44,88 +32,34 @@ def isolated_env(tmp_path, monkeypatch):
     yield
 
 
-def compose_cfg(overrides: list[str], output_dir: Path | None = None, keep_hydra: bool = False) -> DictConfig:
-    """The composed train config with Hydra's runtime config set, as `python -m compress_sweeps` would see it."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    if not keep_hydra:
-        with open_dict(cfg):
-            del cfg["hydra"]  # as in a real run: the job's config holds no hydra node
-    return cfg
+@pytest.fixture(autouse=True)
+def python_subprocesses_are_marked(request, monkeypatch):
+    """An unmarked test that starts a Python subprocess fails: each one costs seconds of imports, and `make test`
+    (the README's command) stays fast only if such tests carry `@pytest.mark.runs`, which `make test-runs` runs.
+    Other programs (W&B's service binary) start as usual."""
+    if request.node.get_closest_marker("runs") is not None:
+        yield
+        return
+    start = subprocess.Popen.__init__
 
+    def guarded(self, args, *rest, **options):
+        if starts_python(args):
+            pytest.fail(f"{request.node.nodeid} starts a Python subprocess ({args!r}): mark it @pytest.mark.runs")
+        start(self, args, *rest, **options)
 
-def write_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
-    """A randomly initialised 2-layer BERT (hidden 32) and a word-level tokenizer, saved like a hub model."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w for s in WORDS.values() for w in s.split()})
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
-
-
-def text_rows(n: int, seed: int = 0, words: tuple[int, int] = (8, 8)) -> list[dict]:
-    """`n` texts of `words` (min, max) words each, labelled by topic in turn."""
-    import random
-
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        topic = TOPICS[i % len(TOPICS)]
-        vocabulary = WORDS[topic].split()
-        count = words[0] if words[0] == words[1] else rng.randint(*words)
-        rows.append({"text": " ".join(rng.choice(vocabulary) for _ in range(count)), "label": topic})
-    return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def write_local_glue(root: Path) -> Path:
-    """A local folder laid out like the hub's nyu-mll/glue repo (README configs + parquet files per task)."""
-    (root / "sst2").mkdir(parents=True)
-    rows = pd.DataFrame({"sentence": ["good film", "bad film", "great", "awful"] * 3, "label": [1, 0, 1, 0] * 3})
-    rows["idx"] = range(len(rows))
-    for split in ("train", "validation"):
-        rows.to_parquet(root / "sst2" / f"{split}-00000-of-00001.parquet")
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: sst2\n  data_files:\n"
-        "  - split: train\n    path: sst2/train-*\n  - split: validation\n    path: sst2/validation-*\n"
-        "dataset_info:\n- config_name: sst2\n  features:\n  - name: sentence\n    dtype: string\n"
-        "  - name: label\n    dtype:\n      class_label:\n        names:\n"
-        "          '0': negative\n          '1': positive\n"
-        "  - name: idx\n    dtype: int32\n---\n"
-    )
-    return root
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    yield
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
+    """One tiny BERT folder for the whole session (saving it takes about a second)."""
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture
 def text_csvs(tmp_path) -> tuple[Path, Path]:
+    """A train CSV of 48 and a validation CSV of 24 eight-word texts, three topics in turn."""
     return write_csv(tmp_path / "train.csv", text_rows(48)), write_csv(tmp_path / "dev.csv", text_rows(24, seed=1))
 
 
@@ -134,18 +68,6 @@ def ragged_text_csvs(tmp_path) -> tuple[Path, Path]:
     """Texts of 2 to 13 words (4 to 15 tokens): batches padded to their longest example differ in width."""
     train = write_csv(tmp_path / "ragged_train.csv", text_rows(48, words=(2, 13)))
     return train, write_csv(tmp_path / "ragged_dev.csv", text_rows(24, seed=1, words=(2, 13)))
-
-
-def tiny_text_overrides(text_csvs: tuple[Path, Path], model: Path) -> list[str]:
-    """Overrides for a text run on the CSV fixtures with a local Hugging Face model (e.g. the tiny BERT)."""
-    return [
-        "task=text_files",
-        f"task.train_file={text_csvs[0]}",
-        f"task.validation_file={text_csvs[1]}",
-        "task.max_length=16",
-        "model=hf",
-        f"model.name_or_path={model}",
-    ]
 
 
 @pytest.fixture

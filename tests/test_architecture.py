@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -18,12 +20,14 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.runs
 def test_import_contracts_are_kept():
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 kept, 0 broken" in result.stdout
 
 
+@pytest.mark.runs
 def test_a_method_importing_the_training_loop_breaks_the_contract(tmp_path):
     """The contract is not vacuous: a pruner module that imports trainer.py (the old way to reach logits_of) fails."""
     shutil.copytree(ROOT / "src", tmp_path / "src")

@@ -15,7 +15,7 @@ from bad_input_checks import (
     check_config,
     filled,
 )
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from compress_sweeps import train
 

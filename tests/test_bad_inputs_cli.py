@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CNN_SMOKE, compose_cfg
+from helpers import CNN_SMOKE, compose_cfg
 
 
 def cli(tmp_path: Path, *overrides: str, run_dir: Path | None = None, env: dict | None = None):
@@ -27,6 +27,7 @@ def one_line(done: subprocess.CompletedProcess, stream: str = "stderr") -> str:
 
 
 # one bad input of each kind, through the command line: before anything exists, one line, exit code 2
+@pytest.mark.runs
 @pytest.mark.parametrize(
     ("overrides", "line"),
     [
@@ -53,6 +54,7 @@ def test_cli_refuses_a_bad_setting_before_anything_exists(tmp_path, overrides, l
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.runs
 def test_cli_names_a_bad_setting_found_at_attach_and_records_it(tmp_path):
     done = cli(tmp_path, "pruner=magnitude", "pruner.include=[attention]")
     assert done.returncode == 2 and one_line(done).startswith("error: pruner.include=[attention] matches no layer")
@@ -61,6 +63,7 @@ def test_cli_names_a_bad_setting_found_at_attach_and_records_it(tmp_path):
     assert "train/loss" not in results["metrics"] and not (tmp_path / "run" / "model.safetensors").exists()
 
 
+@pytest.mark.runs
 def test_a_run_folder_under_a_file_is_refused(tmp_path):
     (tmp_path / "a_file").write_text("x")
     done = cli(tmp_path, run_dir=tmp_path / "a_file" / "run")
@@ -68,6 +71,7 @@ def test_a_run_folder_under_a_file_is_refused(tmp_path):
     assert one_line(done).startswith(f"error: hydra.run.dir={tmp_path / 'a_file' / 'run'} lies under a file")
 
 
+@pytest.mark.runs
 def test_a_completed_run_folder_is_not_overwritten(tmp_path):
     assert cli(tmp_path).returncode == 0
     before = (tmp_path / "run" / "results.json").read_text()
@@ -76,6 +80,7 @@ def test_a_completed_run_folder_is_not_overwritten(tmp_path):
     assert (tmp_path / "run" / "results.json").read_text() == before
 
 
+@pytest.mark.runs
 def test_a_full_disk_ends_in_one_line_and_a_results_file_it_names(tmp_path):
     """The checkpoint cannot be written (RLIMIT_FSIZE stands in for a full disk): the run fails with one line
     naming the cause, and results.json, small enough to be written, records the failure where the line says."""

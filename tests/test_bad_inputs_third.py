@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from bad_input_checks import BAD_REGEX, CNN_DIGITS, NO_DEVICE, NOT_FINITE, assert_names, check_config, filled
-from conftest import CNN_SMOKE, CONF, compose_cfg, text_rows, tiny_text_overrides, write_csv
+from helpers import CNN_SMOKE, CONF, compose_cfg, text_rows, tiny_text_overrides, write_csv
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -440,6 +440,7 @@ def cli(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
 SWEEP_FILE = "# @package _global_\nhydra:\n  sweeper:\n    params:\n      trainer.lrr: 0.1,0.2\n"
 
 
+@pytest.mark.runs
 @pytest.mark.parametrize(
     ("arguments", "line"),
     [
@@ -462,6 +463,7 @@ def test_the_command_line_gives_one_line_and_exit_code_2_before_anything_exists(
     assert not any((tmp_path / name).exists() for name in ("run", "sweep_dir", "outputs"))
 
 
+@pytest.mark.runs
 def test_a_sweep_refuses_what_a_single_run_refuses(tmp_path):
     """The same device in a grid: exit code 2 before any job, the point and its error listed."""
     folders = [f"hydra.sweep.dir={tmp_path / 'sweep_dir'}"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from bad_input_checks import check_config
-from conftest import compose_cfg, text_rows, write_csv
+from helpers import compose_cfg, text_rows, write_csv
 
 from compress_sweeps.errors import ConfigError
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import text_rows
+from helpers import text_rows
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.trainer_pt_utils import get_length_grouped_indices
 

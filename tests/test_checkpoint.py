@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import compose_cfg, tiny_text_overrides
+from helpers import compose_cfg, tiny_text_overrides
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -37,6 +37,7 @@ def text_run(csvs, model, group_by_length: bool) -> list[str]:
     return [*tiny_text_overrides(csvs, model), *COMPRESSORS, *LOOP, "trainer.lr=1e-3", grouping]
 
 
+@pytest.mark.runs
 @pytest.mark.parametrize("data", ["images", "text", "text_grouped_by_length"])
 def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, request, data):
     run = RUN

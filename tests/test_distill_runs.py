@@ -8,7 +8,7 @@ import math
 import re
 
 import pytest
-from conftest import compose_cfg, tiny_text_overrides
+from helpers import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train

@@ -75,6 +75,7 @@ def test_state_check_names_what_differs_between_ranks(tmp_path):
         assert differs["differing"] == ["0.Holder[scores][b]", "model.weight_mask"]
 
 
+@pytest.mark.runs
 def test_torchrun_two_processes_prune_and_quantize_one_run(tmp_path):
     """snip_momentum + q8bert on 2 gloo ranks: one folder (no hydra.run.dir given), one results.json, one W&B run."""
     env = os.environ | {

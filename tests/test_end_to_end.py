@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, tiny_text_overrides
+from helpers import compose_cfg, tiny_text_overrides
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from wandb_records import history, records, run_file, wait_for_exit
@@ -50,6 +50,7 @@ def check_contract(run_dir: Path) -> dict:
     return results
 
 
+@pytest.mark.runs
 def test_image_smoke_run_from_the_command_line(tmp_path):
     done = cli(*IMAGE_SMOKE, "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -63,6 +64,7 @@ def test_image_smoke_run_from_the_command_line(tmp_path):
     rebuilt.load_state_dict(load_file(tmp_path / "run" / "model.safetensors"))
 
 
+@pytest.mark.runs
 def test_multirun_gives_one_folder_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli("-m", *IMAGE_SMOKE, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -73,6 +75,7 @@ def test_multirun_gives_one_folder_per_job(tmp_path):
     assert "sweep " in done.stdout and "2 completed" in done.stdout
 
 
+@pytest.mark.runs
 @pytest.mark.parametrize(
     ("override", "message"),
     [("trainer.max_stpes=3", "max_stpes"), ("pruner=nope", "nope"), ("trainer.lr=-1", "trainer.lr")],
@@ -123,6 +126,7 @@ def test_text_run_with_hf_model_and_wandb_offline(tmp_path, tiny_bert, text_csvs
     assert {"compression.speedup", "compression.latency.batch_1.ratio", "compression.latency.machine"} <= summary
 
 
+@pytest.mark.slow  # a real pretrained MiniLM on BBC News: the longest in-process test (106 s of 788 under load)
 def test_pretrained_minilm_on_bbc_news_smoke(tmp_path):
     cfg = compose_cfg(
         [

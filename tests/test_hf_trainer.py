@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import TOPICS, text_rows
+from helpers import TOPICS, text_rows
 from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from compress_sweeps.distillers import LogitsDistiller, Teacher

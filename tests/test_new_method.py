@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import compose_cfg
+from helpers import compose_cfg
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -87,6 +87,7 @@ def test_the_precheck_runs_its_checks_before_anything_loads():
     )
 
 
+@pytest.mark.runs
 def test_a_sweep_with_a_bad_point_stops_before_any_job(tmp_path):
     command = [sys.executable, "-m", "compress_sweeps", "-m", *TOY, "+pruner.start_step=1,10"]
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import compose_cfg, tiny_text_overrides
+from helpers import compose_cfg, tiny_text_overrides
 from safetensors.torch import load_file
 
 from compress_sweeps import train

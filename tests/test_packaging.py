@@ -8,9 +8,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.runs
 def test_wheel_ships_configs_and_console_script(tmp_path):
     subprocess.run(
         [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tiny_bert
+from helpers import write_tiny_bert
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
@@ -198,6 +198,7 @@ BAD = {
 }
 
 
+@pytest.mark.runs
 @pytest.mark.parametrize("case", BAD)
 def test_bad_budgets_stop_with_one_line_before_anything_trains(case, tmp_path):
     extra, message = BAD[case]
@@ -210,6 +211,7 @@ def test_bad_budgets_stop_with_one_line_before_anything_trains(case, tmp_path):
     assert not list(sweep.glob("*/results.json"))  # nothing trained
 
 
+@pytest.mark.runs
 def test_a_plan_answers_with_a_measured_model_and_resumes(tmp_path):
     """The whole plan on the digits CNN: the chosen folder meets the (size) budget as re-measured, reloads, and the
     report says it; a candidate that fails is recorded and the plan goes on; a re-launch into the folder runs

@@ -165,6 +165,7 @@ def test_temperature_plot_and_pareto_front(tmp_path):
     assert pareto_front(points)[["size_mb", "accuracy"]].values.tolist() == [[1.0, 0.8], [2.5, 0.85], [3.0, 0.9]]
 
 
+@pytest.mark.runs
 def test_report_command_on_a_real_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     run = [sys.executable, "-m", "compress_sweeps"]
@@ -190,6 +191,7 @@ def test_report_command_on_a_real_sweep(tmp_path):
 WANDB_SWEEP = [sys.executable, "-m", "compress_sweeps", "wandb-sweep"]
 
 
+@pytest.mark.runs
 @pytest.mark.parametrize("sweep_file", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_wandb_sweep_export(sweep_file, tmp_path):
     method = "random" if "interval(" in sweep_file.read_text() else "grid"

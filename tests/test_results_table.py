@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF, compose_cfg
+from helpers import CONF, compose_cfg
 from hydra.utils import instantiate
 from torch import nn
 

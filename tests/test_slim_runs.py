@@ -15,7 +15,7 @@ from compress_sweeps.models.structure import STRUCTURE
 
 
 def slim_run(tmp_path, tiny_bert, text_csvs, units: str, *extra: str):
-    from conftest import compose_cfg, tiny_text_overrides
+    from helpers import compose_cfg, tiny_text_overrides
 
     from compress_sweeps import train
 
@@ -99,6 +99,7 @@ def test_verify_catches_a_tampered_slim_model(tmp_path, tiny_bert, text_csvs):
     assert "prunable flops removed" in found and "params model_after" in found
 
 
+@pytest.mark.runs
 def test_a_bad_slim_setting_stops_the_run_before_anything_loads(tmp_path):
     """The pre-launch pass: a bad value or a schedule beyond the run is one line naming the key (exit code 2 from
     the command line), before any data, model or run folder."""
@@ -106,7 +107,7 @@ def test_a_bad_slim_setting_stops_the_run_before_anything_loads(tmp_path):
     import subprocess
     import sys
 
-    from conftest import compose_cfg
+    from helpers import compose_cfg
 
     from compress_sweeps.run.build import build, check
 

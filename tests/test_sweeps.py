@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF, compose_cfg
+from helpers import CONF, compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 
@@ -79,6 +79,7 @@ def test_the_reference_job_drops_what_it_replaces():
     ]
 
 
+@pytest.mark.runs
 def test_a_reference_sweep_runs_the_dense_job_once_and_the_report_measures_drops_against_it(tmp_path):
     sweep = tmp_path / "sweep"
     grid = [*IMAGE_SMOKE, "pruner=magnitude", "pruner.target_sparsity=0.5,0.7", "seed=0,1"]
@@ -132,6 +133,7 @@ def job_results(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
 
 
+@pytest.mark.runs
 def test_failed_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     sweep = tmp_path / "sweep"
     # a pattern the CNN's first layer (32 rows) does not divide sits in the middle of the grid: only the model
@@ -145,6 +147,7 @@ def test_failed_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     assert "FAILED" in done.stdout and "pruner.pattern=3x1 does not fit layer 'features.0'" in done.stdout
 
 
+@pytest.mark.runs
 def test_precheck_stops_a_sweep_with_bad_settings_before_any_job(tmp_path):
     sweep = tmp_path / "sweep"
     # a pruning schedule ending at step 10 of a 3-step run is only wrong given the trainer: a cross-group check
@@ -158,6 +161,7 @@ def test_precheck_stops_a_sweep_with_bad_settings_before_any_job(tmp_path):
     assert not list(sweep.glob("*/results.json"))  # nothing ran
 
 
+@pytest.mark.runs
 def test_relaunch_runs_only_unfinished_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     first = cli("-m", *IMAGE_SMOKE, "seed=0,1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -175,6 +179,7 @@ def test_relaunch_runs_only_unfinished_jobs(tmp_path):
     assert job_results(sweep)[unfinished]["status"] == "completed"
 
 
+@pytest.mark.runs
 def test_named_sweep_with_the_joblib_launcher(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli(
@@ -191,6 +196,7 @@ def test_named_sweep_with_the_joblib_launcher(tmp_path):
     assert all(r["threads"] == max(1, (os.cpu_count() or 1) // 2) for r in job_results(sweep).values())
 
 
+@pytest.mark.runs
 def test_submitit_local_launcher(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli(
@@ -215,6 +221,7 @@ def test_slurm_presets_compose_onto_submitit(preset, gpus):
     assert launcher.array_parallelism >= 1 and launcher.timeout_min > 0
 
 
+@pytest.mark.runs
 def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     import signal
     import time
@@ -249,6 +256,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_jobs(tmp_path):
     assert second.stdout.count("skip: already completed") == len(finished)
 
 
+@pytest.mark.runs
 def test_each_sweep_job_is_its_own_wandb_run_in_the_sweep_group(tmp_path):
     from wandb_records import run_file, wait_for_exit
 
@@ -266,6 +274,7 @@ def test_each_sweep_job_is_its_own_wandb_run_in_the_sweep_group(tmp_path):
         assert {"seed", "trainer.max_steps", "model.channels"} <= columns
 
 
+@pytest.mark.runs
 def test_a_bad_objective_stops_the_sweep_and_the_fixed_grid_then_runs(tmp_path):
     """A mistyped optimized_metric is found before any job trains (it used to fail every finished job); after the
     fix, re-launching into the same folder runs the grid and exits 0, whatever the first launch left there."""
@@ -279,6 +288,7 @@ def test_a_bad_objective_stops_the_sweep_and_the_fixed_grid_then_runs(tmp_path):
     assert "2 completed" in done.stdout and len(job_results(sweep)) == 2
 
 
+@pytest.mark.runs
 def test_the_summary_counts_this_launch_and_a_job_whose_model_file_is_gone_runs_again(tmp_path):
     sweep = tmp_path / "sweep"
     failing = cli(
@@ -295,6 +305,7 @@ def test_the_summary_counts_this_launch_and_a_job_whose_model_file_is_gone_runs_
     assert (job / "model.safetensors").is_file() and "1 completed" in again.stdout
 
 
+@pytest.mark.runs
 def test_output_dir_cannot_point_every_job_at_one_folder(tmp_path):
     done = cli("-m", *IMAGE_SMOKE, "seed=0,1", f"paths.output_dir={tmp_path / 'one'}", cwd=tmp_path)
     assert done.returncode == 2 and "paths.output_dir" in done.stderr and "cannot be set" in done.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import TOPICS, text_rows, write_local_glue
+from helpers import TOPICS, text_rows, write_local_glue
 from transformers import AutoTokenizer
 
 from compress_sweeps.errors import ConfigError

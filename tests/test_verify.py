@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_cfg
+from helpers import compose_cfg
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
@@ -44,6 +44,7 @@ def verify_cli(folder, *flags: str):
     )
 
 
+@pytest.mark.runs
 def test_pruned_run_verifies_and_a_revived_weight_fails_it(tmp_path):
     folder, results = run(tmp_path, "pruner=magnitude", "pruner.target_sparsity=0.5", "pruner.pattern=4x1")
     assert results["status"] == "completed" and results["verified"]["ok"]
@@ -66,6 +67,7 @@ def test_pruned_run_verifies_and_a_revived_weight_fails_it(tmp_path):
     assert after["status"] == "failed" and after["error"].startswith("verification failed: layer fc.weight")
 
 
+@pytest.mark.runs
 def test_quantized_run_verifies_and_extra_levels_fail_it(tmp_path):
     folder, results = run(tmp_path, "quantizer=q8bert", "quantizer.bits=4")
     assert results["verified"]["ok"], results["verified"]
@@ -76,6 +78,7 @@ def test_quantized_run_verifies_and_extra_levels_fail_it(tmp_path):
     assert done.returncode == 1 and "FAIL 2 weights at 4 bits" in done.stdout and "fc.weight" in done.stdout
 
 
+@pytest.mark.runs
 def test_one_weight_moved_off_the_8_bit_grid_fails_verification(tmp_path):
     folder, results = run(tmp_path, "quantizer=q8bert", "export=none")
     assert results["verified"]["ok"], results["verified"]
@@ -88,6 +91,7 @@ def test_one_weight_moved_off_the_8_bit_grid_fails_verification(tmp_path):
     assert done.returncode == 1 and "fc.weight" in done.stdout
 
 
+@pytest.mark.runs
 def test_verify_names_a_folder_that_is_not_a_run(tmp_path):
     done = verify_cli(tmp_path)
     assert done.returncode == 2 and "not a readable finished run folder" in done.stderr
@@ -102,6 +106,7 @@ def test_nm_run_verifies(tmp_path, pattern):
     assert checks[f"pattern {pattern}"]["ok"] and checks["target_sparsity"]["expected"] == 0.5
 
 
+@pytest.mark.runs
 def test_verify_reads_the_spec_not_the_config(tmp_path):
     """The gate needs results.json and the weights alone: no .hydra/ config, no method-specific keys."""
     folder, results = run(tmp_path, "pruner=magnitude", "pruner.target_sparsity=0.5", "pruner.pattern=4x1")
