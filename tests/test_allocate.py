@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from compress_sweeps.pruners.allocate import allocate, group_bounds, kth_smallest
+from compress_sweeps.pruners.gradual.allocate import allocate, group_bounds, kth_smallest
 
 
 def reference(scores, sizes, target, min_s, max_s):

@@ -1,10 +1,13 @@
-"""Turn per-group scores into pruned groups at a target sparsity: per layer (`local`) or one threshold (`global`).
+"""Turn per-group scores into pruned groups at a target sparsity: one threshold (`global`), per layer (`local`), or
+per block of each row (`uniform`).
 
 Each target (a layer, or an attention block for head pruning) has `num_groups` groups of `group_size` weights.
 `local`: every target prunes round(target * num_groups) of its lowest-scoring groups. `global`: one score
 threshold across all targets: the largest whose pruned weights stay within round(target * all weights), with each
 target's count clamped to its [min, max] sparsity caps, so caps move the budget to other layers instead of losing
 it. The threshold is an order statistic of the (capped) scores, found by selection, not by sorting them all.
+`uniform` (uniform.py): every block of `blocks[i]` consecutive groups of target i (a block of a row) prunes the same
+round(target * blocks[i]) lowest-scoring groups, within the caps.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
-DOMAINS = ("global", "local")
+from compress_sweeps.pruners.gradual.uniform import uniform_pruned
+
+DOMAINS = ("global", "local", "uniform")
 
 
 def group_bounds(num_groups: int, target: float, min_s: float, max_s: float) -> tuple[int, int]:
@@ -31,9 +36,15 @@ def allocate(
     domain: str,
     min_s: float,
     max_s: Sequence[float],
+    blocks: Sequence[int] = (),
 ) -> list[torch.Tensor]:
-    """Bool vectors of pruned groups, one per target; `max_s[i]` is target i's cap (pattern limits included)."""
+    """Bool vectors of pruned groups, one per target; `max_s[i]` is target i's cap (pattern limits included);
+    `blocks[i]` the groups per block of target i (`uniform` only)."""
     scores = [s.float() for s in scores]
+    if domain == "uniform":
+        bounds = [group_bounds(g, target, min_s, cap) for g, cap in zip(blocks, max_s, strict=True)]
+        counts = [min(max(round(target * g), low), high) for g, (low, high) in zip(blocks, bounds, strict=True)]
+        return [uniform_pruned(s, g, k) for s, g, k in zip(scores, blocks, counts, strict=True)]
     bounds = [group_bounds(len(s), target, min_s, cap) for s, cap in zip(scores, max_s, strict=True)]
     if domain == "local":
         counts = [min(max(round(target * len(s)), low), high) for s, (low, high) in zip(scores, bounds, strict=True)]

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.pruners.allocate import DOMAINS, allocate
-from compress_sweeps.pruners.criteria import Criterion
-from compress_sweeps.pruners.heads import select_heads
+from compress_sweeps.pruners.criteria import Criterion, check_first_update
+from compress_sweeps.pruners.gradual.allocate import DOMAINS, allocate
+from compress_sweeps.pruners.gradual.heads import select_heads
+from compress_sweeps.pruners.gradual.uniform import block_groups, fits_uniform
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.targets import mask_grads, select_layers
 from compress_sweeps.schema import Regexes, check_arguments
-from compress_sweeps.weights.patterns import REDUCTIONS, NMPattern, parse_pattern
+from compress_sweeps.weights.patterns import REDUCTIONS, parse_pattern, resolve_sparsity
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection
 
 DEFAULT_TARGET_SPARSITY = 0.9  # when target_sparsity is null and the pattern does not fix it (N:M does)
@@ -31,8 +32,9 @@ class GroupSettings:
     """Everything one pruning group is configured by (the pruner's top-level keys, or one entry of `groups`).
 
     `target_sparsity: null` means 1 - N/M for N:M patterns and 0.9 otherwise. `pattern` is a weight pattern
-    (`4x1`, `1x1`, `2:4`, `channel`; weights/patterns.py) or `head` (attention heads, pruners/heads.py).
-    Schedule steps are an int step or a fraction of the run (pruners/schedules.py).
+    (`4x1`, `1x1`, `2:4`, `channel`; weights/patterns.py) or `head` (attention heads, pruners/gradual/heads.py).
+    Schedule steps are an int step or a fraction of the run (pruners/schedules.py). `uniform_block_size`: with
+    `prune_domain: uniform`, the input columns of one block of a row (null: the whole row; pruners/gradual/uniform.py).
     """
 
     target_sparsity: float | None = None
@@ -42,7 +44,8 @@ class GroupSettings:
     start_step: int | float = 0.1
     end_step: int | float = 0.7
     update_frequency: int | float = 0.05
-    prune_domain: Literal["global", "local"] = "global"
+    prune_domain: Literal["global", "local", "uniform"] = "global"
+    uniform_block_size: int | None = None
     layer_types: Sequence[str] = DEFAULT_LAYER_TYPES
     include: Regexes = ()
     exclude: Regexes = DEFAULT_EXCLUDE
@@ -68,34 +71,32 @@ class PruneGroup:
     def __init__(self, criterion: Criterion, settings: GroupSettings, key: str = "pruner.") -> None:
         s = settings
         self.criterion = criterion
-        if criterion.needs_grad and type(s.start_step) is int and s.start_step == 0:
-            raise ConfigError(
-                f"{key}start_step",
-                0,
-                f"must be >= 1 (or a fraction of the run) with pruner/criterion={criterion.name}, which scores "
-                "weights by their gradients; step 0 is before any gradient (or use pruner/criterion=magnitude)",
-                problem="prunes before any gradient",
-            )
+        check_first_update(criterion, s.start_step, f"{key}start_step")
         self.heads = str(s.pattern).strip().lower() == "head"
         self.pattern = None if self.heads else parse_pattern(s.pattern, f"{key}pattern")
-        target_sparsity = s.target_sparsity
-        if isinstance(self.pattern, NMPattern):
-            implied = self.pattern.max_fraction
-            if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
-                raise ConfigError(
-                    f"{key}target_sparsity",
-                    target_sparsity,
-                    f"must be null or {implied:g}: {key}pattern={self.pattern.label} prunes exactly 1 - N/M of a layer",
-                    problem=f"contradicts {key}pattern={self.pattern.label}",
-                )
-            target_sparsity = implied
-        self.target = DEFAULT_TARGET_SPARSITY if target_sparsity is None else float(target_sparsity)
+        self.target = DEFAULT_TARGET_SPARSITY if s.target_sparsity is None else float(s.target_sparsity)
+        if self.pattern is not None:  # a pattern may fix the sparsity (N:M)
+            self.target = resolve_sparsity(self.pattern, s.target_sparsity, self.target, f"{key}target_sparsity")
         if not 0.0 < self.target < 1.0:
-            raise ConfigError(f"{key}target_sparsity", target_sparsity, "must be in (0, 1) or null")
+            raise ConfigError(f"{key}target_sparsity", s.target_sparsity, "must be in (0, 1) or null")
         if s.block_reduce not in REDUCTIONS:
             raise ConfigError(f"{key}block_reduce", s.block_reduce, f"must be one of {list(REDUCTIONS)}", "is unknown")
         if s.prune_domain not in DOMAINS:
             raise ConfigError(f"{key}prune_domain", s.prune_domain, f"must be one of {list(DOMAINS)}", "is unknown")
+        if s.uniform_block_size is not None and (s.prune_domain != "uniform" or s.uniform_block_size < 1):
+            raise ConfigError(
+                f"{key}uniform_block_size",
+                s.uniform_block_size,
+                f"must be null, or an int >= 1 with {key}prune_domain=uniform (it is {s.prune_domain})",
+            )
+        if s.prune_domain == "uniform" and not fits_uniform(self.pattern):
+            raise ConfigError(
+                f"{key}prune_domain",
+                s.prune_domain,
+                f"must be global or local with {key}pattern={s.pattern}: uniform cuts rows into blocks, and whole "
+                "channels or heads have none",
+                problem=f"does not fit {key}pattern={s.pattern}",
+            )
         if not 0.0 <= s.min_sparsity_per_layer <= s.max_sparsity_per_layer <= 1.0:
             raise ConfigError(
                 f"{key}min_sparsity_per_layer",
@@ -118,6 +119,7 @@ class PruneGroup:
         self.schedule = Schedule(s.start_step, s.end_step, s.update_frequency, s.sparsity_decay, key)
         self.selection = LayerSelection(s.layer_types, s.include, s.exclude, key)
         self.reduce, self.domain, self.skip = s.block_reduce, s.prune_domain, s.skip_incompatible
+        self.uniform_block, self.blocks = s.uniform_block_size, []  # blocks: groups per uniform block, per target
         self.min_s, self.max_s = s.min_sparsity_per_layer, s.max_sparsity_per_layer
         self.key = key
         self.targets: list = []
@@ -136,6 +138,11 @@ class PruneGroup:
             )
         if not self.targets:
             raise self.selection.no_layer(model)
+        if self.domain == "uniform":
+            key = f"{self.key}uniform_block_size"
+            self.blocks = [
+                block_groups(self.pattern, t.shape, self.uniform_block, self.target, t.name, key) for t in self.targets
+            ]
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -165,7 +172,7 @@ class PruneGroup:
         group_scores = [t.group_scores([next(scores) for _ in t.weights]) for t in self.targets]
         caps = [min(self.max_s, t.max_fraction) for t in self.targets]
         sizes = [t.group_size for t in self.targets]
-        pruned = allocate(group_scores, sizes, self.current, self.domain, self.min_s, caps)
+        pruned = allocate(group_scores, sizes, self.current, self.domain, self.min_s, caps, self.blocks)
         for target, groups in zip(self.targets, pruned, strict=True):
             target.set_pruned(groups)
         self.pruned_any = True

@@ -17,8 +17,9 @@ from torch import nn
 
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.criteria import Criterion
-from compress_sweeps.pruners.group import GroupSettings, PruneGroup, settings_for
+from compress_sweeps.pruners.gradual.group import GroupSettings, PruneGroup, settings_for
 from compress_sweeps.pruners.targets import remove_mask
+from compress_sweeps.schema import chosen
 from compress_sweeps.spec import CompressionSpec, SparsityPromise
 
 
@@ -33,7 +34,7 @@ class Pruner:
 
     def __init__(
         self,
-        criterion: Callable[[], Criterion],
+        criterion: chosen(Callable[[], Criterion], "pruner/criterion"),
         groups: Sequence[Mapping[str, Any]] | None = None,
         **settings: Any,
     ) -> None:
@@ -46,13 +47,18 @@ class Pruner:
         self.total_steps = 0
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
+        self.select(model, context)
+        self.after_optimizer_step(0)  # a mask update scheduled at step 0 prunes before training
+
+    def select(self, model: nn.Module, context: RunContext) -> None:
+        """Pick every group's layers and add their all-ones masks, resolve the schedules; prune nothing yet (a
+        method built on these groups, like neural_wiring.py, keeps what it needs before the first mask update)."""
         taken: set[str] = set()
         for group in self.groups:
             group.attach(model, context.total_steps, taken)
         self.total_steps = context.total_steps
         self._weights = [w for g in self.groups for w in g.weights]
         self._masks = [m for g in self.groups for m in g.masks]
-        self.after_optimizer_step(0)  # a mask update scheduled at step 0 prunes before training
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
