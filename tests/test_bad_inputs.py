@@ -17,7 +17,7 @@ from bad_input_checks import (
     check_config,
     filled,
 )
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from compress_sweeps.errors import ConfigError
 
@@ -114,7 +114,9 @@ CONFIG_TIME = {
     ),
     "distillation without steps": (["distiller=logits", "trainer=none"], "trainer.max_steps", 0, "trains nothing"),
     "wanda on whole channels": (["pruner=wanda", "pruner.pattern=channel"], "pruner.pattern", "channel", "does not"),
-    "one-shot method unknown": (["pruner=sparsegpt", "pruner.method=obs"], "pruner.method", "obs", UNKNOWN),
+    "one-shot method as a value": (["pruner=sparsegpt", "pruner.method=obs"], "pruner.method", "obs", TYPE),
+    "sparsegpt damping": (["pruner=sparsegpt", "pruner.method.damping=1.5"], "pruner.method.damping", 1.5, RANGE),
+    "one-shot block score": (["pruner=wanda", "pruner.block_reduce=avg"], "pruner.block_reduce", "avg", UNKNOWN),
     "one-shot calibration on no examples": (
         ["pruner=wanda", "pruner.calibration_examples=0"],
         "pruner.calibration_examples",

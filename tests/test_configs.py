@@ -5,14 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF, compose_cfg, write_local_glue
+from helpers import CONF, compose_cfg, write_local_glue
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from compress_sweeps import kinds
 from compress_sweeps.hooks import Compressor
 from compress_sweeps.run.build import build, check
 
-GROUPS = ["task", "model", "pruner", "pruner/criterion", "quantizer", "distiller", "export", "trainer", "logger"]
+GROUPS = [
+    "task",
+    "model",
+    "pruner",
+    "pruner/criterion",
+    "pruner/method",
+    "quantizer",
+    "distiller",
+    "export",
+    "trainer",
+    "logger",
+]
 GROUPS += ["experiment"]
 OPTIONS = sorted((group, path.stem) for group in GROUPS for path in (CONF / group).glob("*.yaml"))
 
@@ -23,6 +35,7 @@ def test_every_yaml_is_covered():
     covered |= {p.relative_to(CONF) for p in (CONF / "hydra" / "launcher").glob("*.yaml")}  # test_sweeps.py
     covered |= {p.relative_to(CONF) for p in (CONF / "hydra" / "sweeper").glob("*.yaml")}  # test_sweeps.py
     covered |= {p.relative_to(CONF) for p in (CONF / "recipe").glob("*.yaml")}  # test_results_table.py
+    covered |= {p.relative_to(CONF) for p in (CONF / "pruner" / "shared").glob("*.yaml")}  # parts of the options
     assert on_disk == covered, f"configs outside the known groups: {on_disk - covered}"
 
 
@@ -66,22 +79,26 @@ def required_overrides(group: str, option: str, tiny_bert: Path, text_csvs, tmp_
     return needs
 
 
+SUBGROUPS = {"pruner/criterion": "pruner=base", "pruner/method": "pruner=oneshot_magnitude"}
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])
 def test_config_composes_builds_and_instantiates(group, option, tiny_bert, text_csvs, tmp_path):
     """Each option composes; the run's parts build and pass the pre-launch checks; the option's own `_target_`
     instantiates (models with a label count)."""
     overrides = [f"{group}={option}", *required_overrides(group, option, tiny_bert, text_csvs, tmp_path)]
-    if group == "pruner/criterion":
-        overrides.insert(0, "pruner=base")
+    if group in SUBGROUPS:
+        overrides.insert(0, SUBGROUPS[group])
     cfg = compose_cfg(overrides, output_dir=tmp_path)
     parts = build(cfg)
     check(parts, cfg)
-    if group in ("pruner", "quantizer", "distiller", "pruner/criterion"):
-        node = cfg.pruner if group == "pruner/criterion" else cfg[group]
+    if group in ("pruner", "quantizer", "distiller", *SUBGROUPS):
+        node = cfg.pruner if group in SUBGROUPS else cfg[group]
         assert [type(m).__name__ for m in parts.compressors.members] == (
             [] if node._target_.endswith("Passthrough") else [node._target_.rsplit(".", 1)[-1]]
         )
     elif group in ("task", "model"):
+        assert kinds.declaration(cfg[group]) is not None, "its builder declares no kind (compress_sweeps.kinds)"
         kwargs = {"num_labels": 10 if option == "from_run" else 3} if group == "model" else {}
         instantiate(cfg[group], **kwargs)
 

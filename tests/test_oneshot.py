@@ -14,7 +14,7 @@ from torch import nn
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.onnx_static import to_int8_onnx_static
 from compress_sweeps.hooks import Describes, RunContext, Stateful
-from compress_sweeps.pruners.oneshot import OneShotPruner, wanda_scores
+from compress_sweeps.pruners.oneshot import Magnitude, OneShotPruner, SparseGPT, Wanda, wanda_scores
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms
 from compress_sweeps.weights.patterns import pattern_holds
 
@@ -24,8 +24,14 @@ def context(train_set, keys=("x",), **settings) -> RunContext:
                       **settings)  # fmt: skip
 
 
-def pruner(**kwargs) -> OneShotPruner:
-    return OneShotPruner(**({"exclude": [], "calibration_examples": 64, "calibration_batch_size": 16} | kwargs))
+METHODS = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
+
+
+def pruner(method: str, block_size: int = 128, **kwargs) -> OneShotPruner:
+    """A pruner with the method named (`block_size`: SparseGPT's) and the small calibration sample of these tests."""
+    built = SparseGPT(block_size=block_size) if method == "sparsegpt" else METHODS[method]()
+    settings = {"exclude": [], "calibration_examples": 64, "calibration_batch_size": 16} | kwargs
+    return OneShotPruner(method=built, **settings)
 
 
 def reconstruction_error(dense: torch.Tensor, pruned: torch.Tensor, x: torch.Tensor) -> float:
@@ -126,9 +132,9 @@ def test_masks_stay_locked_through_recovery_training_and_state_round_trips():
     other = Chain()
     again = pruner(method="sparsegpt", pattern="2:4")
     again.attach(other, context(None, resumes_from=3))  # resuming: no calibration (no data needed), masks all ones
-    assert all(bool(mask.all()) for mask in again._masks) and again.metrics()["pruner/calibration_s"] == 0.0
+    assert all(bool(mask.all()) for mask in again.locked.masks) and again.metrics()["pruner/calibration_s"] == 0.0
     again.load_state_dict(state)
-    assert all(torch.equal(a, b) for a, b in zip(again._masks, oneshot._masks, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again.locked.masks, oneshot.locked.masks, strict=True))
     assert again.metrics()["pruner/calibration_s"] == oneshot.metrics()["pruner/calibration_s"]  # restored
     oneshot.finalize(model)
     assert not any(hasattr(m, "weight_mask") for m in model.modules())
@@ -166,26 +172,37 @@ def test_the_starting_models_zeros_are_pruned_first_and_kept(method, pattern):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "obs"}, "pruner.method=obs is unknown: must be one of magnitude | wanda | sparsegpt"),
+        ({"method": "obs"}, "pruner.method=obs has the wrong type: must be a config of conf/pruner/method/"),
         ({"pattern": "2:4", "target_sparsity": 0.7}, "pruner.target_sparsity=0.7 contradicts pruner.pattern=2:4"),
         ({"target_sparsity": 1.0}, "pruner.target_sparsity=1.0 is out of range: must be a number > 0 and < 1 or null"),
         ({"calibration_examples": 0}, "pruner.calibration_examples=0 is out of range: must be an integer >= 1"),
         ({"calibration_batch_size": 2.5}, "pruner.calibration_batch_size=2.5 has the wrong type: must be an integer"),
         ({"seed": -1}, "pruner.seed=-1 is out of range: must be an integer >= 0"),
-        ({"damping": -0.1}, "pruner.damping=-0.1 is out of range: must be a number >= 0 and < 1"),
-        ({"block_size": 0}, "pruner.block_size=0 is out of range"),
+        ({"block_reduce": "avg"}, "pruner.block_reduce=avg is unknown: must be one of sum | mean | max"),
         ({"untrained": "ignore"}, "pruner.untrained=ignore is unknown: must be one of error | warn"),
         (
-            {"pattern": "2:4", "block_size": 6},
-            "pruner.pattern=2:4 does not suit sparsegpt: pruner.block_size=6 must be a multiple",
+            {"method": SparseGPT(block_size=6), "pattern": "2:4"},
+            "pruner.pattern=2:4 does not suit sparsegpt: pruner.method.block_size=6 must be a multiple",
         ),
-        ({"method": "wanda", "pattern": "channel"}, "pruner.pattern=channel does not suit wanda"),
+        ({"method": Wanda(), "pattern": "channel"}, "pruner.pattern=channel does not suit wanda"),
         ({"layer_types": ["Embedding"]}, "pruner.layer_types=[Embedding] is out of range: must be a non-empty list"),
     ],
 )
 def test_bad_values_are_named(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        OneShotPruner(**kwargs)
+        OneShotPruner(**({"method": SparseGPT()} | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"damping": -0.1}, "pruner.method.damping=-0.1 is out of range: must be a number >= 0 and < 1"),
+        ({"block_size": 0}, "pruner.method.block_size=0 is out of range"),
+    ],
+)
+def test_bad_sparsegpt_values_are_named_under_its_own_node(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        SparseGPT(**kwargs)
 
 
 def test_layers_that_cannot_be_calibrated_are_named():

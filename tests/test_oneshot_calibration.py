@@ -12,7 +12,7 @@ from torch import nn
 from compress_sweeps.models import ConvNet
 from compress_sweeps.pruners.oneshot import calibrate_sequentially
 from compress_sweeps.pruners.oneshot.calibration import Hessian, input_rows
-from compress_sweeps.pruners.oneshot.masks import pruned_by_score
+from compress_sweeps.pruners.oneshot.method import Goal
 from compress_sweeps.pruners.oneshot.replay import Trace
 from compress_sweeps.pruners.oneshot.sparsegpt import sparsegpt_prune
 from compress_sweeps.tasks.sample import calibration_batches, calibration_indices
@@ -23,7 +23,7 @@ def _prune_half(name: str, module: nn.Module, statistic: Hessian) -> None:
     """SparseGPT at 50% unstructured, in place: a pruned layer's outputs change, so a stale replay would show."""
     weight = as_matrix(module.weight.data)
     first = torch.zeros_like(weight, dtype=torch.bool)
-    pruned, _ = sparsegpt_prune(weight, statistic.matrix, parse_pattern("1x1"), 0.5, 0.01, 128, first)
+    pruned, _ = sparsegpt_prune(weight, statistic.matrix, Goal(parse_pattern("1x1"), 0.5), 0.01, 128, first)
     module.weight.data.copy_(pruned.reshape(module.weight.shape))
 
 
@@ -190,7 +190,7 @@ def test_sequential_calibration_feeds_the_pruned_outputs_forward(model_type):
     def prune(name, module, statistic):  # zero the smaller half of the weights, in place
         seen[name] = torch.cat(statistic.rows)
         with torch.no_grad():
-            module.weight.masked_fill_(pruned_by_score(module.weight.abs(), parse_pattern("1x1"), 0.5), 0.0)
+            module.weight.masked_fill_(parse_pattern("1x1").lowest(module.weight.abs(), 0.5), 0.0)
 
     batches = [{"x": x[:16]}, {"x": x[16:]}]
     calibrate_sequentially(model, layers, batches, lambda m: Recorded(), prune, torch.device("cpu"))
@@ -258,7 +258,7 @@ def test_bert_blocks_on_cached_inputs_see_what_full_forward_passes_see(tiny_bert
         def prune(name, module, statistic):
             seen[name] = torch.cat(statistic.rows)
             with torch.no_grad():
-                module.weight.masked_fill_(pruned_by_score(module.weight.abs(), parse_pattern("2:4"), 0.5), 0.0)
+                module.weight.masked_fill_(parse_pattern("2:4").lowest(module.weight.abs(), 0.5), 0.0)
 
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(5, 25, (8, 10), generator=g)

@@ -1,6 +1,7 @@
 """`compress-sweeps [overrides]` / `python -m compress_sweeps [overrides]`: one run, or a sweep with -m.
 
-`compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots;
+`compress-sweeps report <sweep folder>` turns a finished sweep into a table and plots; `compress-sweeps dashboard
+<sweep folder>` builds the sweep's W&B report (offline: its definition, to publish later with `--publish`);
 `compress-sweeps verify <run folder>` re-counts a run from its saved files; `compress-sweeps results <sweep
 folders>` writes the results tables of docs/results.md from the `results_*` sweeps; `compress-sweeps wandb-sweep
 sweeps/<name>.yaml` writes the equivalent W&B sweep configuration. The Hydra task function
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -75,13 +77,35 @@ def plan_argument_error(argv: list[str]) -> str | None:
     return None
 
 
+def choice_error(argv: list[str]) -> str | None:
+    """A config-group choice on the command line (`pruner=obs`, `pruner/method=obs`, `model@x=obs`, a sweep's
+    `pruner=a,obs`) naming no option of its group: Hydra would stop it with its own multi-line message and exit 1;
+    this says what is wrong and what is allowed in one line (exit 2)."""
+    for argument in argv:
+        key, equals, value = argument.lstrip("+~").partition("=")
+        name = key.split("@", 1)[0]
+        group = Path(config_dir()) / name
+        if not equals or not name or "." in name or name.startswith("hydra") or not group.is_dir() or "(" in value:
+            continue  # not a group choice, Hydra's own groups (plugins add options), or a sweep function
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for option in (v.strip() for v in value.split(",")):
+            if option and option != "null" and option not in options:
+                return f"{key}={option} is not an option: must be one of {' | '.join(options)}"
+    return None
+
+
 def cli() -> None:
-    """Console script: subcommands first (`report`, `wandb-sweep`), anything else is a Hydra run or sweep."""
+    """Console script: subcommands first (`report`, `dashboard`, `verify`, `results`, `wandb-sweep`), anything else
+    is a Hydra run or sweep."""
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "report":
         from compress_sweeps.reporting.report import report_main
 
         sys.exit(report_main(sys.argv[2:]))
+    if command == "dashboard":
+        from compress_sweeps.reporting.dashboard import dashboard_main
+
+        sys.exit(dashboard_main(sys.argv[2:]))
     if command == "verify":
         from compress_sweeps.run.verify import verify_main
 
@@ -94,7 +118,7 @@ def cli() -> None:
         from compress_sweeps.sweeps.wandb_sweep import wandb_sweep_main
 
         sys.exit(wandb_sweep_main(sys.argv[2:]))
-    if (problem := plan_argument_error(sys.argv[1:])) is not None:
+    if (problem := plan_argument_error(sys.argv[1:]) or choice_error(sys.argv[1:])) is not None:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     distributed.setup()  # under torchrun: join the process group before Hydra names the run folder

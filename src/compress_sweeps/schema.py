@@ -60,6 +60,13 @@ def _not_one_string(value: Any) -> Any:
     return value
 
 
+def chosen(hint: Any, group: str) -> Any:
+    """`hint`, given by choosing a config of the subgroup `group` (`pruner/method`): a plain value in its place is
+    refused with where the choices are and how to pick one."""
+    where = f"a config of conf/{group}/, chosen with {group}=<name>"
+    return Annotated[hint, Words(where, f"configs of conf/{group}/", "is not a config choice")]
+
+
 # a regular expression on module names (a method's `include` / `exclude`): must compile, checked before anything loads
 Regex = Annotated[str, AfterValidator(_compiles), Words("a regular expression", "regular expressions", "is invalid")]
 Regexes = Annotated[Sequence[Regex], BeforeValidator(_not_one_string)]

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.models.settings import Dropout, Labels, Width
 from compress_sweeps.models.untrained import mark_untrained
 from compress_sweeps.schema import check_arguments
@@ -26,6 +27,7 @@ class MaxPool(nn.MaxPool2d):
         return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
+@builds("model", Kind("images", "classes", family="cnn"))
 class ConvNet(nn.Module):
     """Conv stages (each `convs_per_stage` x [3x3 conv, BatchNorm, ReLU], then 2x2 max-pool), a hidden linear layer
     and a `classifier` head. `channels` gives the width of each stage, so teacher and student differ only in

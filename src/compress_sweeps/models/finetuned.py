@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from pydantic import Field
 from torch import nn
 
-from compress_sweeps import distributed
+from compress_sweeps import distributed, kinds
 from compress_sweeps.batching import dataset_digest
 from compress_sweeps.hooks import Compressors, FineTuner, RunContext
 from compress_sweeps.models.hf import tokenizer_for
@@ -102,6 +102,11 @@ def _save_once(model: nn.Module, folder: Path, config: dict, num_labels: int) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_inner(model: DictConfig, prefix: str) -> list[str]:
+    return kinds.precheck(model.model, f"{prefix}model.")
+
+
+@kinds.builds("model", like=lambda node: node.model, precheck=_check_inner)
 def finetuned(
     model: Callable[..., nn.Module],
     task: Any,

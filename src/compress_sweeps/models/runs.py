@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compress_sweeps.errors import ConfigError, write_error
+from compress_sweeps.kinds import builds
 from compress_sweeps.models import structure
 from compress_sweeps.models.hf import save_hf_extras
 from compress_sweeps.models.untrained import mark_trained
@@ -25,6 +26,15 @@ from compress_sweeps.models.untrained import mark_trained
 WEIGHTS = "model.safetensors"
 RESULTS = "results.json"  # run/artifacts.py's name: a run folder's record, read here for what the run cut out
 MODEL_CONFIG = "model_config.yaml"
+
+
+@runtime_checkable
+class RebuiltBy(Protocol):
+    """A module its model's own config does not build (SimKD's projector + reused teacher head in place of the
+    classifier, distillers/simkd.py): it returns the config that rebuilds the model around it, which `save_model`
+    saves as `model_config.yaml` instead, so `from_run` rebuilds the whole model."""
+
+    def rebuild_config(self, model_config: DictConfig) -> DictConfig: ...
 
 
 def saved_config(folder: str) -> DictConfig:
@@ -69,6 +79,19 @@ def _lacks_structure(folder: str, why: str) -> ConfigError:
     )
 
 
+def _saved(model: DictConfig) -> DictConfig | None:
+    return saved_config(str(model.folder)) if "folder" in model else None
+
+
+def _check_folder(model: DictConfig, prefix: str) -> None:
+    """The folder must hold a saved model (and its shape record when it was slimmed)."""
+    try:
+        _saved(model)
+    except ConfigError as error:  # saved_config names `model.folder`: put it where this node lives
+        raise error.under(prefix.removesuffix("model.")) from None
+
+
+@builds("model", like=_saved, precheck=_check_folder)
 def from_run(folder: str, num_labels: int) -> nn.Module:
     """The model saved in a run folder: `model_config.yaml` rebuilds the architecture, `slim_structure.json` (when
     there is one) gives it the saved shapes, `model.safetensors` fills it.
@@ -137,7 +160,8 @@ def save_model(
     `hydra.utils.instantiate(model_config.yaml)` rebuilds the architecture; for Hugging Face models
     `AutoModelForSequenceClassification.from_pretrained(folder)` loads the folder directly. `reference` is the
     model that config builds (the run's dense reference): where `model`'s shapes differ from it, the shape record
-    goes beside the weights, and `from_run` applies it.
+    goes beside the weights, and `from_run` applies it. A module of `model` that its config does not build says how
+    to rebuild it (`RebuiltBy`): the saved config is then its wrapper around `model_config`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,6 +180,9 @@ def save_model(
         failure = write_error(weights, error)
         tmp.unlink(missing_ok=True)
         raise failure from error
+    for module in model.modules():
+        if isinstance(module, RebuiltBy):
+            model_config = module.rebuild_config(model_config)
     rebuild = {**OmegaConf.to_container(model_config, resolve=True), "num_labels": num_labels}
     OmegaConf.save(OmegaConf.create(rebuild), folder / MODEL_CONFIG)
     save_hf_extras(model, tokenizer, folder)

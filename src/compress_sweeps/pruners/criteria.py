@@ -36,6 +36,19 @@ class Criterion(Protocol):
     def load_state_dict(self, state: dict, weights: list[torch.Tensor]) -> None: ...
 
 
+def check_first_update(criterion: Criterion, start_step: int | float, key: str, remedy: str = "") -> None:
+    """A criterion that scores by gradients cannot update masks at step 0, before any gradient: a ConfigError on
+    `key` (`pruner.start_step`) naming the criterion, with `remedy` (another way the pruner offers) if any."""
+    if criterion.needs_grad and type(start_step) is int and start_step == 0:
+        raise ConfigError(
+            key,
+            0,
+            f"must be >= 1 (or a fraction of the run) with pruner/criterion={criterion.name}, which scores weights "
+            f"by their gradients; step 0 is before any gradient ({remedy}or use pruner/criterion=magnitude)",
+            problem="prunes before any gradient",
+        )
+
+
 def observed(state: list[torch.Tensor] | None, name: str) -> list[torch.Tensor]:
     """The running scores of a gradient-based criterion, or a clear error when no gradient was seen yet."""
     if state is None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
-from compress_sweeps.pruners.targets import MASK, mask_grads, remove_mask
+from compress_sweeps.pruners.targets import MASK, LockedMasks
 from compress_sweeps.schema import Regexes
 from compress_sweeps.spec import CompressionSpec, SparsityPromise
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection, weight_name
@@ -32,7 +32,7 @@ class PatternLock:
         exclude: Regexes = DEFAULT_EXCLUDE,
     ) -> None:
         self.selection = LayerSelection(layer_types, include, exclude, "pruner.")
-        self.modules: dict[str, nn.Module] = {}
+        self.locked = LockedMasks({})
 
     @torch.no_grad()
     def attach(self, model: nn.Module, context: RunContext) -> None:
@@ -45,42 +45,32 @@ class PatternLock:
                 f"({', '.join(list(layers)[:3])}{', ...' if len(layers) > 3 else ''}) hold no zero weights",
                 problem="finds nothing to lock",
             )
-        for name, module in layers.items():
+        for module in layers.values():
             module.register_buffer(MASK, (module.weight != 0).to(module.weight.dtype), persistent=False)
-            self.modules[weight_name(name)] = module
-        self._weights = [m.weight for m in self.modules.values()]
-        self._masks = [m.get_buffer(MASK) for m in self.modules.values()]
+        self.locked = LockedMasks({weight_name(name): module for name, module in layers.items()})
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
 
-    @torch.no_grad()
     def before_optimizer_step(self, step: int) -> None:
-        mask_grads(self._weights, self._masks)
+        self.locked.before_optimizer_step(step)
 
-    @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        torch._foreach_mul_(self._weights, self._masks)
+        self.locked.after_optimizer_step(step)
 
     def state_dict(self) -> dict[str, Any]:
         """The locked masks (taken at attach; kept so a resumed run never re-derives them from trained weights)."""
-        return {"masks": list(self._masks)}
+        return self.locked.state_dict()
 
-    @torch.no_grad()
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for mask, saved in zip(self._masks, state["masks"], strict=True):
-            mask.copy_(saved)
+        self.locked.load_state_dict(state)
 
-    @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
-        for module in self.modules.values():
-            module.weight.mul_(module.get_buffer(MASK))
-            remove_mask(module)
-        return model
+        return self.locked.finalize(model)
 
     def spec(self) -> CompressionSpec:
         """The zeros found at attach stay: no target of its own, and zeros are kept."""
-        patterns = {name: "1x1" for name in self.modules}
+        patterns = {name: "1x1" for name in self.locked.modules}
         return CompressionSpec(method="PatternLock", sparsity=(SparsityPromise(patterns, None),), keeps_zeros=True)
 
     def check(self, total_steps: int, how: str = "") -> None:
@@ -88,7 +78,4 @@ class PatternLock:
 
     def metrics(self) -> dict[str, float]:
         """Sparsity of the locked weights, counted from the weights."""
-        if not self.modules:
-            return {}
-        zeros = sum(int((w == 0).sum()) for w in self._weights)
-        return {"pruner/sparsity": zeros / sum(w.numel() for w in self._weights)}
+        return {"pruner/sparsity": self.locked.sparsity()} if self.locked.modules else {}

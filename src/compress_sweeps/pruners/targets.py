@@ -7,7 +7,7 @@ with `model.to(device)` and never leak into a saved state dict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +37,47 @@ def mask_grads(weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -
     pairs = [(w.grad, m) for w, m in zip(weights, masks, strict=True) if w.grad is not None]
     if pairs:
         torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+class LockedMasks:
+    """Keep-masks held fixed while training on (one-shot pruning's recovery, PatternLock): the gradients of masked
+    weights are zeroed before each optimizer step and the weights re-masked after it, so no pruned weight comes
+    back; `finalize` folds the masks into exact zeros and drops the buffers. The masks are the checkpoint state.
+
+    `modules` maps names to modules that already hold their keep-mask buffer (`add_mask`, or set at attach)."""
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        self.modules = dict(modules)
+        self.weights = [m.weight for m in self.modules.values()]
+        self.masks = [m.get_buffer(MASK) for m in self.modules.values()]
+
+    @torch.no_grad()
+    def before_optimizer_step(self, step: int) -> None:
+        mask_grads(self.weights, self.masks)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        torch._foreach_mul_(self.weights, self.masks)
+
+    @torch.no_grad()
+    def finalize(self, model: nn.Module) -> nn.Module:
+        for module in self.modules.values():
+            module.weight.mul_(module.get_buffer(MASK))
+            remove_mask(module)
+        return model
+
+    def state_dict(self) -> dict[str, list[torch.Tensor]]:
+        return {"masks": list(self.masks)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Sequence[torch.Tensor]]) -> None:
+        for mask, saved in zip(self.masks, state["masks"], strict=True):
+            mask.copy_(saved)
+
+    def sparsity(self) -> float:
+        """The share of zeros in the locked weights, counted from the weights."""
+        zeros = sum(int((w == 0).sum()) for w in self.weights)
+        return zeros / max(sum(w.numel() for w in self.weights), 1)
 
 
 class LayerTarget:

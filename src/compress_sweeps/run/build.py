@@ -28,7 +28,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pydantic import Field
 
-from compress_sweeps import models, tasks
+from compress_sweeps import kinds
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import ConfigError, config_error, describe
 from compress_sweeps.hooks import Compressors, FineTuner
@@ -87,29 +87,53 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> li
 
 
 def check_data(cfg: DictConfig) -> list[str]:
-    """The task's own checks (its files), every model of the run (the model, teachers) against the task's inputs;
-    returns the task's warnings."""
-    warnings = tasks.precheck(cfg.task)
-    inputs = tasks.modality(cfg.task)
+    """The task's own checks (its files), every model of the run (the model, teachers) against the data the task
+    gives, each as its builder declares (compress_sweeps/kinds.py); returns the warnings."""
+    warnings = kinds.precheck(cfg.task, "task.")
+    given = kinds.kind_of(cfg.task)
+    undeclared = [("task.", cfg.task)] if kinds.declaration(cfg.task) is None else []
     for prefix, node in model_nodes(cfg):
-        models.precheck(node, prefix)
-        takes = models.modality(node)
-        if inputs is not None and takes is not None and takes != inputs:
+        warnings += kinds.precheck(node, prefix)
+        undeclared += [(prefix, node)] if kinds.declaration(node) is None else []
+        takes = kinds.kind_of(node)
+        if given is not None and takes is not None and (problem := takes.mismatch(given)):
             value = choice(cfg, "model") if prefix == "model." else str(node._target_).rsplit(".", 1)[-1]
+            fits = ", ".join(models_for(given)) or "none of conf/model/"
             raise ConfigError(
                 prefix.rstrip("."),
                 value,
-                f"must take {inputs}, as task={choice(cfg, 'task')} gives (text: minilm, minilm_student, hf; images: "
-                "cnn, cnn_student, cnn_teacher)",
-                problem=f"takes {takes}",
+                f"must take {given.modality} and predict {given.labels}, as task={choice(cfg, 'task')} gives "
+                f"(model={fits}, or a from_run / finetuned of one)",
+                problem=problem,
             )
+    for prefix, node in undeclared:  # a builder from outside the package, say: nothing is matched for it
+        warnings.append(
+            f"{prefix}_target_={node._target_} declares no kind (compress_sweeps.kinds.builds): it is not matched "
+            "against the task's data before the run"
+        )
     return warnings
+
+
+def models_for(given: kinds.Kind) -> list[str]:
+    """The options of conf/model/ whose builder declares a kind that fits a task of kind `given`."""
+    fits = []
+    for path in sorted((Path(config_dir()) / "model").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if "_target_" in node:  # an option built on another (cnn_teacher) lists its base
+            try:
+                declared = kinds.kind_of(node)
+            except Exception:  # a node whose kind needs run-time values (a folder): not an option to list
+                continue
+            if declared is not None and declared.mismatch(given) is None:
+                fits.append(path.stem)
+    return fits
 
 
 def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
     """(`prefix`, node) of the run's model and of every model inside the methods' configs (teachers)."""
     yield "model.", cfg.model
-    yield from ((p, node) for p, node in target_nodes(cfg, METHODS, below=models.is_model) if models.is_model(node))
+    inner = target_nodes(cfg, METHODS, below=kinds.builds_model)
+    yield from ((p, node) for p, node in inner if kinds.builds_model(node))
 
 
 def target_nodes(

@@ -33,7 +33,7 @@ from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
 from compress_sweeps.run.shapes import costs
 from compress_sweeps.spec import CompressionSpec, QuantizationPromise, SparsityPromise, StructurePromise
 from compress_sweeps.weights.grid import grid_levels, group_rows
-from compress_sweeps.weights.patterns import NMPattern, parse_pattern
+from compress_sweeps.weights.patterns import parse_pattern
 
 RECOUNT_TOLERANCE = 1e-6  # reported vs re-counted figures: the same numbers, up to float rounding
 TARGET_TOLERANCE = 0.005  # achieved vs promised sparsity over a group of weights: +-0.5 percentage points
@@ -64,7 +64,7 @@ def sparsity_checks(weights: Mapping[str, torch.Tensor], promise: SparsityPromis
     for label in sorted(set(promise.patterns.values())):
         pattern = parse_pattern(label)
         group = {name: w for name, w in layers.items() if promise.patterns[name] == label}
-        if quantized and target is not None and not isinstance(pattern, NMPattern):
+        if quantized and target is not None and not pattern.keeps_holding_with_more_zeros:
             counts = [pattern.zero_units(w) for w in group.values()]
             units = sum(z for z, _ in counts) / sum(n for _, n in counts)
             checks.append(_check(f"pattern {label}", target, units, units >= target - TARGET_TOLERANCE))

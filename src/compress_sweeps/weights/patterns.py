@@ -1,7 +1,9 @@
 """Sparsity patterns, parsed once: which weights are pruned together, how a layer's scores become per-group scores,
 and whether a tensor's zeros follow the pattern (`holds`, counted from the tensor alone).
 
-Pruners, `measure` and `verify` all go through `parse_pattern`; nothing else reads a pattern string.
+Pruners, `measure` and `verify` all go through `parse_pattern`; nothing else reads a pattern string, and nothing
+asks a pattern what it is: each one answers what the pruners need (`fixed_sparsity`, `span`, `row_groups`,
+`lowest`, `keeps_holding_with_more_zeros`), so a new pattern is one class here.
 
 Every pattern sees a weight as a 2-D matrix `(out, in)`: a Linear weight as is, a Conv2d weight flattened to
 `(out_channels, in_channels * kh * kw)`. A pattern cuts that matrix into equal-sized *groups*; masks prune whole
@@ -32,6 +34,31 @@ def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1) if tensor.ndim > 1 else tensor.reshape(1, -1)
 
 
+def lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Booleans marking the round(fraction * n) lowest entries of each row of a 2-D `scores`; ties go by position
+    (a stable sort), so a selection is deterministic."""
+    count = round(fraction * scores.shape[1])
+    order = scores.argsort(dim=1, stable=True)[:, :count]
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, True)
+
+
+def resolve_sparsity(pattern: Pattern, requested: float | None, default: float, key: str) -> float:
+    """The sparsity a pruner aims at: the pattern's own when it fixes one (N:M: 1 - N/M; a different `requested`
+    is an error naming `key`), else `requested`, or `default` when that is None."""
+    fixed = pattern.fixed_sparsity
+    if fixed is None:
+        return default if requested is None else float(requested)
+    if requested is not None and abs(requested - fixed) > 1e-9:
+        pattern_key = key.removesuffix("target_sparsity") + "pattern"
+        raise ConfigError(
+            key,
+            requested,
+            f"must be null or {fixed:g}: {pattern_key}={pattern.label} prunes exactly {fixed:g} of a layer",
+            problem=f"contradicts {pattern_key}={pattern.label}",
+        )
+    return fixed
+
+
 def reduce_blocks(blocks: torch.Tensor, dims: tuple[int, ...], how: str) -> torch.Tensor:
     if how == "mean":
         return blocks.mean(dim=dims)
@@ -52,6 +79,17 @@ class BlockPattern:
         return f"{self.rows}x{self.cols}"
 
     max_fraction = 1.0  # every block may be pruned
+    fixed_sparsity = None  # any target
+    keeps_holding_with_more_zeros = False  # a stray zero in a kept block breaks the pattern
+
+    @property
+    def span(self) -> int:
+        """Consecutive input columns one group spans."""
+        return self.cols
+
+    def row_groups(self, columns: int) -> int:
+        """Groups in `columns` consecutive input columns of one band of rows."""
+        return columns // self.cols
 
     def problem(self, shape: tuple[int, int]) -> str | None:
         """Why a `(out, in)` matrix cannot take this pattern, or None when it can."""
@@ -67,6 +105,17 @@ class BlockPattern:
         out, inp = scores.shape
         blocks = scores.reshape(out // self.rows, self.rows, inp // self.cols, self.cols)
         return reduce_blocks(blocks, (1, 3), reduce).flatten()
+
+    def lowest(self, scores: torch.Tensor, sparsity: float, per_row: bool = False, reduce: str = "sum") -> torch.Tensor:
+        """The `(out, in)` booleans (True = pruned) of the `sparsity` lowest-scoring blocks, a block scored by the
+        `reduce` of its elements: over the whole matrix, or within every row of blocks (`per_row`)."""
+        out, inp = scores.shape
+        if self.rows == self.cols == 1:  # unstructured: every weight is its own group
+            return lowest(scores, sparsity) if per_row else lowest(scores.reshape(1, -1), sparsity).reshape(out, inp)
+        blocks = scores.reshape(out // self.rows, self.rows, inp // self.cols, self.cols)
+        grid = reduce_blocks(blocks, (1, 3), reduce)
+        chosen = lowest(grid, sparsity) if per_row else lowest(grid.reshape(1, -1), sparsity).reshape(grid.shape)
+        return chosen.repeat_interleave(self.rows, 0).repeat_interleave(self.cols, 1)
 
     def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """The `(out, in)` keep-mask (1.0 kept, 0.0 pruned) of a flat bool vector of pruned blocks."""
@@ -117,9 +166,23 @@ class ChannelPattern:
 
     label = "channel"
     max_fraction = 1.0
+    fixed_sparsity = None
+    span = None  # a group is a whole row: no comparison within a row
+    keeps_holding_with_more_zeros = False
+
+    def row_groups(self, columns: int) -> int:
+        return 1  # the row is one group
 
     def problem(self, shape: tuple[int, int]) -> str | None:
         return None
+
+    def lowest(self, scores: torch.Tensor, sparsity: float, per_row: bool = False, reduce: str = "sum") -> torch.Tensor:
+        """The `(out, in)` booleans of the `sparsity` lowest-scoring rows, a row scored by the `reduce` of its
+        elements; a row is one group, so there is no per-row comparison."""
+        if per_row:
+            raise ValueError("the channel pattern has no per-row comparison group")
+        rows = lowest(reduce_blocks(scores, (1,), reduce).reshape(1, -1), sparsity).reshape(-1, 1)
+        return rows.expand(scores.shape).clone()
 
     def group_size(self, shape: tuple[int, int]) -> int:
         return shape[1]
@@ -164,9 +227,25 @@ class NMPattern:
     def label(self) -> str:
         return f"{self.n}:{self.m}"
 
+    keeps_holding_with_more_zeros = True  # "at most N non-zeros" stays true with more zeros
+
     @property
     def max_fraction(self) -> float:
         return 1.0 - self.n / self.m
+
+    @property
+    def fixed_sparsity(self) -> float:
+        """A fully pruned layer ends at exactly 1 - N/M."""
+        return self.max_fraction
+
+    @property
+    def span(self) -> int:
+        """A run of M input columns: the mask is chosen within each."""
+        return self.m
+
+    def row_groups(self, columns: int) -> int:
+        """Groups are single weights."""
+        return columns
 
     def problem(self, shape: tuple[int, int]) -> str | None:
         if shape[1] % self.m:
@@ -181,6 +260,12 @@ class NMPattern:
         runs = scores.reshape(-1, self.m)
         keep = runs.topk(self.n, dim=1).indices
         return runs.scatter(1, keep, float("inf")).flatten()
+
+    def lowest(self, scores: torch.Tensor, sparsity: float, per_row: bool = False, reduce: str = "sum") -> torch.Tensor:
+        """The `(out, in)` booleans of the M - N lowest of every run of M (`sparsity`, `per_row` and `reduce` do not
+        change a choice made within each run)."""
+        out, inp = scores.shape
+        return lowest(scores.reshape(-1, self.m), self.max_fraction).reshape(out, inp)
 
     def expand(self, pruned: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         return (~pruned).reshape(shape).float()

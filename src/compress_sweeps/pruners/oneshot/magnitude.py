@@ -1,4 +1,4 @@
-"""One-shot magnitude pruning: |W| with one threshold per layer, no calibration data.
+"""One-shot magnitude pruning: |W| with one threshold per layer, no calibration data (`pruner/method=magnitude`).
 
 The baseline the data-aware methods are measured against (Han et al. 2015's criterion, applied once): per layer,
 like SparseGPT, so all three methods prune every layer to the same sparsity.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress_sweeps.pruners.oneshot.masks import pruned_by_score
+from compress_sweeps.pruners.oneshot.method import Goal
 from compress_sweeps.weights.patterns import Pattern
 
 
 class Magnitude:
-    """Prune the lowest |W| of each layer (N:M: of each run of M; NxM/channel: by summed |W|)."""
+    """Prune the lowest |W| of each layer (N:M: of each run of M; NxM/channel: by the block's reduced |W|)."""
 
     name = "magnitude"
     needs_data = False
@@ -26,8 +26,8 @@ class Magnitude:
         raise TypeError("magnitude pruning uses no calibration data")
 
     def prune(
-        self, weight: torch.Tensor, statistic: object, pattern: Pattern, sparsity: float, first: torch.Tensor
+        self, weight: torch.Tensor, statistic: object, goal: Goal, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pruned weight, pruned booleans) of an `(out, in)` weight matrix; `first` marks weights pruned first."""
-        pruned = pruned_by_score(weight.abs().masked_fill(first, -torch.inf), pattern, sparsity)
+        pruned = goal.lowest(weight.abs().masked_fill(first, -torch.inf))
         return weight.masked_fill(pruned, 0.0), pruned

@@ -1,4 +1,5 @@
-"""`OneShotPruner`: post-training pruning (magnitude, Wanda, SparseGPT) at attach, then masks locked.
+"""`OneShotPruner`: post-training pruning by a one-shot method (magnitude, Wanda, SparseGPT) at attach, then masks
+locked. The method is its own config (`pruner/method=<name>`, method.py's protocol); the pruner does the rest.
 
 At `attach` the pruner draws `calibration_examples` training examples with its own seeded generator
 (tasks/sample.py), calibrates the selected layers sequentially on them (sequential.py: each layer sees the outputs
@@ -26,18 +27,15 @@ from torch import nn
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.pruners.oneshot.calibration import calibration_problem
-from compress_sweeps.pruners.oneshot.magnitude import Magnitude
+from compress_sweeps.pruners.oneshot.method import Goal, OneShotMethod
 from compress_sweeps.pruners.oneshot.sequential import calibrate_sequentially
-from compress_sweeps.pruners.oneshot.sparsegpt import SparseGPT
-from compress_sweeps.pruners.oneshot.wanda import Wanda
-from compress_sweeps.pruners.targets import LayerTarget, mask_grads, remove_mask, select_layers
-from compress_sweeps.schema import Regexes, check_arguments
+from compress_sweeps.pruners.targets import LayerTarget, LockedMasks, select_layers
+from compress_sweeps.schema import Regexes, check_arguments, chosen
 from compress_sweeps.spec import CompressionSpec, SparsityPromise
 from compress_sweeps.tasks.sample import calibration_batches
-from compress_sweeps.weights.patterns import NMPattern, as_matrix, parse_pattern
+from compress_sweeps.weights.patterns import as_matrix, parse_pattern, resolve_sparsity
 from compress_sweeps.weights.selection import DEFAULT_EXCLUDE, DEFAULT_LAYER_TYPES, LayerSelection
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
 DEFAULT_SPARSITY = 0.5  # when target_sparsity is null and the pattern does not fix it: the papers' headline setting
 
 log = logging.getLogger(__name__)
@@ -46,8 +44,9 @@ log = logging.getLogger(__name__)
 class OneShotPruner:
     """Prune the selected Linear/Conv weights once, at attach, by `method`; keep them pruned while training on.
 
-    `method`: `magnitude` (|W| per layer, no data), `wanda` (|W| * ||X||, per output row) or `sparsegpt` (OBS
-    reconstruction per layer, with `damping` and `block_size`). `seed` draws the calibration examples.
+    `method`: a `OneShotMethod` (conf/pruner/method/: `magnitude` |W| per layer, no data; `wanda` |W| * ||X|| per
+    output row; `sparsegpt` OBS reconstruction per layer). `block_reduce`: a block's (or channel's) score from its
+    elements' scores. `seed` draws the calibration examples.
     `untrained`: what to do when the model still holds randomly initialised parameters (a pretrained encoder's new
     classification head) in a run of 0 training steps, whose accuracy then says nothing about the pruning:
     `error` (the default) or `warn`. With training steps the head trains after pruning: a warning either way.
@@ -55,14 +54,13 @@ class OneShotPruner:
 
     def __init__(
         self,
-        method: Literal["magnitude", "wanda", "sparsegpt"] = "sparsegpt",
+        method: chosen(OneShotMethod, "pruner/method"),
         target_sparsity: Annotated[float, Field(gt=0, lt=1)] | None = None,
         pattern: str = "1x1",
+        block_reduce: Literal["sum", "mean", "max"] = "sum",
         calibration_examples: Annotated[int, Field(ge=1)] = 256,
         calibration_batch_size: Annotated[int, Field(ge=1)] = 16,
         seed: Annotated[int, Field(ge=0)] = 0,
-        damping: Annotated[float, Field(ge=0, lt=1)] = 0.01,
-        block_size: Annotated[int, Field(ge=1)] = 128,
         layer_types: Sequence[str] = DEFAULT_LAYER_TYPES,
         include: Regexes = (),
         exclude: Regexes = DEFAULT_EXCLUDE,
@@ -71,37 +69,27 @@ class OneShotPruner:
     ) -> None:
         arguments = {k: v for k, v in locals().items() if k != "self"}
         check_arguments(OneShotPruner, arguments, "pruner.")  # the signature is the schema, also for Python callers
+        if not isinstance(method, OneShotMethod):
+            raise ConfigError("pruner.method", method, "must be a one-shot method (conf/pruner/method/)", "is unknown")
         self.pattern = parse_pattern(pattern, "pruner.pattern")
-        if isinstance(self.pattern, NMPattern):
-            implied = self.pattern.max_fraction
-            if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
-                raise ConfigError(
-                    "pruner.target_sparsity",
-                    target_sparsity,
-                    f"must be null or {implied:g}: pruner.pattern={self.pattern.label} prunes exactly 1 - N/M",
-                    problem=f"contradicts pruner.pattern={self.pattern.label}",
-                )
-            target_sparsity = implied
-        self.sparsity = DEFAULT_SPARSITY if target_sparsity is None else float(target_sparsity)
-        methods = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": lambda: SparseGPT(damping, block_size)}
-        self.method = methods[method]()
-        if problem := self.method.problem(self.pattern):
-            raise ConfigError("pruner.pattern", self.pattern.label, problem, problem=f"does not suit {method}")
+        self.sparsity = resolve_sparsity(self.pattern, target_sparsity, DEFAULT_SPARSITY, "pruner.target_sparsity")
+        self.goal = Goal(self.pattern, self.sparsity, block_reduce)
+        self.method = method
+        if problem := method.problem(self.pattern):
+            raise ConfigError("pruner.pattern", self.pattern.label, problem, problem=f"does not suit {method.name}")
         self.selection = LayerSelection(layer_types, include, exclude, "pruner.")
         self.skip, self.untrained = skip_incompatible, untrained
         self.examples, self.batch_size, self.seed = calibration_examples, calibration_batch_size, seed
         self.targets: list[LayerTarget] = []
-        self._weights: list[torch.Tensor] = []
-        self._masks: list[torch.Tensor] = []
+        self.locked = LockedMasks({})
         self.timing = {"calibration_s": 0.0, "prune_s": 0.0}
 
     def attach(self, model: nn.Module, context: RunContext) -> None:
         self.targets, _ = select_layers(model, self.selection, self.pattern, "sum", self.skip, set())
         if not self.targets:
             raise self.selection.no_layer(model)
-        self._weights = [t.weights[0] for t in self.targets]
-        self._masks = [t.masks[0] for t in self.targets]
         layers = {t.name: t.modules[0] for t in self.targets}
+        self.locked = LockedMasks(layers)
         if self.method.needs_data:
             for name, module in layers.items():
                 if problem := calibration_problem(module):
@@ -118,7 +106,7 @@ class OneShotPruner:
             self.timing = {"calibration_s": 0.0, "prune_s": time.perf_counter() - started}
         else:
             if context.train_set is None:
-                raise ValueError(f"pruner.method={self.method.name} calibrates on the training split: none was given")
+                raise ValueError(f"pruner/method={self.method.name} calibrates on the training split: none was given")
             keys = context.input_keys
             batches = calibration_batches(context.train_set, keys, self.examples, self.batch_size, self.seed)
             device = next(model.parameters()).device
@@ -151,7 +139,7 @@ class OneShotPruner:
                 problem="stops a 0-step run",
             )
         steps = context.total_steps
-        log.warning("pruner.method=%s: %s; the %d training steps train it after pruning", self.method.name, what, steps)
+        log.warning("pruner/method=%s: %s; the %d training steps train it after pruning", self.method.name, what, steps)
 
     @torch.no_grad()
     def _prune(self, name: str, module: nn.Module, statistic: Any) -> None:
@@ -160,7 +148,7 @@ class OneShotPruner:
         weight, mask = target.weights[0], target.masks[0]
         matrix = as_matrix(weight).float()
         zeros = matrix == 0  # the starting model's zeros: pruned first, and kept (keeps_zeros)
-        pruned_weight, pruned = self.method.prune(matrix, statistic, self.pattern, self.sparsity, zeros)
+        pruned_weight, pruned = self.method.prune(matrix, statistic, self.goal, zeros)
         keep = ~pruned & ~zeros
         mask.copy_(keep.reshape(mask.shape).to(mask.dtype))
         weight.copy_(pruned_weight.reshape(weight.shape).to(weight.dtype)).mul_(mask)
@@ -168,30 +156,22 @@ class OneShotPruner:
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
         return loss
 
-    @torch.no_grad()
     def before_optimizer_step(self, step: int) -> None:
-        mask_grads(self._weights, self._masks)
+        self.locked.before_optimizer_step(step)
 
-    @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        torch._foreach_mul_(self._weights, self._masks)
+        self.locked.after_optimizer_step(step)
 
-    @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:
         """Fold the masks into the weights (exact zeros stay) and drop the mask buffers."""
-        for target in self.targets:
-            target.weights[0].mul_(target.masks[0])
-            remove_mask(target.modules[0])
-        return model
+        return self.locked.finalize(model)
 
     def state_dict(self) -> dict[str, Any]:
         """The masks chosen at attach and the seconds calibration and pruning took (a resumed run reports them)."""
-        return {"masks": list(self._masks), "timing": dict(self.timing)}
+        return {**self.locked.state_dict(), "timing": dict(self.timing)}
 
-    @torch.no_grad()
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for mask, saved in zip(self._masks, state["masks"], strict=True):
-            mask.copy_(saved)
+        self.locked.load_state_dict(state)
         self.timing = dict(state["timing"])
 
     def spec(self) -> CompressionSpec:
@@ -207,10 +187,9 @@ class OneShotPruner:
         """Target and achieved sparsity (counted from the weights) and the seconds calibration and pruning took."""
         if not self.targets:
             return {}
-        zeros = sum(int((w == 0).sum()) for w in self._weights)
         return {
             "pruner/target_sparsity": self.sparsity,
-            "pruner/sparsity": zeros / sum(w.numel() for w in self._weights),
+            "pruner/sparsity": self.locked.sparsity(),
             "pruner/calibration_s": self.timing["calibration_s"],
             "pruner/prune_s": self.timing["prune_s"],
         }

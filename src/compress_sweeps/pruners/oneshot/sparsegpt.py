@@ -9,17 +9,21 @@ over the columns not yet processed, so the kept weights compensate. Columns are 
 whose updates to the later columns are applied in one matrix product (lazy batch updates). The mask is chosen
 adaptively at the start of every block by w^2 / [H^-1]_jj^2 (N:M: at the start of every run of M columns, among
 the current, already updated weights). Input features that never fire (diag(H) = 0) get weight 0 and H_jj = 1,
-as in the reference implementation.
+as in the reference implementation. `pruner/method=sparsegpt`, its keys under `pruner.method.`.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import Hessian
-from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.weights.patterns import BlockPattern, ChannelPattern, NMPattern, Pattern, as_matrix
+from compress_sweeps.pruners.oneshot.method import Goal
+from compress_sweeps.schema import check_arguments
+from compress_sweeps.weights.patterns import Pattern, as_matrix
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +38,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> tuple[torch
     except torch.linalg.LinAlgError as error:
         raise RuntimeError(
             f"SparseGPT: the layer Hessian is not positive definite even with damping {damping} ({error}); "
-            "raise pruner.damping or pruner.calibration_examples"
+            "raise pruner.method.damping or pruner.calibration_examples"
         ) from error
 
 
@@ -42,8 +46,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> tuple[torch
 def sparsegpt_prune(
     weight: torch.Tensor,
     hessian: torch.Tensor,
-    pattern: Pattern,
-    sparsity: float,
+    goal: Goal,
     damping: float = 0.01,
     block_size: int = 128,
     first: torch.Tensor | None = None,
@@ -56,7 +59,9 @@ def sparsegpt_prune(
     w[:, dead] = 0.0
     columns = w.shape[1]
     pruned = torch.zeros_like(w, dtype=torch.bool)
-    run = pattern.m if isinstance(pattern, NMPattern) else 0
+    # a pattern that fixes the sparsity of every run of columns (N:M) chooses each run's mask when the run starts,
+    # among the weights updated so far; any other chooses a block's mask at the block's start
+    run = goal.pattern.span if goal.pattern.fixed_sparsity is not None else 0
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
         block = w[:, start:end].clone()  # updated in place as the columns before it are pruned
@@ -68,13 +73,13 @@ def sparsegpt_prune(
             mask = torch.zeros_like(block, dtype=torch.bool)
         else:
             scores = (block.square() / diagonal.square()).masked_fill(chosen_first, -torch.inf)
-            mask = pruned_by_score(scores, pattern, sparsity)
+            mask = goal.lowest(scores)
         scale = mask / diagonal  # error of column i: its pruned weights / [H^-1]_ii
         for i in range(end - start):
             if run and i % run == 0:
                 scores = block[:, i : i + run].square() / diagonal[i : i + run].square()
                 scores = scores.masked_fill(chosen_first[:, i : i + run], -torch.inf)
-                mask[:, i : i + run] = pruned_by_score(scores, pattern, sparsity)
+                mask[:, i : i + run] = goal.lowest(scores)
                 scale[:, i : i + run] = mask[:, i : i + run] / diagonal[i : i + run]
             torch.mul(block[:, i], scale[:, i], out=errors[:, i])
             # OBS update of the columns not yet done; column i itself keeps its kept weights (its error is 0
@@ -92,23 +97,27 @@ class SparseGPT:
     name = "sparsegpt"
     needs_data = True
 
-    def __init__(self, damping: float = 0.01, block_size: int = 128) -> None:
+    def __init__(
+        self,
+        damping: Annotated[float, Field(ge=0, lt=1)] = 0.01,
+        block_size: Annotated[int, Field(ge=1)] = 128,
+    ) -> None:
+        check_arguments(SparseGPT, {"damping": damping, "block_size": block_size}, "pruner.method.")
         self.damping, self.block_size = damping, block_size
 
     def problem(self, pattern: Pattern) -> str | None:
-        if isinstance(pattern, ChannelPattern):
+        if pattern.span is None:
             return "sparsegpt selects weights within blocks of input columns, so it cannot remove whole rows"
-        width = pattern.m if isinstance(pattern, NMPattern) else 1
-        width = pattern.cols if isinstance(pattern, BlockPattern) else width
-        if self.block_size % width:  # a run of M columns (or a block) must never straddle two column blocks
-            return f"pruner.block_size={self.block_size} must be a multiple of the pattern's {width} columns"
+        if self.block_size % pattern.span:  # a run of M columns (or a block) must never straddle two column blocks
+            span = pattern.span
+            return f"pruner.method.block_size={self.block_size} must be a multiple of the pattern's {span} columns"
         return None
 
     def new_statistic(self, module: nn.Module) -> Hessian:
         return Hessian(as_matrix(module.weight).shape[1], module.weight.device)
 
     def prune(
-        self, weight: torch.Tensor, statistic: Hessian, pattern: Pattern, sparsity: float, first: torch.Tensor
+        self, weight: torch.Tensor, statistic: Hessian, goal: Goal, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pruned and updated weight, pruned booleans) of an `(out, in)` weight matrix; `first` pruned first."""
-        return sparsegpt_prune(weight, statistic.matrix, pattern, sparsity, self.damping, self.block_size, first)
+        return sparsegpt_prune(weight, statistic.matrix, goal, self.damping, self.block_size, first)

@@ -4,7 +4,7 @@ Approach for Large Language Models", arXiv:2306.11695).
 The score of weight W_ij is |W_ij| * ||X_j||_2, the L2 norm of input feature j over all calibration tokens, and
 weights are compared within each output row (the paper's per-output comparison group): every row loses the same
 share of its weights, N:M within each run of M of a row. Block patterns generalise the group to a row of blocks.
-No weight is updated: Wanda only chooses the mask.
+No weight is updated: Wanda only chooses the mask. `pruner/method=wanda`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms
-from compress_sweeps.pruners.oneshot.masks import pruned_by_score
-from compress_sweeps.weights.patterns import ChannelPattern, Pattern, as_matrix
+from compress_sweeps.pruners.oneshot.method import Goal
+from compress_sweeps.weights.patterns import Pattern, as_matrix
 
 
 def wanda_scores(weight: torch.Tensor, feature_norms: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,7 @@ class Wanda:
     needs_data = True
 
     def problem(self, pattern: Pattern) -> str | None:
-        if isinstance(pattern, ChannelPattern):
+        if pattern.span is None:
             return "wanda compares the weights within an output row, so it cannot remove whole rows (channel)"
         return None
 
@@ -37,9 +37,9 @@ class Wanda:
         return FeatureNorms(as_matrix(module.weight).shape[1], module.weight.device)
 
     def prune(
-        self, weight: torch.Tensor, statistic: FeatureNorms, pattern: Pattern, sparsity: float, first: torch.Tensor
+        self, weight: torch.Tensor, statistic: FeatureNorms, goal: Goal, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pruned weight, pruned booleans) of an `(out, in)` weight matrix; `first` marks weights pruned first."""
         scores = wanda_scores(weight, statistic.norms()).masked_fill(first, -torch.inf)
-        pruned = pruned_by_score(scores, pattern, sparsity, per_row=True)
+        pruned = goal.lowest(scores, per_row=True)
         return weight.masked_fill(pruned, 0.0), pruned

@@ -30,7 +30,7 @@ from torch import nn
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models.costs import example_shapes
-from compress_sweeps.pruners.criteria import Criterion
+from compress_sweeps.pruners.criteria import Criterion, check_first_update
 from compress_sweeps.pruners.schedules import Schedule
 from compress_sweeps.pruners.slim import allocate, channels, transformer
 from compress_sweeps.pruners.slim.budget import Budget, example_batch
@@ -95,15 +95,9 @@ class SlimPruner:
         if "blocks" in self.units and not slim:
             raise ConfigError("pruner.slim", slim, "must be true with units=[blocks]: masks cannot express a skip")
         self.criterion = criterion()
-        if self.criterion.needs_grad and type(start_step) is int and start_step == 0 and calibration_batches == 0:
-            raise ConfigError(
-                "pruner.start_step",
-                0,
-                f"must be >= 1 (or a fraction of the run) with pruner/criterion={self.criterion.name}, which scores "
-                "weights by their gradients; step 0 is before any gradient (set pruner.calibration_batches to "
-                "compute gradients on training examples first, or use pruner/criterion=magnitude)",
-                problem="prunes before any gradient",
-            )
+        if calibration_batches == 0:  # calibration batches give gradients before step 0
+            remedy = "set pruner.calibration_batches to compute gradients on training examples first, "
+            check_first_update(self.criterion, start_step, "pruner.start_step", remedy)
         self.schedule = Schedule(start_step, end_step, update_frequency, sparsity_decay)
         kinds = ("Conv2d", "Conv1d") if "channels" in self.units else ("Linear",)
         self.selection = LayerSelection(kinds, include, exclude, "pruner.")
