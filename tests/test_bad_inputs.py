@@ -117,6 +117,7 @@ CONFIG_TIME = {
     "one-shot method as a value": (["pruner=sparsegpt", "pruner.method=obs"], "pruner.method", "obs", TYPE),
     "sparsegpt damping": (["pruner=sparsegpt", "pruner.method.damping=1.5"], "pruner.method.damping", 1.5, RANGE),
     "one-shot block score": (["pruner=wanda", "pruner.block_reduce=avg"], "pruner.block_reduce", "avg", UNKNOWN),
+    "two weight shadows": (["pruner=neural_wiring", "quantizer=q8bert"], "quantizer", "q8bert", "conflicts with"),
     "one-shot calibration on no examples": (
         ["pruner=wanda", "pruner.calibration_examples=0"],
         "pruner.calibration_examples",

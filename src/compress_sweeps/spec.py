@@ -69,6 +69,9 @@ class CompressionSpec:
     `idx` for a teacher-output cache). `structure`: None for a method that keeps the model's units. `int8_export`:
     `dynamic` or `static` for a method whose result is the int8 model an export builds after finalize (post-training
     int8, which changes no weight itself); the run's export must build that one (run/build.py `check_export`).
+    `shadows_weights`: the method keeps its own full-precision copy of the weights it selects and writes it back
+    into the model before each optimizer step (quantization-aware training's shadow, Discovering Neural Wirings'
+    dense copy): two such methods in one run overwrite each other's copy (run/build.py `check_shadows`).
     """
 
     method: str
@@ -78,6 +81,7 @@ class CompressionSpec:
     batch_keys: frozenset[str] = frozenset()
     structure: StructurePromise | None = None
     int8_export: str | None = None
+    shadows_weights: bool = False
 
     @property
     def patterns(self) -> dict[str, str]:
@@ -95,6 +99,8 @@ class CompressionSpec:
             data["structure"] |= {"scope": list(self.structure.scope), "example": dict(self.structure.example)}
         if self.int8_export is None:  # only a post-training quantizer's entry has it: the others read as before
             del data["int8_export"]
+        if not self.shadows_weights:  # likewise: only the methods that keep a copy of the weights say so
+            del data["shadows_weights"]
         return data
 
     @classmethod
@@ -114,4 +120,5 @@ class CompressionSpec:
             batch_keys=frozenset(data.get("batch_keys", ())),
             structure=structure,
             int8_export=data.get("int8_export"),
+            shadows_weights=bool(data.get("shadows_weights", False)),
         )

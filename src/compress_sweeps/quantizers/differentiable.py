@@ -127,7 +127,9 @@ class DifferentiableQuantization:
         """2^bits learned (not evenly spaced) points per tensor; a layer's zeros keep a point pinned at 0."""
         promise = QuantizationPromise(tuple(self.points), self.bits, None, uniform=False)
         keeps = not self.skip_first_last  # the assignments are fixed: a zero stays on the pinned 0 point
-        return CompressionSpec(method="DifferentiableQuantization", quantization=promise, keeps_zeros=keeps)
+        return CompressionSpec(
+            method="DifferentiableQuantization", quantization=promise, keeps_zeros=keeps, shadows_weights=True
+        )
 
     def check(self, total_steps: int, how: str = "") -> None:
         pass

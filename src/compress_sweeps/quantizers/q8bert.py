@@ -126,7 +126,9 @@ class Q8Bert:
         """`bits`-bit symmetric weights, one scale per tensor (or output row with `per_channel`)."""
         group = "row" if self.per_channel else None
         weights = tuple(f"{name}.weight" for name in self.layers)
-        return CompressionSpec(method="Q8Bert", quantization=QuantizationPromise(weights, self.bits, group))
+        return CompressionSpec(
+            method="Q8Bert", quantization=QuantizationPromise(weights, self.bits, group), shadows_weights=True
+        )
 
     def check(self, total_steps: int, how: str = "") -> None:
         if self.start_step > total_steps:

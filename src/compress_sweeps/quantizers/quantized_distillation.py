@@ -97,7 +97,9 @@ class QuantizedDistillation:
         weights = tuple(f"{name}.weight" for name in self.layers)
         promise = QuantizationPromise(weights, self.bits, self.bucket_size)
         keeps = self.keep_zeros and not self.skip_first_last  # skipped layers train freely, zeros and all
-        return CompressionSpec(method="QuantizedDistillation", quantization=promise, keeps_zeros=keeps)
+        return CompressionSpec(
+            method="QuantizedDistillation", quantization=promise, keeps_zeros=keeps, shadows_weights=True
+        )
 
     def check(self, total_steps: int, how: str = "") -> None:
         pass

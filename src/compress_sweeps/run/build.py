@@ -77,6 +77,7 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> li
     if total is not None:
         parts.compressors.check(*total)
     check_objective(cfg.optimized_metric, parts.trainer.evaluates, cfg.measure_latency)
+    check_shadows(parts, cfg)
     check_paths(cfg)
     check_export(parts, cfg)
     check_finetuners(cfg)
@@ -84,6 +85,23 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> li
         check_starting_run(key, folder, results)
         check_pruned_start(cfg, parts, key, folder, results)
     return check_data(cfg)
+
+
+def check_shadows(parts: RunParts, cfg: DictConfig) -> None:
+    """At most one method may keep its own copy of the weights and write it back before each optimizer step: a
+    second one's copy would overwrite the first's (pruned weights restarting near zero every step under
+    pruner=neural_wiring with quantization-aware training)."""
+    shadowing = [s.method for s in parts.compressors.specs() if s.shadows_weights]
+    if len(shadowing) > 1:
+        raise ConfigError(
+            "quantizer",
+            choice(cfg, "quantizer"),
+            f"must not train alongside {shadowing[0]}: both keep a full-precision copy of the weights and write it "
+            "back before each optimizer step, so one overwrites the other; prune first, then train on with "
+            "pruner=pattern_lock and this quantizer (as Prune-Once-for-All does), or use a post-training "
+            "quantizer (ptq_dynamic | ptq_static)",
+            problem=f"conflicts with {shadowing[0]}",
+        )
 
 
 def check_data(cfg: DictConfig) -> list[str]:

@@ -114,7 +114,7 @@ class NeuralWiring:
 
     def spec(self) -> CompressionSpec:
         """Each group's target in its pattern after finalize; zeros are not kept while training."""
-        return CompressionSpec(method="NeuralWiring", sparsity=self.pruner.spec().sparsity)
+        return CompressionSpec(method="NeuralWiring", sparsity=self.pruner.spec().sparsity, shadows_weights=True)
 
     def check(self, total_steps: int, how: str = "") -> None:
         self.pruner.check(total_steps, how)
