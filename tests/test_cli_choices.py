@@ -31,6 +31,7 @@ def test_an_unknown_choice_is_named_with_the_options(argv, said):
         ["-m", "pruner=oneshot_magnitude,wanda", "seed=0,1"],
         ["hydra/launcher=joblib", "hydra/sweeper=optuna"],  # Hydra's groups: plugins add options
         ["pruner=choice(wanda,sparsegpt)", "distiller=null", "trainer.max_steps=3"],
+        ["-m", "sweep=mine", "hydra.searchpath=[file:///elsewhere]"],  # options from another folder: Hydra's call
     ],
 )
 def test_known_choices_and_other_overrides_pass(argv):

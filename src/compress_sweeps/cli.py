@@ -80,7 +80,10 @@ def plan_argument_error(argv: list[str]) -> str | None:
 def choice_error(argv: list[str]) -> str | None:
     """A config-group choice on the command line (`pruner=obs`, `pruner/method=obs`, `model@x=obs`, a sweep's
     `pruner=a,obs`) naming no option of its group: Hydra would stop it with its own multi-line message and exit 1;
-    this says what is wrong and what is allowed in one line (exit 2)."""
+    this says what is wrong and what is allowed in one line (exit 2). With `hydra.searchpath` set, other folders
+    add options: Hydra decides then."""
+    if any(a.lstrip("+~").startswith("hydra.searchpath") for a in argv):
+        return None
     for argument in argv:
         key, equals, value = argument.lstrip("+~").partition("=")
         name = key.split("@", 1)[0]
