@@ -32,6 +32,14 @@ class Goal:
         return self.pattern.lowest(scores.float(), self.sparsity, per_row, self.reduce)
 
 
+def row_problem(name: str, pattern: Pattern) -> str | None:
+    """Why a method that compares the weights within an output row (Wanda, RIA) cannot prune in `pattern`: a
+    pattern whose group is a whole row (channel) leaves nothing to compare."""
+    if pattern.span is None:
+        return f"{name} compares the weights within an output row, so it cannot remove whole rows (channel)"
+    return None
+
+
 @runtime_checkable
 class OneShotMethod(Protocol):
     """A one-shot pruning method: how it scores (and possibly updates) one layer's weights."""

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms
-from compress_sweeps.pruners.oneshot.method import Goal
+from compress_sweeps.pruners.oneshot.method import Goal, row_problem
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.weights.patterns import Pattern, as_matrix
 
@@ -40,9 +40,7 @@ class RIA:
         self.power = power
 
     def problem(self, pattern: Pattern) -> str | None:
-        if pattern.span is None:
-            return "ria compares the weights within an output row, so it cannot remove whole rows (channel)"
-        return None
+        return row_problem(self.name, pattern)
 
     def new_statistic(self, module: nn.Module) -> FeatureNorms:
         return FeatureNorms(as_matrix(module.weight).shape[1], module.weight.device)

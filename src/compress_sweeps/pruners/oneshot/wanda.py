@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.pruners.oneshot.calibration import FeatureNorms
-from compress_sweeps.pruners.oneshot.method import Goal
+from compress_sweeps.pruners.oneshot.method import Goal, row_problem
 from compress_sweeps.weights.patterns import Pattern, as_matrix
 
 
@@ -29,9 +29,7 @@ class Wanda:
     needs_data = True
 
     def problem(self, pattern: Pattern) -> str | None:
-        if pattern.span is None:
-            return "wanda compares the weights within an output row, so it cannot remove whole rows (channel)"
-        return None
+        return row_problem(self.name, pattern)
 
     def new_statistic(self, module: nn.Module) -> FeatureNorms:
         return FeatureNorms(as_matrix(module.weight).shape[1], module.weight.device)
