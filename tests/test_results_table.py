@@ -21,7 +21,7 @@ RECIPES = recipe_labels()
 
 
 def test_the_table_rows_are_the_recipe_files_that_are_not_building_blocks():
-    assert BUILDING_BLOCKS == ["kd_from_dense"]
+    assert sorted(BUILDING_BLOCKS) == ["finetuned_dense", "kd_from_dense"]
     assert sorted(RECIPES) == sorted(set(ON_DISK) - set(BUILDING_BLOCKS))
     assert RECIPES["dense"] == "dense baseline" and RECIPES["snip80_4x1_kd"] == "snip_momentum 80% 4x1 + KD"
     assert len(set(RECIPES.values())) == len(RECIPES)  # every row has a label of its own
@@ -50,12 +50,17 @@ def test_recipe_composes_and_its_compressors_build(sweep, recipe, tmp_path):
     cfg = compose_cfg([f"sweep={sweep}", f"+recipe={recipe}", "logger=none"], output_dir=tmp_path)
     for group in ("pruner", "quantizer", "distiller"):
         assert isinstance(instantiate(cfg[group]), Compressor)
-    if recipe.endswith("kd") or recipe in ("kd_student", "polino4bit"):
+    if recipe.endswith("kd") or recipe in ("slim50_kd_int8", "kd_student", "polino4bit"):
         teacher = cfg.distiller.teachers.main
         assert teacher.model._target_ == cfg.results.teacher._target_  # the dense model of the task
         assert teacher.finetune.max_steps == cfg.trainer.max_steps
     if recipe in ("student", "kd_student", "polino4bit"):
         assert cfg.model == cfg.results.student
+    if recipe in ("wanda24", "sparsegpt24", "int8_static", "int8_dynamic"):  # post-training: the KD rows' teacher
+        assert cfg.model.model == cfg.results.teacher and cfg.model.finetune == cfg.results.teacher_finetune
+        assert cfg.trainer.max_steps == 0
+    if recipe.startswith("slim50"):
+        assert list(cfg.pruner.units) == list(cfg.results.slim_units)
     if sweep == "results_image":
         assert isinstance(instantiate(cfg.model, num_labels=10), nn.Module)
 

@@ -25,6 +25,7 @@ from compress_sweeps.loggers import NullLogger
 from compress_sweeps.run import artifacts
 from compress_sweeps.run.checkpoint import Checkpoints
 from compress_sweeps.run.identity import job_id
+from compress_sweeps.run.provenance import code_version
 from compress_sweeps.run.verify import failures, verify
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class RunRecord:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.run_dir = cfg, Path(cfg.paths.output_dir)
         self.results: dict[str, Any] = {"status": "running", "error": None, "seed": cfg.seed, "job_id": job_id(cfg)}
-        self.results |= {"metrics": {}, "compression": {}, "warnings": []}
+        self.results |= {"metrics": {}, "compression": {}, "warnings": [], "code": code_version()}
         self.checkpoints = Checkpoints(self.run_dir, self.results["job_id"])  # <run_dir>/checkpoint/last.pt
         self.logger: Any = NullLogger()
         self.timing: dict[str, float] = {}
