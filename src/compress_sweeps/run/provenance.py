@@ -1,5 +1,6 @@
 """Which code made a run (results.json -> `code`): the package version and, when it runs from a git checkout, the
-commit and whether its tracked files (code and conf/) differed from it. Tables built from many runs print the commits they came from."""
+commit and whether its tracked files (code and conf/) differed from it. Tables built from many runs print the
+commits they came from."""
 
 from __future__ import annotations
 
