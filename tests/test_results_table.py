@@ -68,7 +68,7 @@ def test_recipe_composes_and_its_compressors_build(sweep, recipe, tmp_path):
 def fake_job(sweep: Path, recipe: str, seed: int, accuracy: float, **compression) -> None:
     folder = sweep / f"+recipe={recipe},seed={seed}"
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "overrides.yaml").write_text(f"- +recipe={recipe}\n- seed={seed}\n")
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- +recipe={recipe}\n- seed={seed}\n- sweep=results_text\n")
     base = {"bits": 32, "size_bytes": 4_000_000, "latency_ratio": 1.0, "speedup": 1.0}
     checks = []
     if "sparsity" in compression:
@@ -79,7 +79,8 @@ def fake_job(sweep: Path, recipe: str, seed: int, accuracy: float, **compression
         "metrics": {"eval/accuracy": accuracy},
         "compression": base | compression,
         "verified": {"ok": True, "checks": checks},
-        "timing": {"total_s": 60.0},
+        "timing": {"total_s": 60.0 * (seed + 1)},
+        "code": {"version": "0.1.0", "commit": "0123456789abcdef" * 2 + "01234567", "dirty": recipe == "q8bert"},
     }
     (folder / "results.json").write_text(json.dumps(results))
 
@@ -109,8 +110,11 @@ def test_results_table_means_and_drops(tmp_path):
     assert "| 0.9650 (-0.20 pts), 0.50 |" in text  # the int8 model: its accuracy, drop, latency vs dense fp32
     assert "| 1.00 | 0.9650" in text  # the fp32 model's own latency ratio vs dense
     assert "| small student, no KD | not run | 0 |" in text
+    assert "| 1.5 | `sweep=results_text +recipe=snip80_4x1_kd` |" in text  # mean wall time of its jobs, its command
+    assert "`+recipe=nm24` |" in text  # a failed row still says how to run it
+    assert "commits 0123456 (4 jobs), 0123456 with local changes (1 jobs), unknown (1 jobs)" in text
     assert "goal" not in text.lower()  # a results table reports measurements
-    lines = [line for line in text.splitlines() if line.startswith("| ") and "recipe" not in line]
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| recipe |")]
     assert [line.split(" | ")[0][2:] for line in lines] == list(RECIPES.values())  # every row, in table order
 
 

@@ -2,10 +2,12 @@
 
 One Markdown table per sweep folder (a task), one row per recipe: accuracy as mean ± std over seeds, the relative
 change against the dense row, and the figures the verification gate re-counted from each run's model.safetensors
-(sparsity, pattern), plus bits, size and the latency ratio against the dense model timed beside it (the
-time of the run's model over the dense model's, batch 32). The rows are the recipes of conf/recipe/ whose header names a
-table row (`# Results-table row "<label>": ...`), in the order the results sweep lists them. With `--into FILE`,
-the tables replace the text between that file's `<!-- results:begin -->` and `<!-- results:end -->` markers.
+(sparsity, pattern), plus bits, size and the latency ratio against the dense model timed beside it (the time of the
+run's model over the dense model's, batch 32), the wall time of a job and the command that runs the row; each
+caption names the commit(s) its jobs ran at (results.json -> code). The rows are the recipes of conf/recipe/ whose
+header names a table row (`# Results-table row "<label>": ...`), in the order the results sweep lists them. With
+`--into FILE`, the tables replace the text between that file's `<!-- results:begin -->` and `<!-- results:end -->`
+markers.
 """
 
 from __future__ import annotations
@@ -76,12 +78,14 @@ def _verified(results: dict, check: str):
 
 
 def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:
-    """recipe -> the results.json of each of its jobs (every status) in `sweep_dir`."""
+    """recipe -> the results.json of each of its jobs (every status) in `sweep_dir`, each with the job's `sweep=`
+    choice added as `sweep_choice` (the command that runs the row)."""
     runs: dict[str, list[dict]] = {}
     for path in sorted(Path(sweep_dir).glob(f"*/{RESULTS}")):
-        recipe = job_overrides(path.parent).get("recipe")
-        if recipe is not None:
-            runs.setdefault(str(recipe), []).append(json.loads(path.read_text()))
+        overrides = job_overrides(path.parent)
+        if (recipe := overrides.get("recipe")) is not None:
+            results = json.loads(path.read_text()) | {"sweep_choice": overrides.get("sweep")}
+            runs.setdefault(str(recipe), []).append(results)
     if not runs:
         raise FileNotFoundError(f"no */{RESULTS} of a +recipe=... job under {sweep_dir}: run a results sweep first")
     return runs
@@ -102,6 +106,9 @@ def summarize(runs: dict[str, list[dict]], labels: dict[str, str] | None = None)
         jobs = runs.get(recipe, [])
         done = [r for r in jobs if r["status"] == "completed"]
         row = {"recipe": recipe, "label": labels.get(recipe, recipe), "seeds": len(done)}
+        row["command"] = " ".join(
+            [*sorted({f"sweep={r['sweep_choice']}" for r in jobs if r.get("sweep_choice")}), f"+recipe={recipe}"]
+        )
         row["failed"] = len(jobs) - len(done)
         if not done:
             rows.append(row | {"errors": [r.get("error") for r in jobs]})
@@ -122,6 +129,7 @@ def summarize(runs: dict[str, list[dict]], labels: dict[str, str] | None = None)
         ratios = [c["latency_ratio"] for c in compression if "latency_ratio" in c]  # vs dense, same process
         if ratios:
             row["latency_ratio"] = statistics.fmean(ratios)
+        row["wall_min"] = statistics.fmean((r.get("timing") or {}).get("total_s", 0.0) for r in done) / 60
         exports = [c["int8_export"] for c in compression if "latency_ratio" in c.get("int8_export", {})]
         if exports:
             row["int8_accuracy"] = statistics.fmean(e["eval/accuracy"] for e in exports)
@@ -137,14 +145,14 @@ def summarize(runs: dict[str, list[dict]], labels: dict[str, str] | None = None)
 def to_markdown(rows: list[dict]) -> str:
     head = [
         "| recipe | accuracy (mean ± std) | seeds | rel. change vs dense | verified sparsity | pattern | bits "
-        "| size (MB) | latency vs dense | int8 export: accuracy, latency vs dense fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| size (MB) | latency vs dense | int8 export: accuracy, latency vs dense fp32 | wall (min) | run it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines = []
     for row in rows:
         if "accuracy" not in row:
             state = f"failed ({row['failed']} jobs)" if row["failed"] else "not run"
-            lines.append(f"| {row['label']} | {state} | 0 |  |  |  |  |  |  |  |")
+            lines.append(f"| {row['label']} | {state} | 0 |  |  |  |  |  |  |  |  | `{row['command']}` |")
             continue
         change = f"{row['change_pct']:+.2f}%" if "change_pct" in row else ""
         sparsity = f"{row['sparsity']:.3f}" if "sparsity" in row else ""
@@ -163,16 +171,32 @@ def to_markdown(rows: list[dict]) -> str:
             f"{row['size_mb']:.3g}",
             f"{row['latency_ratio']:.2f}" if "latency_ratio" in row else "",
             int8,
+            f"{row['wall_min']:.1f}",
+            f"`{row['command']}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(head + lines) + "\n"
 
 
 def describe_runs(runs: dict[str, list[dict]]) -> str:
-    """The number of jobs of the sweep and their summed run time, for the table's caption."""
+    """The number of jobs of the sweep, their summed run time and the code they ran, for the table's caption."""
     jobs = [r for rs in runs.values() for r in rs]
     compute_min = sum(r.get("timing", {}).get("total_s", 0.0) for r in jobs) / 60
-    return f"{len(jobs)} jobs, {compute_min:.0f} min of job time"
+    return f"{len(jobs)} jobs, {compute_min:.0f} min of job time, {describe_code(jobs)}"
+
+
+def describe_code(jobs: list[dict]) -> str:
+    """The commits the jobs ran at (results.json -> code), e.g. `commit 26b8137` or `commits 26b8137 (30 jobs),
+    9f0e1d2 with local changes (6 jobs)`; jobs from before the code was recorded are counted as unknown."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        code = job.get("code") or {}
+        name = code["commit"][:7] if code.get("commit") else "unknown"
+        name += " with local changes" if code.get("dirty") else ""
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) == 1:
+        return f"commit {next(iter(counts))}"
+    return "commits " + ", ".join(f"{name} ({count} jobs)" for name, count in sorted(counts.items()))
 
 
 def machine() -> str:
@@ -187,7 +211,8 @@ def render(sweep_dirs: Sequence[Path]) -> str:
     parts = []
     for sweep_dir in sweep_dirs:
         runs = load_runs(sweep_dir)
-        caption = f"**{Path(sweep_dir).name}** ({describe_runs(runs)}, `{sweep_dir}`)"
+        caption = f"**{Path(sweep_dir).name}** ({describe_runs(runs)}, `{sweep_dir}`); a row's `run it` runs its seeds "
+        caption += "with `python -m compress_sweeps -m <run it>` (add the launcher settings of `make results`)"
         parts += [caption, "", to_markdown(summarize(runs, labels))]
     parts.append(f"Machine: {machine()}.")
     return "\n".join(parts) + "\n"
