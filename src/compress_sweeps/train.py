@@ -44,6 +44,7 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
             task_name=task.name,
             cache_dir=cfg.paths.cache_dir,
             untrained=untrained_parameters(model),  # a new head: post-training methods say so
+            objective=parts.objective,
         )
         record.results["optimizer_steps"] = context.total_steps  # 0: compressed without training (one-shot)
         record.lap("setup_s")
@@ -53,7 +54,9 @@ def run(cfg: DictConfig) -> float | tuple[float, ...]:
         record.lap("train_s")
         record.check_ranks(model, parts.compressors)  # torchrun: weights, masks and method state agree on all ranks
         model = parts.compressors.finalize(model)
-        evaluate = partial(parts.trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys)
+        evaluate = partial(
+            parts.trainer.evaluate, eval_set=eval_set, input_keys=task.input_keys, objective=parts.objective
+        )
         metrics = evaluate(model)
         record.logger.log(metrics, step=context.total_steps)  # the finalized model's scores end the W&B history
         specs = parts.compressors.specs()  # what each method promises; measured here, checked by verify

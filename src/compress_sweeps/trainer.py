@@ -10,9 +10,7 @@ from dataclasses import replace
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import AfterValidator, Field
-from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -22,6 +20,7 @@ from compress_sweeps import batching, distributed
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import Compressors, RunContext, logits_of
 from compress_sweeps.loggers.base import RunLogger
+from compress_sweeps.objectives import CLASSIFICATION, Objective
 from compress_sweeps.run.checkpoint import Checkpoints, EpochBatches, TrainingState
 from compress_sweeps.run.identity import TRAINER_FREE
 from compress_sweeps.run.threads import parallel_jobs
@@ -73,8 +72,6 @@ class Trainer:
     `max_steps=0` (trainer=none) trains nothing: the compressors attach (a one-shot pruner calibrates and prunes
     there) and the run goes on to finalize, evaluation and export.
     """
-
-    evaluates = ("eval/accuracy", "eval/f1_macro", "eval/loss", "eval/examples")  # what `evaluate` returns
 
     def __init__(
         self,
@@ -200,7 +197,7 @@ class Trainer:
             for _ in range(self.grad_accum_steps):
                 batch = {k: v.to(self.device) for k, v in next(batches).items()}
                 outputs = net(**{k: batch[k] for k in input_keys if k in batch})
-                loss = F.cross_entropy(logits_of(outputs), batch["labels"])
+                loss = context.objective.loss(logits_of(outputs), batch["labels"])
                 loss = compressors.loss(outputs, batch, loss)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss is {loss.item()} at optimizer step {step}; stopping")
@@ -224,7 +221,7 @@ class Trainer:
                 logger.log(row | compressors.metrics(), step=step)
                 running, since_log = 0.0, 0
             if self.eval_every and step % self.eval_every == 0 and step < total:
-                metrics = self.evaluate(model, eval_set, input_keys)
+                metrics = self.evaluate(model, eval_set, input_keys, context.objective)
                 log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 logger.log(metrics, step=step)
                 model.train()
@@ -235,30 +232,27 @@ class Trainer:
         distributed.sync_running_stats(model)
         return metrics
 
-    def evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
-        """Accuracy, macro-F1 and mean cross-entropy on (the first `eval_max_batches` batches of) `eval_set`.
+    def evaluate(
+        self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str], objective: Objective = CLASSIFICATION
+    ) -> dict[str, float]:
+        """The objective's metrics (accuracy, macro-F1 and mean cross-entropy of a classifier; perplexity of a causal
+        LM) on (the first `eval_max_batches` batches of) `eval_set`.
 
         In a distributed run rank 0 evaluates and every rank returns its numbers.
         """
         distributed.sync_running_stats(model)
         model.to(self.device).eval()
-        return distributed.on_rank_zero(self._evaluate, model, eval_set, input_keys)
+        return distributed.on_rank_zero(self._evaluate, model, eval_set, input_keys, objective)
 
     @torch.no_grad()
-    def _evaluate(self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str]) -> dict[str, float]:
-        predictions, labels, loss_sum = [], [], 0.0
-        for i, batch in enumerate(batching.loader(eval_set, self.eval_batch_size)):
-            if self.eval_max_batches is not None and i >= self.eval_max_batches:
-                break
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            logits = logits_of(model(**{k: batch[k] for k in input_keys if k in batch}))
-            loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-            predictions.append(logits.argmax(-1).cpu())
-            labels.append(batch["labels"].cpu())
-        y_pred, y_true = torch.cat(predictions), torch.cat(labels)
-        return {
-            "eval/accuracy": (y_pred == y_true).float().mean().item(),
-            "eval/f1_macro": float(f1_score(y_true, y_pred, average="macro")),
-            "eval/loss": loss_sum / len(y_true),
-            "eval/examples": float(len(y_true)),
-        }
+    def _evaluate(
+        self, model: nn.Module, eval_set: Dataset, input_keys: Sequence[str], objective: Objective
+    ) -> dict[str, float]:
+        def batches():
+            for i, batch in enumerate(batching.loader(eval_set, self.eval_batch_size)):
+                if self.eval_max_batches is not None and i >= self.eval_max_batches:
+                    break
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                yield logits_of(model(**{k: batch[k] for k in input_keys if k in batch})), batch["labels"]
+
+        return objective.scores(batches())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from helpers.config import CNN_SMOKE, CONF, compose_cfg, tiny_text_overrides
 from helpers.data import TOPICS, WORDS, text_rows, write_csv, write_local_glue
-from helpers.models import write_tiny_bert
+from helpers.models import write_tiny_bert, write_tiny_llama
 from helpers.processes import starts_python
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "write_csv",
     "write_local_glue",
     "write_tiny_bert",
+    "write_tiny_llama",
 ]

@@ -25,3 +25,33 @@ def write_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     return folder
+
+
+def write_tiny_llama(folder: Path, num_layers: int = 2) -> Path:
+    """A randomly initialised Llama (hidden 64, 4 query / 2 key-value heads: grouped-query attention, FFN 128, tied
+    embeddings) with the bundled MiniLM's tokenizer ([SEP] as its end-of-text token), saved like a hub model: ~8 MB."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from compress_sweeps.models.hf import minilm_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer.eos_token = tokenizer.sep_token
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 
 def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al.: T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch.
+    """Hinton et al.: T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch's predictions: its
+    examples [B, C], or every position of a causal LM's [B, T, V] (the mean per token, as its loss is).
 
     The T^2 keeps the soft-target gradients on the same scale as the hard-label loss when T changes.
     """
+    student, teacher = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
     log_p_student = F.log_softmax(student / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")

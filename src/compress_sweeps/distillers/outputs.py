@@ -121,7 +121,7 @@ class TeacherOutputs:
         @torch.no_grad()
         def hits(batch: Mapping[str, torch.Tensor]) -> Outputs:
             logits = logits_of(teacher.module(**self._inputs(batch, context.device)))
-            return {"hits": (logits.argmax(-1).cpu() == batch["labels"]).float()}
+            return {"hits": context.objective.hits(logits.cpu(), batch["labels"].cpu())}  # next tokens: per position
 
         cache = TeacherOutputCache.load_or_compute(folder, key, context.eval_set, hits, self.batch_size)
         return float(cache.outputs["hits"].mean())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from compress_sweeps.models.causal import causal_lm, smollm2
 from compress_sweeps.models.cnn import ConvNet
 from compress_sweeps.models.finetuned import finetuned
 from compress_sweeps.models.hf import minilm, pretrained_classifier, student_from_teacher, tokenizer_for
@@ -21,11 +22,13 @@ from compress_sweeps.models.untrained import untrained_parameters
 
 __all__ = [
     "ConvNet",
+    "causal_lm",
     "finetuned",
     "from_run",
     "minilm",
     "pretrained_classifier",
     "rebuild_config",
+    "smollm2",
     "student_from_teacher",
     "tokenizer_for",
     "untrained_parameters",

@@ -194,14 +194,15 @@ def tokenizer_for(model: nn.Module) -> PreTrainedTokenizerBase | None:
 
 
 def from_pretrained_rebuilds(model: nn.Module) -> bool | None:
-    """Whether `AutoModelForSequenceClassification.from_pretrained(<run folder>)` rebuilds `model`'s shapes from the
-    config.json saved beside its weights; None for a model that is not a Hugging Face model. False for a slimmed
-    model whose layers keep different head counts or FFN widths, or fewer heads than the config's: a config holds one
-    of each (transformers has no per-layer shapes), so only `model=from_run` loads such a folder."""
+    """Whether `from_pretrained(<run folder>)` of the model's class (AutoModelForSequenceClassification,
+    AutoModelForCausalLM) rebuilds `model`'s shapes from the config.json saved beside its weights; None for a model
+    that is not a Hugging Face model. False for a slimmed model whose layers keep different head counts or FFN widths,
+    or fewer heads than the config's: a config holds one of each (transformers has no per-layer shapes), so only
+    `model=from_run` loads such a folder."""
     if not isinstance(model, PreTrainedModel):
         return None
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        rebuilt = AutoModelForSequenceClassification.from_config(model.config)
+        rebuilt = type(model)._from_config(model.config)
     return describe(rebuilt) == describe(model)
 
 

@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -24,6 +26,7 @@ from compress_sweeps.models.hf import save_hf_extras
 from compress_sweeps.models.untrained import mark_trained
 
 WEIGHTS = "model.safetensors"
+TIED = "tied"  # model.safetensors metadata: {name: the name it is tied to}, each tied tensor stored once
 RESULTS = "results.json"  # run/artifacts.py's name: a run folder's record, read here for what the run cut out
 MODEL_CONFIG = "model_config.yaml"
 
@@ -122,11 +125,22 @@ def saved_num_labels(folder: str) -> int:
     return int(saved_config(folder)["num_labels"])
 
 
+def load_weights(path: Path | str, tied: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a saved model.safetensors; with `tied`, also each tied name (stored once, recorded in the
+    file's metadata) as the tensor it is tied to, as the model's state_dict has it."""
+    weights = load_file(str(path))
+    if tied:
+        with safe_open(str(path), framework="pt") as handle:
+            ties = json.loads((handle.metadata() or {}).get(TIED, "{}"))
+        weights |= {name: weights[owner] for name, owner in ties.items()}
+    return weights
+
+
 def load_saved(model: nn.Module, folder: str) -> nn.Module:
     """Give `model` (built by `architecture`) the saved shapes and weights, exactly (strict)."""
     root = Path(folder).expanduser()
     structure.load(model, root)
-    weights = load_file(str(root / WEIGHTS))
+    weights = load_weights(root / WEIGHTS)
     built = model.state_dict()
     differ = [
         f"{n}: saved {list(weights[n].shape)}, built {list(t.shape)}"
@@ -165,16 +179,23 @@ def save_model(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors, seen = {}, set()
+    tensors, owners, tied, seen = {}, {}, {}, set()
     for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
+        tensor = tensor.detach()
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if view in owners:  # a tied weight (a causal LM's lm_head is its token embeddings): stored once
+            tied[name] = owners[view]
+            continue
+        owners[view] = name
+        tensor = tensor.cpu().contiguous()
         pointer = tensor.untyped_storage().data_ptr()
         tensors[name] = tensor.clone() if pointer in seen else tensor  # safetensors refuses shared storage
         seen.add(pointer)
     weights = folder / WEIGHTS
     tmp = folder / f".{WEIGHTS}.tmp"
+    metadata = {"format": "pt"} | ({TIED: json.dumps(tied)} if tied else {})
     try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, weights)
     except Exception as error:  # safetensors reports a full disk in its own words: name the cause
         failure = write_error(weights, error)

@@ -50,6 +50,7 @@ from compress_sweeps.planner.settings import PlanSettings, plan_settings
 from compress_sweeps.planner.table import cost_table
 from compress_sweeps.reporting.report import write_report
 from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
+from compress_sweeps.run.build import objective_of
 from compress_sweeps.sweeps.precheck import job_config, job_folder, point_error
 from compress_sweeps.sweeps.sweeper import touches
 
@@ -125,6 +126,7 @@ class Planner:
         if (error := point_error(self.config, self.base)) is not None:
             raise ConfigError("sweep=plan", " ".join(self.base) or "(defaults)", f"must be a valid run: {error}")
         dense_cfg = job_config(self.config, self.base)
+        check_plannable(dense_cfg)
         data, dense = self._untrained(dense_cfg)
         keys = data.task.input_keys
         self.inputs = measure.plan_inputs(data.eval_set, keys, self.settings.batch_size, self.settings.seq_len)
@@ -451,6 +453,19 @@ class Planner:
         write_report(self.sweep_dir)  # the sweep's usual table and plots, beside plan.md
         report.write(self.plan, self.sweep_dir / "report")
         return self.plan
+
+
+def check_plannable(cfg: DictConfig) -> None:
+    """The plan maximizes eval/accuracy of encoders and CNNs: a task scored otherwise (a causal LM's perplexity) is
+    refused before anything loads."""
+    if (scored := objective_of(cfg.task).metrics[0]) != METRIC:
+        raise ConfigError(
+            "task",
+            str(cfg.hydra.runtime.choices.get("task")),
+            f"must be a classification task: the plan maximizes {METRIC} of encoders and CNNs (for a causal LM, "
+            "sweep=lm_oneshot)",
+            problem=f"is scored by {scored}",
+        )
 
 
 def folder_named(name: str) -> str:

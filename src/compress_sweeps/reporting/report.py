@@ -7,7 +7,7 @@ group (reporting/wandb_runs.py; offline without an API key), so the W&B dashboar
 Damage recovered: a run of 0 optimizer steps (results.json `optimizer_steps`, e.g. one-shot pruning) that is
 compressed is a *one-shot* row; a compressed run that trained is a *trained* row. When the sweep holds the dense
 run, one-shot rows and trained rows of the same compression target (task, model, measured pattern and sparsity),
-each trained row shows the one-shot accuracy it is compared with (the one-shot row of the same pruner, else the
+each trained row shows the one-shot score it is compared with (the one-shot row of the same pruner, else the
 best one-shot row of the target) and the share of the one-shot drop that training (and KD) recovered:
 (trained - one_shot) / (dense - one_shot).
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from compress_sweeps.objectives import goal, headline, short
 from compress_sweeps.reporting.plots import plot_all
 from compress_sweeps.reporting.wandb_runs import log_report_plots
 from compress_sweeps.run.artifacts import RESULTS
@@ -29,8 +30,8 @@ from compress_sweeps.run.identity import identity_free
 
 COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)
-NUMBERS = ["accuracy", "f1_macro", "sparsity", "bits", "size_mb", "latency_ratio", "speedup"]
-INT8 = ["int8_accuracy", "int8_latency_ratio"]  # of the int8 export, when the run made one
+NUMBERS = ["score", "f1_macro", "sparsity", "bits", "size_mb", "latency_ratio", "speedup"]
+INT8 = ["int8_score", "int8_latency_ratio"]  # of the int8 export, when the run made one
 
 
 def _value(text: str):
@@ -70,21 +71,23 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         metrics, compression = results.get("metrics") or {}, results.get("compression") or {}
         size = compression.get("sparse_size_bytes", compression.get("size_bytes"))
         int8 = compression.get("int8_export") or {}
+        metric = headline(metrics)
         row |= {
             "status": results.get("status"),
             "seed": results.get("seed"),
-            "accuracy": metrics.get("eval/accuracy"),
+            "metric": metric if results.get("status") == "completed" else None,
+            "score": metrics.get(metric),  # the headline metric: eval/accuracy, or eval/perplexity of an LM
             "f1_macro": metrics.get("eval/f1_macro"),
             "steps": results.get("optimizer_steps"),  # 0: compressed without training (one shot)
-            "baseline_accuracy": metrics.get("baseline/accuracy"),
-            "teacher_accuracy": metrics.get("kd/teacher_accuracy"),
+            "baseline_score": metrics.get(f"baseline/{short(metric)}"),
+            "teacher_score": metrics.get(f"kd/teacher_{short(metric)}"),
             "sparsity": compression.get("sparsity"),
             "pattern": compression.get("pattern"),
             "bits": compression.get("bits"),
             "size_mb": size / 2**20 if size else None,
             "latency_ratio": compression.get("latency_ratio"),  # vs the dense model, timed beside it (batch 32)
             "speedup": compression.get("speedup"),
-            "int8_accuracy": int8.get("eval/accuracy"),  # the exported int8 model's (export=onnxruntime...)
+            "int8_score": int8.get(metric),  # the exported int8 model's (export=onnxruntime...)
             # vs the dense fp32 model where the export timed it (every run since slimming), else vs its own fp32
             "int8_latency_ratio": int8.get("latency_ratio_vs_dense", int8.get("latency_ratio")),
             "error": results.get("error"),
@@ -92,7 +95,25 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no */{RESULTS} under {sweep_dir}: is it a sweep folder?")
-    return with_student_reference(with_baseline(pd.DataFrame(rows)))
+    jobs = pd.DataFrame(rows)
+    measured = sorted(set(jobs["metric"].dropna()))
+    if len(measured) > 1:
+        raise ValueError(
+            f"the jobs of {sweep_dir} score different metrics ({', '.join(measured)}): one task per report"
+        )
+    jobs.attrs["metric"] = measured[0] if measured else headline({})  # what `score` is; its goal orders the rows
+    return with_student_reference(with_baseline(jobs))
+
+
+def metric_of(frame: pd.DataFrame) -> str:
+    """The metric a report frame's `score` columns hold (eval/accuracy unless the jobs said otherwise)."""
+    return frame.attrs.get("metric", headline({}))
+
+
+def named(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with `score` in its column names replaced by the metric's name (accuracy, perplexity)."""
+    name = short(metric_of(frame))
+    return frame.rename(columns={c: c.replace("score", name) for c in frame.columns if "score" in c})
 
 
 def recipe_of(row: dict, overrides: dict) -> str:
@@ -106,66 +127,69 @@ def recipe_of(row: dict, overrides: dict) -> str:
 
 
 def with_baseline(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Fill `baseline_accuracy` (when a run did not report one) with the mean accuracy of the sweep's dense jobs —
-    no pruner, quantizer or distiller — of the same task and model."""
+    """Fill `baseline_score` (when a run did not report one) with the mean score of the sweep's dense jobs — no
+    pruner, quantizer or distiller — of the same task and model."""
     dense = (jobs["status"] == "completed") & jobs[[f"choice.{g}" for g in COMPRESSORS]].eq("none").all(axis=1)
-    means = jobs[dense].groupby(["choice.task", "choice.model"], dropna=False)["accuracy"].mean()
-    for (task, model), accuracy in means.items():
-        same = (jobs["choice.task"] == task) & (jobs["choice.model"] == model) & jobs["baseline_accuracy"].isna()
-        jobs.loc[same, "baseline_accuracy"] = accuracy
+    means = jobs[dense].groupby(["choice.task", "choice.model"], dropna=False)["score"].mean()
+    for (task, model), score in means.items():
+        same = (jobs["choice.task"] == task) & (jobs["choice.model"] == model) & jobs["baseline_score"].isna()
+        jobs.loc[same, "baseline_score"] = score
     return jobs
 
 
 def with_student_reference(jobs: pd.DataFrame) -> pd.DataFrame:
-    """`student_accuracy` of every distilled job: the mean accuracy of the sweep's jobs with the same task, model,
-    pruner and quantizer but no distiller (the student trained without KD), when the sweep holds them."""
-    jobs["student_accuracy"] = float("nan")
+    """`student_score` of every distilled job: the mean score of the sweep's jobs with the same task, model, pruner
+    and quantizer but no distiller (the student trained without KD), when the sweep holds them."""
+    jobs["student_score"] = float("nan")
     done = jobs["status"] == "completed"
     same = ["choice.task", "choice.model", "choice.pruner", "choice.quantizer"]
-    plain = jobs[done & (jobs["choice.distiller"] == "none")].groupby(same, dropna=False)["accuracy"].mean()
-    for key, accuracy in plain.items():
+    plain = jobs[done & (jobs["choice.distiller"] == "none")].groupby(same, dropna=False)["score"].mean()
+    for key, score in plain.items():
         match = (jobs[same] == pd.Series(key, index=same)).all(axis=1) & (jobs["choice.distiller"] != "none")
-        jobs.loc[match, "student_accuracy"] = accuracy
+        jobs.loc[match, "student_score"] = score
     return jobs
 
 
 def swept_keys(jobs: pd.DataFrame) -> list[str]:
     """Override keys whose value differs between jobs (the seed is averaged over, not a column)."""
-    fixed = {"job", "status", "seed", "error", "baseline_accuracy", "teacher_accuracy", "student_accuracy", "steps"}
+    fixed = {"job", "status", "seed", "error", "metric", "baseline_score", "teacher_score", "student_score", "steps"}
     fixed |= {*NUMBERS, *INT8, "pattern"}
     fixed |= {f"choice.{group}" for group in CHOICES}
     return [c for c in jobs.columns if c not in fixed and jobs[c].astype(str).nunique() > 1]
 
 
 def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Completed jobs grouped by the swept values: mean and std of accuracy over seeds, means of the rest, and the
-    relative accuracy drop (%) against the dense baseline when one is known."""
+    """Completed jobs grouped by the swept values: mean and std of the score over seeds, means of the rest, and the
+    relative loss of quality (%) against the dense baseline when one is known (positive: worse than dense, whichever
+    way the metric goes: an accuracy drop, a perplexity increase). Columns carry the metric's name (`named`)."""
     done = jobs[jobs["status"] == "completed"].copy()
     keys = swept_keys(jobs)
     for key in keys:
         done[key] = done[key].astype(str)
     grouped = done.groupby(keys, dropna=False, sort=True) if keys else done.groupby(lambda _: "all")
     table = grouped.agg(
-        accuracy=("accuracy", "mean"),
-        accuracy_std=("accuracy", "std"),
+        score=("score", "mean"),
+        score_std=("score", "std"),
         seeds=("seed", "nunique"),
-        **{c: (c, "mean") for c in [*NUMBERS[1:], "baseline_accuracy"]},
-        **{c: (c, "mean") for c in ["teacher_accuracy", "student_accuracy", "steps", *INT8]},
+        **{c: (c, "mean") for c in [*NUMBERS[1:], "baseline_score"]},
+        **{c: (c, "mean") for c in ["teacher_score", "student_score", "steps", *INT8]},
         **{c: (c, "first") for c in ["pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))]},
     ).reset_index()
+    table.attrs["metric"] = metric_of(jobs)
     if not keys:
         table = table.drop(columns=table.columns[0])
-    table["accuracy_std"] = table["accuracy_std"].fillna(0.0)
-    baseline = table["baseline_accuracy"]
-    table["drop_rel_pct"] = (baseline - table["accuracy"]) / baseline * 100.0
+    table["score_std"] = table["score_std"].fillna(0.0)
+    baseline, sign = table["baseline_score"], (1.0 if goal(metric_of(jobs)) == "maximize" else -1.0)
+    table["drop_rel_pct"] = sign * (baseline - table["score"]) / baseline * 100.0
     # KD rows: the gap between the student without KD and the teacher, and the fraction of it the KD term closed
-    gap = table["teacher_accuracy"] - table["student_accuracy"]
-    table["kd_gap_closed_pct"] = (table["accuracy"] - table["student_accuracy"]) / gap.where(gap != 0) * 100.0
-    kd_columns = ["teacher_accuracy", "student_accuracy", "kd_gap_closed_pct"]
+    gap = table["teacher_score"] - table["student_score"]
+    table["kd_gap_closed_pct"] = (table["score"] - table["student_score"]) / gap.where(gap != 0) * 100.0
+    kd_columns = ["teacher_score", "student_score", "kd_gap_closed_pct"]
     table = with_recovery(table)
-    optional = [*kd_columns, "oneshot_accuracy", "recovered_pct", "steps", *INT8]
+    optional = [*kd_columns, "oneshot_score", "recovered_pct", "steps", *INT8]
     table = table.drop(columns=[c for c in optional if table[c].isna().all()])
-    return table.drop(columns=["baseline_accuracy", "pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))])
+    table = table.drop(columns=["baseline_score", "pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))])
+    return named(table)
 
 
 def target_of(row: pd.Series) -> tuple:
@@ -175,9 +199,10 @@ def target_of(row: pd.Series) -> tuple:
 
 
 def with_recovery(table: pd.DataFrame) -> pd.DataFrame:
-    """`oneshot_accuracy` and `recovered_pct` of every trained, compressed row that has one-shot rows of its target
+    """`oneshot_score` and `recovered_pct` of every trained, compressed row that has one-shot rows of its target
     (module docstring); NaN elsewhere."""
-    table["oneshot_accuracy"] = table["recovered_pct"] = float("nan")
+    table["oneshot_score"] = table["recovered_pct"] = float("nan")
+    sign = 1.0 if goal(metric_of(table)) == "maximize" else -1.0  # quality: higher is better
     compressed = table["sparsity"].fillna(0) > 0
     oneshot = table[compressed & (table["steps"] == 0)]
     for index, row in table[compressed & (table["steps"] > 0)].iterrows():
@@ -185,27 +210,28 @@ def with_recovery(table: pd.DataFrame) -> pd.DataFrame:
         if same.empty:
             continue
         own = same[same["choice.pruner"] == row["choice.pruner"]]
-        reference = own.iloc[0] if len(own) else same.loc[same["accuracy"].idxmax()]
-        drop = row["baseline_accuracy"] - reference["accuracy"]
-        table.loc[index, "oneshot_accuracy"] = reference["accuracy"]
-        if not pd.isna(drop) and drop > 0:  # a one-shot row at or above dense lost nothing to recover
-            table.loc[index, "recovered_pct"] = (row["accuracy"] - reference["accuracy"]) / drop * 100.0
+        reference = own.iloc[0] if len(own) else same.loc[(sign * same["score"]).idxmax()]
+        drop = sign * (row["baseline_score"] - reference["score"])
+        table.loc[index, "oneshot_score"] = reference["score"]
+        if not pd.isna(drop) and drop > 0:  # a one-shot row at or better than dense lost nothing to recover
+            table.loc[index, "recovered_pct"] = sign * (row["score"] - reference["score"]) / drop * 100.0
     return table
 
 
 def to_markdown(table: pd.DataFrame, failed: pd.DataFrame) -> str:
-    """A Markdown table (no extra dependency): accuracy as mean ± std, sizes in MB, blanks for unknowns."""
+    """A Markdown table (no extra dependency): the score as mean ± std, sizes in MB, blanks for unknowns."""
+    name = short(metric_of(table))
 
     def cell(column: str, value, row) -> str:
         if pd.isna(value) if not isinstance(value, list | dict) else False:
             return ""
-        if column == "accuracy":
-            return f"{value:.4f} ± {row['accuracy_std']:.4f}"
+        if column == name:
+            return f"{value:.4f} ± {row[f'{name}_std']:.4f}"
         if isinstance(value, float):
             return f"{value:.4g}" if column != "sparsity" else f"{value:.3f}"
         return str(value)
 
-    columns = [c for c in table.columns if c != "accuracy_std"]
+    columns = [c for c in table.columns if c != f"{name}_std"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(cell(c, row[c], row) for c in columns) + " |")
@@ -220,12 +246,12 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir or Path(sweep_dir) / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = load_jobs(sweep_dir)
-    jobs.to_csv(out_dir / "jobs.csv", index=False)
+    named(jobs).to_csv(out_dir / "jobs.csv", index=False)
     table = summarize_jobs(jobs)
     table.to_csv(out_dir / "summary.csv", index=False)
     failed = jobs[jobs["status"] != "completed"]
     (out_dir / "summary.md").write_text(to_markdown(table, failed))
-    plot_all(jobs[jobs["status"] == "completed"], out_dir, swept_keys(jobs))
+    plot_all(jobs[jobs["status"] == "completed"], out_dir, swept_keys(jobs), metric_of(jobs))
     return out_dir
 
 

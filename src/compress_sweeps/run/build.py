@@ -32,6 +32,7 @@ from compress_sweeps import kinds
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import ConfigError, config_error, describe
 from compress_sweeps.hooks import Compressors, FineTuner
+from compress_sweeps.objectives import CLASSIFICATION, Objective, objective_for
 from compress_sweeps.run.artifacts import RESULTS
 from compress_sweeps.run.measure import MEASURED, TIMED
 from compress_sweeps.schema import HYDRA_KEYS, check_node, check_value, parameters
@@ -43,12 +44,14 @@ PRUNED_SPARSITY = 0.01  # a starting model with more exact zeros than this count
 
 @dataclass
 class RunParts:
-    """What `build` made: the training loop, the compressors (in hook order), the export step and the logger."""
+    """What `build` made: the training loop, the compressors (in hook order), the export step and the logger, and
+    the objective of the task's predictions (classes or next tokens: the loss trained on, the metrics evaluated)."""
 
     trainer: Any
     compressors: Compressors
     export: Any
     logger: Any
+    objective: Objective = CLASSIFICATION
 
 
 def build(cfg: DictConfig) -> RunParts:
@@ -65,7 +68,14 @@ def build(cfg: DictConfig) -> RunParts:
         compressors=Compressors(_instantiate(cfg, group) for group in METHODS),
         export=_instantiate(cfg, "export"),
         logger=_instantiate(cfg, "logger"),
+        objective=objective_of(cfg.task),
     )
+
+
+def objective_of(task: DictConfig) -> Objective:
+    """The objective of what the task's builder declares it gives (a builder that declares nothing: classes)."""
+    given = kinds.kind_of(task)
+    return CLASSIFICATION if given is None else objective_for(given.labels)
 
 
 def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> list[str]:
@@ -76,7 +86,7 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> li
     total = run_steps(parts.trainer, train_size)
     if total is not None:
         parts.compressors.check(*total)
-    check_objective(cfg.optimized_metric, parts.trainer.evaluates, cfg.measure_latency)
+    check_objective(cfg.optimized_metric, parts.objective.metrics, cfg.measure_latency)
     check_shadows(parts, cfg)
     check_paths(cfg)
     check_export(parts, cfg)

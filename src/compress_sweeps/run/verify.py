@@ -25,10 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from compress_sweeps.models.costs import example_inputs
-from compress_sweeps.models.runs import WEIGHTS, architecture, load_saved, saved_num_labels
+from compress_sweeps.models.runs import WEIGHTS, architecture, load_saved, load_weights, saved_num_labels
 from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
 from compress_sweeps.run.shapes import costs
 from compress_sweeps.spec import CompressionSpec, QuantizationPromise, SparsityPromise, StructurePromise
@@ -140,7 +139,7 @@ def recount_checks(weights: Mapping[str, torch.Tensor], reported: dict) -> list[
     overall = sum(int((w == 0).sum()) for w in layers) / numel if numel else 0.0
     ok = abs(overall - reported["sparsity"]) <= RECOUNT_TOLERANCE
     checks.append(_check("sparsity", reported["sparsity"], overall, ok))
-    params = [t for n, t in weights.items() if not n.endswith(BUFFERS)]
+    params = list({id(t): t for n, t in weights.items() if not n.endswith(BUFFERS)}.values())  # a tied one once
     nonzero = sum(int(t.count_nonzero()) for t in params)
     checks.append(_check("nonzero_params", reported["nonzero_params"], nonzero, nonzero == reported["nonzero_params"]))
     return checks
@@ -148,7 +147,7 @@ def recount_checks(weights: Mapping[str, torch.Tensor], reported: dict) -> list[
 
 def verify(run_dir: Path, results: dict) -> dict:
     """All checks for one run; `{"ok": ..., "checks": [...], "tolerance": ...}` for results.json."""
-    weights = load_file(str(Path(run_dir) / WEIGHTS))
+    weights = load_weights(Path(run_dir) / WEIGHTS)  # tied names (an LM's lm_head) are their owner's tensor
     reported = results["compression"]
     checks = recount_checks(weights, reported)
     specs = [CompressionSpec.from_dict(s) for s in reported.get("spec", [])]

@@ -24,6 +24,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps.errors import ConfigError, describe
+from compress_sweeps.objectives import goal
 from compress_sweeps.run.build import build, check, check_writable
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,28 @@ def _what_is_allowed(config: DictConfig, key: str, groups: dict[str, list[str]])
     return f"must name a setting of the config or a config group{hint}; +{key} would add a new key"
 
 
+def check_directions(config: DictConfig) -> None:
+    """A sampling sweeper's `direction` (Optuna's) must go each optimized metric's way (objectives.goal): an LM's
+    eval/perplexity maximized would search for the worst model, and say nothing."""
+    direction = config.hydra.sweeper.get("direction")
+    if direction is None:
+        return
+    metrics = config.get("optimized_metric")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    expected = [goal(str(metric)) for metric in metrics]
+    if len(directions) != len(expected) or any(str(d) != e for d, e in zip(directions, expected, strict=False)):
+        shown = directions[0] if isinstance(direction, str) else f"[{', '.join(map(str, directions))}]"
+        wanted = expected[0] if len(expected) == 1 else f"[{', '.join(expected)}]"
+        raise ConfigError(
+            "hydra.sweeper.direction",
+            shown,
+            f"must be {wanted} for optimized_metric={', '.join(map(str, metrics))} (one direction per metric, the "
+            "way each gets better)",
+            problem="goes the wrong way",
+        )
+
+
 def job_config(config: DictConfig, point: list[str]) -> DictConfig:
     """One job's config, composed as the launcher will compose it (with its hydra node)."""
     return GlobalHydra.instance().config_loader().load_sweep_config(config, point)
@@ -155,6 +178,7 @@ class SweepPrecheck(Callback):
         try:
             check_writable("hydra.sweep.dir", str(config.hydra.sweep.dir))
             check_swept_keys(config)
+            check_directions(config)
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -13,6 +13,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
+from compress_sweeps.objectives import goal
+
 
 def _parameter(key: str, value: str) -> dict:
     """One Hydra sweep value (`a,b,c`, `range(...)`, `choice(...)`, `interval(lo,hi)`) as a W&B parameter."""
@@ -57,7 +59,7 @@ def wandb_sweep_config(
     return {
         "name": name if not grids else f"{name}-grid{grid}",
         "method": method,
-        "metric": {"name": metric, "goal": "minimize" if metric.endswith("loss") else "maximize"},
+        "metric": {"name": metric, "goal": goal(metric)},
         "parameters": parameters,
         "command": ["${env}", "${interpreter}", "-m", "compress_sweeps", f"sweep={name}", "${args_no_hyphens}"],
     }

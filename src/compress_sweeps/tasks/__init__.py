@@ -10,7 +10,18 @@ from __future__ import annotations
 from compress_sweeps.tasks.bbc_news import bbc_news
 from compress_sweeps.tasks.glue import glue
 from compress_sweeps.tasks.images import ImageTask, digits, mnist5k
+from compress_sweeps.tasks.lm_text import LanguageModelingTask, lm_text
 from compress_sweeps.tasks.text import TextTask
 from compress_sweeps.tasks.text_files import text_files
 
-__all__ = ["ImageTask", "TextTask", "bbc_news", "digits", "glue", "mnist5k", "text_files"]
+__all__ = [
+    "ImageTask",
+    "LanguageModelingTask",
+    "TextTask",
+    "bbc_news",
+    "digits",
+    "glue",
+    "lm_text",
+    "mnist5k",
+    "text_files",
+]

@@ -17,7 +17,7 @@ from compress_sweeps.errors import ConfigError, no_layer_error
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "Conv1d": nn.Conv1d}
 DEFAULT_LAYER_TYPES = ("Linear", "Conv2d")
-DEFAULT_EXCLUDE = ("classifier", "pooler", "embeddings")  # the head and the inputs stay dense by default
+DEFAULT_EXCLUDE = ("classifier", "pooler", "embeddings", "lm_head")  # the heads and the inputs stay dense
 
 
 @dataclass(frozen=True)
