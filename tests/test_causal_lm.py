@@ -162,3 +162,13 @@ def test_the_plan_refuses_a_language_modeling_task_before_loading(tiny_llama, lm
     with pytest.raises(ConfigError, match=r"task=lm_text is scored by eval/perplexity: must be a classification"):
         check_plannable(cfg)
     check_plannable(compose_cfg([], output_dir=tmp_path, keep_hydra=True))  # bbc_news: accuracy
+
+
+def test_dynamic_int8_of_a_tiny_llama_exports_through_onnx_and_is_scored_by_perplexity(tmp_path, tiny_llama, lm_texts):
+    results = run_json(tmp_path, "int8", [*lm_overrides(tiny_llama, lm_texts), "trainer=none", "quantizer=ptq_dynamic"])
+    assert results["status"] == "completed", results["error"]
+    exported = results["compression"]["int8_export"]
+    assert exported["requantized_layers"] == 2 * 7 + 1  # every Linear of the blocks, and the tied lm_head
+    assert exported["eval/perplexity_fp32"] == pytest.approx(results["metrics"]["eval/perplexity"])
+    assert exported["perplexity_drop"] == pytest.approx(exported["eval/perplexity"] - exported["eval/perplexity_fp32"])
+    assert (tmp_path / "int8" / "model.int8.onnx").is_file()

@@ -31,6 +31,7 @@ from compress_sweeps.batching import first_batch, sequence_length
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.export.onnx import ONNX_FILE, to_int8_onnx
 from compress_sweeps.models.timing import conditions, interleaved_ms
+from compress_sweeps.objectives import goal, headline, short
 from compress_sweeps.weights.grid import exact_grid
 
 BACKENDS = {
@@ -128,13 +129,16 @@ def compare_int8(
     reference: nn.Module | None = None,
     timed: bool = True,
 ) -> dict:
-    """The int8 model's accuracy beside the fp32 model's, and when `timed` both timed on `inputs` (one eval batch),
-    interleaved with the dense `reference` (the same architecture rebuilt by the run) when given."""
+    """The int8 model's headline metric beside the fp32 model's (accuracy, or an LM's perplexity), and when `timed`
+    both timed on `inputs` (one eval batch), interleaved with the dense `reference` (the same architecture rebuilt
+    by the run) when given. `accuracy_drop` / `perplexity_drop`: how much worse int8 is (positive: worse)."""
     metrics = evaluate(int8)
+    metric = headline(dict(fp32_metrics))
+    worse = fp32_metrics[metric] - metrics[metric]
     accuracy = {
-        "eval/accuracy": metrics["eval/accuracy"],
-        "eval/accuracy_fp32": fp32_metrics["eval/accuracy"],
-        "accuracy_drop": fp32_metrics["eval/accuracy"] - metrics["eval/accuracy"],
+        metric: metrics[metric],
+        f"{metric}_fp32": fp32_metrics[metric],
+        f"{short(metric)}_drop": worse if goal(metric) == "maximize" else -worse,
     }
     if not timed:
         return accuracy
