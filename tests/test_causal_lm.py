@@ -172,3 +172,26 @@ def test_dynamic_int8_of_a_tiny_llama_exports_through_onnx_and_is_scored_by_perp
     assert exported["eval/perplexity_fp32"] == pytest.approx(results["metrics"]["eval/perplexity"])
     assert exported["perplexity_drop"] == pytest.approx(exported["eval/perplexity"] - exported["eval/perplexity_fp32"])
     assert (tmp_path / "int8" / "model.int8.onnx").is_file()
+
+
+def test_slimming_a_tiny_llama_cuts_key_value_heads_with_their_query_groups(tmp_path, tiny_llama, lm_texts):
+    from compress_sweeps.models import from_run
+
+    overrides = [*lm_overrides(tiny_llama, lm_texts), "trainer=smoke", "pruner=slim", "pruner.target=0.5"]
+    results = run_json(tmp_path, "slim", overrides)
+    assert results["status"] == "completed", results["error"]
+    structure = results["compression"]["structure"]
+    assert 0.45 <= structure["removed"]["flops"] <= 0.5
+    model = from_run(str(tmp_path / "slim"), None)
+    for block in model.model.layers:
+        attention, mlp = block.self_attn, block.mlp
+        queries, keys = attention.q_proj.out_features, attention.k_proj.out_features
+        assert queries == 2 * keys and keys == attention.v_proj.out_features  # 4 query heads per 2 key/value heads
+        assert keys % attention.head_dim == 0 and attention.o_proj.in_features == queries
+        assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    cut = sum(b.self_attn.k_proj.out_features + b.mlp.up_proj.out_features for b in model.model.layers)
+    assert cut < 2 * (32 + 128)  # something was cut out, not zeroed
+    block_run = run_json(tmp_path, "blocks", [*overrides, "pruner.units=[blocks]"])
+    assert block_run["status"] == "completed", block_run["error"]
+    assert len(from_run(str(tmp_path / "blocks"), None).model.layers) == 1

@@ -210,7 +210,7 @@ def test_an_unreachable_target_names_the_most_that_can_go():
 
 def test_a_cnn_has_no_heads_and_a_bert_no_traceable_channels():
     inputs = {"pixel_values": torch.randn(2, 1, 8, 8)}
-    with pytest.raises(ConfigError, match="finds no such encoder block in this ConvNet"):
+    with pytest.raises(ConfigError, match="finds no such block in this ConvNet"):
         oneshot(ConvNet(3), inputs, keys=("pixel_values",), units=["heads"])
 
     class Untraceable(nn.Module):

@@ -95,7 +95,7 @@ def _check_folder(model: DictConfig, prefix: str) -> None:
 
 
 @builds("model", like=_saved, precheck=_check_folder)
-def from_run(folder: str, num_labels: int) -> nn.Module:
+def from_run(folder: str, num_labels: int | None) -> nn.Module:
     """The model saved in a run folder: `model_config.yaml` rebuilds the architecture, `slim_structure.json` (when
     there is one) gives it the saved shapes, `model.safetensors` fills it.
 
@@ -105,7 +105,7 @@ def from_run(folder: str, num_labels: int) -> nn.Module:
     return load_saved(architecture(folder, num_labels), folder)
 
 
-def architecture(folder: str, num_labels: int) -> nn.Module:
+def architecture(folder: str, num_labels: int | None) -> nn.Module:
     """The model `model_config.yaml` builds, at the config's shapes and before the saved weights are loaded (for a
     slimmed run: the model it started from)."""
     config = saved_config(folder)
@@ -120,9 +120,10 @@ def architecture(folder: str, num_labels: int) -> nn.Module:
     return instantiate(config, num_labels=num_labels)
 
 
-def saved_num_labels(folder: str) -> int:
-    """The head size the run folder's model was saved with."""
-    return int(saved_config(folder)["num_labels"])
+def saved_num_labels(folder: str) -> int | None:
+    """The head size the run folder's model was saved with (None: a causal LM, which predicts its vocabulary)."""
+    labels = saved_config(folder)["num_labels"]
+    return None if labels is None else int(labels)
 
 
 def load_weights(path: Path | str, tied: bool = True) -> dict[str, torch.Tensor]:
@@ -166,7 +167,7 @@ def save_model(
     folder: Path,
     tokenizer: Any,
     model_config: DictConfig,
-    num_labels: int,
+    num_labels: int | None,
     reference: nn.Module | None = None,
 ) -> Path:
     """Save the finalized weights keyed by parameter name, plus the model config (and HF config + tokenizer).

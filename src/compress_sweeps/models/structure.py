@@ -101,14 +101,16 @@ def apply(model: nn.Module, structure: Mapping[str, Any]) -> nn.Module:
             raise ValueError(f"{STRUCTURE}: '{name}' holds {len(container)} entries, the record says {length}")
         while len(container) > length:
             del container[len(container) - 1]
-    blocks = [length for name, length in structure["lists"].items() if name.endswith("encoder.layer")]
+    blocks = [n for name, n in structure["lists"].items() if name.endswith(("encoder.layer", "model.layers"))]
     if isinstance(model, PreTrainedModel) and blocks:  # its config counts the encoder blocks too
         model.config.num_hidden_layers = blocks[0]
+    built = describe(model)["modules"]
     for name, spec in structure["modules"].items():
         module = model.get_submodule(name)
         if type(module).__name__ != spec["type"]:
             raise ValueError(f"{STRUCTURE}: '{name}' is a {type(module).__name__}, the record says {spec['type']}")
-        _resize(module, spec)
+        if built.get(name) != spec:  # a layer of the built shape keeps its parameters (and any tie: an LM's head)
+            _resize(module, spec)
     for name, count in structure["heads"].items():
         set_heads(model.get_submodule(name), count)
     return model

@@ -33,6 +33,8 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.models.structure import heads_of
 from compress_sweeps.pruners.slim import transformer
 
+ENCODERS = (transformer.ENCODER,)  # the block layout this family's cost model measures
+
 Terms = list[tuple[int, ...]]  # per block (h, w) or per segment (layer, cin, cout)
 
 
@@ -72,7 +74,7 @@ class EncoderBlocks:
 
     def __init__(self, dense: nn.Module, example: Mapping[str, torch.Tensor]) -> None:
         self.dense = dense
-        found = transformer.find_blocks(dense)
+        found = transformer.find_blocks(dense, ENCODERS)
         if found is None:
             raise ValueError("not an encoder with BERT-family blocks")
         _, blocks = found
@@ -84,10 +86,12 @@ class EncoderBlocks:
 
     @staticmethod
     def matches(model: nn.Module) -> bool:
-        return transformer.find_blocks(model) is not None
+        return transformer.find_blocks(model, ENCODERS) is not None
 
     def signature(self) -> dict[str, Any]:
-        hidden = self.dense.get_submodule(transformer.find_blocks(self.dense)[0] + ".0.attention.output.dense")
+        hidden = self.dense.get_submodule(
+            transformer.find_blocks(self.dense, ENCODERS)[0] + ".0.attention.output.dense"
+        )
         return {
             "family": "encoder",
             "class": type(self.dense).__name__,
@@ -104,13 +108,13 @@ class EncoderBlocks:
 
     def terms(self, model: nn.Module) -> Terms:
         """(heads, FFN width) of every block `model` keeps."""
-        found = transformer.find_blocks(model)
+        found = transformer.find_blocks(model, ENCODERS)
         return [] if found is None else [self.block_shape(block) for block in found[1]]
 
     def shaped(self, shapes: Sequence[tuple[int, int]]) -> nn.Module:
         """A copy of the dense model with one block per entry of `shapes`, each cut to its (heads, width)."""
         model = copy.deepcopy(self.dense).eval()
-        prefix, blocks = transformer.find_blocks(model)
+        prefix, blocks = transformer.find_blocks(model, ENCODERS)
         while len(blocks) > len(shapes):
             del blocks[len(blocks) - 1]
         groups = []
