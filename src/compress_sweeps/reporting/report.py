@@ -32,6 +32,7 @@ COMPRESSORS = ("pruner", "quantizer", "distiller")
 CHOICES = ("task", "model", *COMPRESSORS)
 NUMBERS = ["score", "f1_macro", "sparsity", "bits", "size_mb", "latency_ratio", "speedup"]
 INT8 = ["int8_score", "int8_latency_ratio"]  # of the int8 export, when the run made one
+ONE_SHOT = ["calibration_s", "prune_s"]  # a one-shot pruner's wall time: calibration passes, the pruning itself
 
 
 def _value(text: str):
@@ -90,6 +91,8 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
             "int8_score": int8.get(metric),  # the exported int8 model's (export=onnxruntime...)
             # vs the dense fp32 model where the export timed it (every run since slimming), else vs its own fp32
             "int8_latency_ratio": int8.get("latency_ratio_vs_dense", int8.get("latency_ratio")),
+            "calibration_s": metrics.get("pruner/calibration_s"),
+            "prune_s": metrics.get("pruner/prune_s"),
             "error": results.get("error"),
         }
         rows.append(row)
@@ -153,7 +156,7 @@ def with_student_reference(jobs: pd.DataFrame) -> pd.DataFrame:
 def swept_keys(jobs: pd.DataFrame) -> list[str]:
     """Override keys whose value differs between jobs (the seed is averaged over, not a column)."""
     fixed = {"job", "status", "seed", "error", "metric", "baseline_score", "teacher_score", "student_score", "steps"}
-    fixed |= {*NUMBERS, *INT8, "pattern"}
+    fixed |= {*NUMBERS, *INT8, *ONE_SHOT, "pattern"}
     fixed |= {f"choice.{group}" for group in CHOICES}
     return [c for c in jobs.columns if c not in fixed and jobs[c].astype(str).nunique() > 1]
 
@@ -172,7 +175,7 @@ def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
         score_std=("score", "std"),
         seeds=("seed", "nunique"),
         **{c: (c, "mean") for c in [*NUMBERS[1:], "baseline_score"]},
-        **{c: (c, "mean") for c in ["teacher_score", "student_score", "steps", *INT8]},
+        **{c: (c, "mean") for c in ["teacher_score", "student_score", "steps", *INT8, *ONE_SHOT]},
         **{c: (c, "first") for c in ["pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))]},
     ).reset_index()
     table.attrs["metric"] = metric_of(jobs)
@@ -186,7 +189,7 @@ def summarize_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
     table["kd_gap_closed_pct"] = (table["score"] - table["student_score"]) / gap.where(gap != 0) * 100.0
     kd_columns = ["teacher_score", "student_score", "kd_gap_closed_pct"]
     table = with_recovery(table)
-    optional = [*kd_columns, "oneshot_score", "recovered_pct", "steps", *INT8]
+    optional = [*kd_columns, "oneshot_score", "recovered_pct", "steps", *INT8, *ONE_SHOT, "f1_macro"]
     table = table.drop(columns=[c for c in optional if table[c].isna().all()])
     table = table.drop(columns=["baseline_score", "pattern", *(f"choice.{g}" for g in ("task", "model", "pruner"))])
     return named(table)
@@ -228,6 +231,7 @@ def to_markdown(table: pd.DataFrame, failed: pd.DataFrame) -> str:
         if column == name:
             return f"{value:.4f} ± {row[f'{name}_std']:.4f}"
         if isinstance(value, float):
+            value += 0.0  # -0.0 (a dense row's change) prints as 0
             return f"{value:.4g}" if column != "sparsity" else f"{value:.3f}"
         return str(value)
 

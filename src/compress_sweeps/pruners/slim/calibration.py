@@ -1,10 +1,11 @@
 """Gradients before the first optimizer step: what a gradient criterion scores a one-shot cut at attach on.
 
-`calibration_gradients` runs forward and backward passes of the task loss (cross-entropy on the logits, as the
-training loop computes it) over training examples drawn by `seed` (`tasks/sample.py`, the draw every calibration of
-the project uses), with dropout off, and returns one gradient per scored weight for each batch: the criterion
-observes them as it would observe the gradients of that many training steps, so an accumulating criterion
-(snip_momentum) averages them. No optimizer step is taken and no gradient is left on the model.
+`calibration_gradients` runs forward and backward passes of the task loss (the run's objective: cross-entropy on
+the class logits, or a causal LM's next-token loss, as the training loop computes it) over training examples drawn
+by `seed` (`tasks/sample.py`, the draw every calibration of the project uses), with dropout off, and returns one
+gradient per scored weight for each batch: the criterion observes them as it would observe the gradients of that
+many training steps, so an accumulating criterion (snip_momentum) averages them. No optimizer step is taken and no
+gradient is left on the model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from compress_sweeps.batching import loader
@@ -48,7 +48,8 @@ def calibration_gradients(
         for batch in loader(context.train_set, batch_size, sampler=indices):
             batch = {k: v.to(context.device) for k, v in batch.items()}
             outputs = model(**{k: batch[k] for k in context.input_keys if k in batch})
-            grads = torch.autograd.grad(F.cross_entropy(logits_of(outputs), batch["labels"]), list(weights))
+            loss = context.objective.loss(logits_of(outputs), batch["labels"])
+            grads = torch.autograd.grad(loss, list(weights))
             yield [g.detach() for g in grads]
     finally:
         model.train(was_training)
