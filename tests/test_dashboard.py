@@ -26,8 +26,16 @@ STRUCTURE = {"layers": {"encoder.0.attention": {"kind": "heads", "kept": 2, "tot
 STRUCTURE["blocks"] = {"encoder": {"kept": 2, "total": 3}}
 
 
-def make_job(sweep: Path, sparsity: float, pattern: str, temperature: float, logger: dict | None = None) -> Path:
-    """A job folder as a `logger=wandb` run of a KD + pruning sweep leaves it (the files the dashboard reads)."""
+def make_job(
+    sweep: Path,
+    sparsity: float,
+    pattern: str,
+    temperature: float,
+    logger: dict | None = None,
+    metric: str = "eval/accuracy",
+) -> Path:
+    """A job folder as a `logger=wandb` run of a KD + pruning sweep leaves it (the files the dashboard reads), scored
+    by `metric` (eval/perplexity: a causal LM's sweep)."""
     overrides = {"pruner.target_sparsity": sparsity, "pruner.pattern": pattern, "distiller.temperature": temperature}
     folder = sweep / ",".join(f"{k}={v}" for k, v in overrides.items())
     (folder / ".hydra").mkdir(parents=True)
@@ -42,7 +50,7 @@ def make_job(sweep: Path, sparsity: float, pattern: str, temperature: float, log
     compression |= {"sparse_size_bytes": int(4000 * (1 - sparsity)), "latency_ratio": 1 - sparsity / 2, "speedup": 1.2}
     compression |= {"layers": LAYERS, "layer_bits": dict.fromkeys(LAYERS, 32), "structure": STRUCTURE}
     results = {"status": "completed", "error": None, "seed": 0, "optimizer_steps": 3, "verified": {"ok": True}}
-    results |= {"metrics": {"eval/accuracy": 0.9 - sparsity / 4 + temperature / 100}, "compression": compression}
+    results |= {"metrics": {metric: 0.9 - sparsity / 4 + temperature / 100}, "compression": compression}
     (folder / "results.json").write_text(json.dumps(results))
     return folder
 
@@ -144,6 +152,18 @@ def test_offline_dashboard_definition_has_every_panel_over_logged_keys(sweep, mo
             assert any(logged(config, key.removesuffix(".value")) for config, _ in jobs_files), accessor
         else:
             assert section == "summary" and any(logged(results, key) for _, results in jobs_files), accessor
+
+
+def test_a_causal_lm_sweep_charts_perplexity(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweeps" / "lm"
+    for sparsity, pattern in [(0.5, "1x1"), (0.5, "2:4")]:
+        make_job(sweep, sparsity, pattern, 1, metric="eval/perplexity")
+    code, _, err = run_cli(monkeypatch, capsys, "dashboard", str(sweep))
+    assert (code, err) == (0, "")
+    found = panels(json.loads((sweep / "report" / "wandb_report.json").read_text()))
+    scatters = {p["config"]["chartTitle"]: p["config"]["yAxis"] for _, p, _ in found if p["viewType"] == "Scatter Plot"}
+    assert scatters["Perplexity vs sparsity, by pattern"] == "summary:metrics.eval/perplexity"
+    assert not any("ccuracy" in title or "accuracy" in y for title, y in scatters.items())
 
 
 def test_a_panel_over_a_key_no_run_logged_is_an_error(sweep, monkeypatch, capsys):

@@ -1,7 +1,8 @@
 """`compress-sweeps dashboard <sweep folder>`: a W&B report of the sweep's group, built with `wandb-workspaces`.
 
-Its sections: accuracy against the measured latency ratio and the measured size; accuracy against sparsity, one run
-set per measured pattern; accuracy against the KD temperature when the sweep varies it; a parallel-coordinates panel
+Its sections: the sweep's metric (accuracy; perplexity for a causal LM) against the measured latency ratio and the
+measured size, and against sparsity, one run set per measured pattern, and against the KD temperature when the sweep
+varies it; a parallel-coordinates panel
 over the swept keys; the runs table with the verified figures and the per-layer W&B tables (`layers`: sparsity and
 bits per weight, `structure`: kept heads, widths, channels and blocks); the sweep report's own plots (Pareto fronts
 drawn) and summary table from the sweep-level run (reporting/wandb_runs.py). A plan sweep gets the same layout, its
@@ -25,8 +26,9 @@ import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 
 from compress_sweeps.loggers.wandb_logger import has_credentials, wandb_mode
+from compress_sweeps.objectives import short
 from compress_sweeps.reporting.plots import TEMPERATURE_KEYS
-from compress_sweeps.reporting.report import load_jobs, swept_keys, write_report
+from compress_sweeps.reporting.report import load_jobs, metric_of, swept_keys, write_report
 from compress_sweeps.reporting.wandb_runs import (
     SWEEP_JOB_TYPE,
     LoggedSweep,
@@ -37,9 +39,8 @@ from compress_sweeps.reporting.wandb_runs import (
 )
 from compress_sweeps.run.artifacts import write_json_atomic
 
-ACCURACY = ("summary", "metrics.eval/accuracy")
-# the runs table: the verified, measured figures of results.json (those some run logged)
-TABLE = ["status", "metrics.eval/accuracy", "metrics.eval/f1_macro", "compression.sparsity", "compression.pattern",
+# the runs table: the verified, measured figures of results.json (those some run logged); the sweep's metric first
+TABLE = ["status", "metrics.eval/f1_macro", "compression.sparsity", "compression.pattern",
          "compression.bits", "compression.sparse_size_bytes", "compression.latency_ratio", "compression.speedup",
          "verified.ok", "optimizer_steps"]  # fmt: skip
 DEFINITION = "wandb_report.json"
@@ -88,6 +89,8 @@ class Dashboard:
         # the jobs' keys by section (config, summary, table), then the sweep-level run's (sweep-run media, ...)
         self.sweep, self.keys = sweep, {**sweep.keys, **{f"sweep-run {s}": k for s, k in sweep_run.items()}}
         self.jobs, self.entity = load_jobs(sweep.sweep_dir), entity
+        self.score = ("summary", f"metrics.{metric_of(self.jobs)}")  # the y of every chart: accuracy, perplexity
+        self.name = short(metric_of(self.jobs)).capitalize()
         # runsets name their project only online: the library looks its id up on the server when it is named
         self.where = {"entity": entity, "project": sweep.project} if online else {}
         self.group = [expr.Metric("Group") == sweep.group]
@@ -114,8 +117,8 @@ class Dashboard:
         raise MissingKey(panel, "config", swept, self.sweep.group)
 
     def scatter(self, title: str, x: tuple[str, str], log_x: bool = False) -> FlatScatter:
-        """Accuracy (y) against `x` = (section, key), one point per run."""
-        x_metric, y_metric = self.metric(title, *x), self.metric(title, *ACCURACY)
+        """The sweep's metric (y: accuracy, or an LM's perplexity) against `x` = (section, key), one point per run."""
+        x_metric, y_metric = self.metric(title, *x), self.metric(title, *self.score)
         return FlatScatter(title=title, x=x_metric, y=y_metric, log_x=log_x or None, layout=wr.Layout(w=12, h=8))
 
     def jobs_runset(self, name: str = "jobs", *only: Any, columns: Sequence[str] = ()) -> wr.Runset:
@@ -132,23 +135,28 @@ class Dashboard:
         swept = [k for k in swept_keys(self.jobs) if k != "recipe" or self.has("config", "choice.recipe")]
         cost = [("latency ratio (measured, vs dense)", "compression.latency_ratio")]
         cost += [("size (bytes, measured)", "compression.sparse_size_bytes")]
+        name = self.name
         panels = [
-            self.scatter(f"Accuracy vs {label}", ("summary", key)) for label, key in cost if self.has("summary", key)
+            self.scatter(f"{name} vs {label}", ("summary", key)) for label, key in cost if self.has("summary", key)
         ]
         if panels:  # latency is left out when no run timed itself (measure_latency=false)
-            blocks += [wr.H2("Accuracy against measured cost"), self.grid(panels)]
+            blocks += [wr.H2(f"{name} against measured cost"), self.grid(panels)]
         patterns = sorted({str(p) for p in self.jobs["pattern"].dropna()})
         if patterns:
             by_pattern = [self.jobs_runset(f"pattern {p}", expr.Summary("compression.pattern") == p) for p in patterns]
-            sparsity = self.scatter("Accuracy vs sparsity, by pattern", ("summary", "compression.sparsity"))
-            blocks += [wr.H2("Accuracy vs sparsity, by pattern"), self.grid([sparsity], by_pattern)]
+            sparsity = self.scatter(f"{name} vs sparsity, by pattern", ("summary", "compression.sparsity"))
+            blocks += [wr.H2(f"{name} vs sparsity, by pattern"), self.grid([sparsity], by_pattern)]
         if temperature := next((k for k in TEMPERATURE_KEYS if k in swept), None):
-            kd = self.scatter("Accuracy vs KD temperature", ("config", temperature), log_x=True)
-            blocks += [wr.H2("Accuracy vs KD temperature"), self.grid([kd])]
+            kd = self.scatter(f"{name} vs KD temperature", ("config", temperature), log_x=True)
+            blocks += [wr.H2(f"{name} vs KD temperature"), self.grid([kd])]
         if swept:
             title = "Swept settings"
             columns = [FlatColumn(metric=wr.Config(self.config_key(title, k)), display_name=k) for k in swept]
-            figures = [ACCURACY, ("summary", "compression.latency_ratio"), ("summary", "compression.sparse_size_bytes")]
+            figures = [
+                self.score,
+                ("summary", "compression.latency_ratio"),
+                ("summary", "compression.sparse_size_bytes"),
+            ]
             columns += [FlatColumn(metric=self.metric(title, *f)) for f in figures if self.has(*f)]
             parallel = wr.ParallelCoordinatesPlot(title=title, columns=columns, layout=wr.Layout(w=24, h=9))
             blocks += [wr.H2(title), self.grid([parallel])]
@@ -160,7 +168,8 @@ class Dashboard:
     def runs_grid(self, swept: Sequence[str]) -> wr.PanelGrid:
         """The runs table (run name, swept keys, the verified figures) over the per-layer W&B tables."""
         config = [f"config:{self.config_key('Runs', k)}.value" for k in swept]
-        columns = ["run:displayName", *config, *(f"summary:{k}" for k in TABLE if self.has("summary", k))]
+        shown = [self.score[1], *TABLE]
+        columns = ["run:displayName", *config, *(f"summary:{k}" for k in shown if self.has("summary", k))]
         tables = [t for t in ("layers", "structure") if self.has("table", t)]
         panels = [wr.WeavePanelSummaryTable(table_name=t, layout=wr.Layout(w=12, h=10)) for t in tables]
         return self.grid(panels, [self.jobs_runset("jobs", columns=columns)])
@@ -185,7 +194,8 @@ class Dashboard:
             project=self.sweep.project,
             entity=self.entity,
             title=f"Sweep {self.sweep.group}",
-            description=f"W&B group {self.sweep.group}: measured accuracy, latency, size and sparsity of every run",
+            description=f"W&B group {self.sweep.group}: measured {self.name.lower()}, latency, size and sparsity of "
+            "every run",
             blocks=[wr.P(intro), *self.sections()],
             width="fluid",
         )
