@@ -84,6 +84,10 @@ def test_lm_text_refuses_half_given_files_and_tables_without_the_text_column(tmp
         lm_text(train_file=str(table), validation_file=str(table))
     with pytest.raises(ConfigError, match="task.block_size"):
         lm_text(block_size=4)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    with pytest.raises(ConfigError, match="task.train_file=.*latin.txt is not UTF-8"):
+        lm_text(train_file=str(latin), validation_file=str(latin))
 
 
 def test_classifier_and_causal_lm_are_matched_to_their_tasks_before_loading(tiny_llama, lm_texts, tmp_path):

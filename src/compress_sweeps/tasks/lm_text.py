@@ -117,7 +117,11 @@ def read_documents(path: str, text_column: str, key: str) -> datasets.Dataset:
     if file.suffix.lower() == ".txt":
         if not file.is_file():
             raise ConfigError(key, path, "must be an existing file", problem="does not exist")
-        text = file.read_text(encoding="utf-8", errors="strict").strip()
+        try:
+            text = file.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as error:
+            raise ConfigError(key, path, f"must be UTF-8 text ({error.reason} at byte {error.start})",
+                              problem="is not UTF-8") from None  # fmt: skip
         if not text:
             raise ConfigError(key, path, "must hold text", problem="is empty")
         return datasets.Dataset.from_dict({"text": [text]})
