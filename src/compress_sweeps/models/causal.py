@@ -63,13 +63,10 @@ def causal_lm(
 def converted(name_or_path: str, gguf_file: str, cache_dir: str | None) -> str:
     """The Hugging Face folder of a GGUF model (fp32 safetensors, config.json, tokenizer), made once per file."""
     source = Path(name_or_path).expanduser() / gguf_file
-    stamp = (
-        f"{source.resolve()}|{source.stat().st_size}|{source.stat().st_mtime_ns}"
-        if source.is_file()
-        else (
-            f"{name_or_path}|{gguf_file}"  # a hub name: transformers downloads (or finds in its cache) the file
-        )
-    )
+    if source.is_file():
+        stamp = f"{source.resolve()}|{source.stat().st_size}|{source.stat().st_mtime_ns}"
+    else:  # a hub name: transformers downloads the file (or finds it in its cache)
+        stamp = f"{name_or_path}|{gguf_file}"
     root = Path(cache_dir or tempfile.gettempdir()).expanduser() / "gguf"
     folder = root / f"{Path(gguf_file).stem}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
     if (folder / "config.json").is_file():
