@@ -132,8 +132,3 @@ def goal(metric: str) -> Goal:
     name = metric.rsplit("/", 1)[-1]
     lower = any(part in name for part in LOWER_IS_BETTER) or (name.endswith(SECONDS) and "_per_" not in name)
     return "minimize" if lower else "maximize"
-
-
-def better(metric: str, a: float, b: float) -> bool:
-    """Whether value `a` of `metric` is strictly better than `b`."""
-    return a < b if goal(metric) == "minimize" else a > b

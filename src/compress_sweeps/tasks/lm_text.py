@@ -9,7 +9,6 @@ shorter than a block is dropped), so batches need no padding and every position 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -26,7 +25,7 @@ from compress_sweeps.kinds import Kind, builds
 from compress_sweeps.schema import check_arguments
 from compress_sweeps.tasks.bbc_news import bbc_news
 from compress_sweeps.tasks.settings import Examples, Fraction, Seed
-from compress_sweeps.tasks.text import INDEX, LABEL, subsample
+from compress_sweeps.tasks.text import INDEX, LABEL, subsample, tokenized_file
 from compress_sweeps.tasks.text_files import BUILDERS, read_table
 
 BlockSize = Annotated[int, Field(ge=8)]  # tokens per training and evaluation block
@@ -91,12 +90,8 @@ class LanguageModelingTask:
             blocks = [ids[i : i + size] for i in range(0, len(ids) - size + 1, size)]
             return {"input_ids": blocks, "attention_mask": [[1] * size for _ in blocks], LABEL: blocks}
 
-        cache_file = None
-        if self.cache_dir:
-            key = f"{split._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{eos}|{size}|packed"
-            folder = Path(self.cache_dir).expanduser() / "tokenized" / self.name
-            folder.mkdir(parents=True, exist_ok=True)
-            cache_file = str(folder / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.arrow")
+        key = f"{split._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{eos}|{size}|packed"
+        cache_file = tokenized_file(self.cache_dir, self.name, name, key)
         # one map batch packs the whole split: blocks run across documents, as the corpus is one stream
         packed = split.map(
             pack,
@@ -139,14 +134,20 @@ def read_documents(path: str, text_column: str, key: str) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"text": texts})
 
 
-def _check_files(node: DictConfig, prefix: str) -> None:
-    """Both files or neither; each readable with its text column (before anything loads)."""
-    files = {k: node.get(k) for k in ("train_file", "validation_file")}
+def check_pair(train_file: str | None, validation_file: str | None, prefix: str) -> None:
+    """Both files or neither."""
+    files = {"train_file": train_file, "validation_file": validation_file}
     given = [k for k, v in files.items() if v is not None]
     if len(given) == 1:
         other = next(k for k in files if k not in given)
         raise ConfigError(f"{prefix}{other}", None, f"must be set with {prefix}{given[0]}", problem="is missing")
-    for key in given:
+
+
+def _check_files(node: DictConfig, prefix: str) -> None:
+    """Both files or neither; each readable with its text column (the pre-launch pass, before anything loads)."""
+    files = {k: node.get(k) for k in ("train_file", "validation_file")}
+    check_pair(files["train_file"], files["validation_file"], prefix)
+    for key in (k for k, v in files.items() if v is not None):
         read_documents(str(files[key]), str(node.get("text_column", "text")), f"{prefix}{key}")
 
 
@@ -169,10 +170,7 @@ def lm_text(
         train, validation, name = articles.train, articles.validation, "bbc_news_lm"
         train, validation = (split.remove_columns("label") for split in (train, validation))
     else:
-        _check_files(
-            DictConfig({"train_file": train_file, "validation_file": validation_file, "text_column": text_column}),
-            "task.",
-        )
+        check_pair(train_file, validation_file, "task.")
         train = read_documents(str(train_file), text_column, "task.train_file")
         validation = read_documents(str(validation_file), text_column, "task.validation_file")
         name = "lm_files"

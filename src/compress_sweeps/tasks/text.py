@@ -82,13 +82,8 @@ class TextTask:
             return {k: encoded[k] for k in keep}
 
         split = split.map(lambda _, i: {INDEX: i}, with_indices=True)
-        cache_file = None
-        if self.cache_dir:
-            key = f"{split._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{self.max_length}|{keep}|{LAYOUT}"
-            digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-            folder = Path(self.cache_dir).expanduser() / "tokenized" / self.name
-            folder.mkdir(parents=True, exist_ok=True)
-            cache_file = str(folder / f"{split_name}-{digest}.arrow")
+        key = f"{split._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{self.max_length}|{keep}|{LAYOUT}"
+        cache_file = tokenized_file(self.cache_dir, self.name, split_name, key)
         encoded = split.map(
             tokenize,
             batched=True,
@@ -99,6 +94,16 @@ class TextTask:
         encoded = encoded.rename_column("label", LABEL)
         encoded.set_format("torch", columns=[*keep, LABEL, INDEX])
         return TokenizedSplit(encoded, PadCollator.for_tokenizer(tokenizer, keep))
+
+
+def tokenized_file(cache_dir: str | None, task: str, split_name: str, key: str) -> str | None:
+    """Where a tokenized split is kept: `<cache_dir>/tokenized/<task>/<split>-<digest of key>.arrow` (None: no
+    cache); `key` names everything the tokenized rows depend on."""
+    if not cache_dir:
+        return None
+    folder = Path(cache_dir).expanduser() / "tokenized" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{split_name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.arrow")
 
 
 def subsample(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
