@@ -17,7 +17,10 @@ from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from sklearn.metrics import f1_score
+
+from compress_sweeps.kinds import kind_of
 
 IGNORE = -100  # a label position that scores nothing (torch's cross_entropy default ignore_index)
 Goal = Literal["maximize", "minimize"]
@@ -110,6 +113,12 @@ OBJECTIVES: dict[str, Objective] = {"classes": CLASSIFICATION, "tokens": NEXT_TO
 def objective_for(labels: str) -> Objective:
     """The objective of a task whose declared `Kind.labels` is `labels`."""
     return OBJECTIVES[labels]
+
+
+def objective_of(task: DictConfig) -> Objective:
+    """The objective of what a task config's builder declares it gives (a builder that declares nothing: classes)."""
+    given = kind_of(task)
+    return CLASSIFICATION if given is None else objective_for(given.labels)
 
 
 def headline(metrics: dict) -> str:

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import from_run, tokenizer_for
+from compress_sweeps.objectives import objective_of
 from compress_sweeps.planner import measure, report
 from compress_sweeps.planner.families import family_of
 from compress_sweeps.planner.runtimes import RUNTIMES, accuracy_of
@@ -50,7 +51,6 @@ from compress_sweeps.planner.settings import PlanSettings, plan_settings
 from compress_sweeps.planner.table import cost_table
 from compress_sweeps.reporting.report import write_report
 from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
-from compress_sweeps.run.build import objective_of
 from compress_sweeps.sweeps.precheck import job_config, job_folder, point_error
 from compress_sweeps.sweeps.sweeper import touches
 

@@ -32,7 +32,7 @@ from compress_sweeps import kinds
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import ConfigError, config_error, describe
 from compress_sweeps.hooks import Compressors, FineTuner
-from compress_sweeps.objectives import CLASSIFICATION, Objective, objective_for
+from compress_sweeps.objectives import CLASSIFICATION, Objective, objective_of
 from compress_sweeps.run.artifacts import RESULTS
 from compress_sweeps.run.measure import MEASURED, TIMED
 from compress_sweeps.schema import HYDRA_KEYS, check_node, check_value, parameters
@@ -70,12 +70,6 @@ def build(cfg: DictConfig) -> RunParts:
         logger=_instantiate(cfg, "logger"),
         objective=objective_of(cfg.task),
     )
-
-
-def objective_of(task: DictConfig) -> Objective:
-    """The objective of what the task's builder declares it gives (a builder that declares nothing: classes)."""
-    given = kinds.kind_of(task)
-    return CLASSIFICATION if given is None else objective_for(given.labels)
 
 
 def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> list[str]:
