@@ -109,7 +109,7 @@ def main() -> None:
         ax.plot(front["x"], front["accuracy"], "--", linewidth=1, label=f"{origin} Pareto front")
     if budget:
         ax.axvline(budget, color="gray", linestyle=":", label=f"budget {budget:g}")
-    ax.axhline(plan["dense"]["accuracy"], color="k", linewidth=0.8, alpha=0.5, label="dense accuracy")
+    ax.axhline(plan["dense"]["score"], color="k", linewidth=0.8, alpha=0.5, label="dense accuracy")
     ax.set(xlabel=f"latency ratio vs the dense fp32 model (re-timed, {threads} thread(s))", ylabel="eval accuracy",
            title="Planner vs a hand-made grid")  # fmt: skip
     ax.grid(alpha=0.3)

@@ -158,15 +158,6 @@ def test_sweepers_are_told_the_way_perplexity_gets_better(tmp_path):
     }
 
 
-def test_the_plan_refuses_a_language_modeling_task_before_loading(tiny_llama, lm_texts, tmp_path):
-    from compress_sweeps.planner.plan import check_plannable
-
-    cfg = compose_cfg(lm_overrides(tiny_llama, lm_texts), output_dir=tmp_path, keep_hydra=True)
-    with pytest.raises(ConfigError, match=r"task=lm_text is scored by eval/perplexity: must be a classification"):
-        check_plannable(cfg)
-    check_plannable(compose_cfg([], output_dir=tmp_path, keep_hydra=True))  # bbc_news: accuracy
-
-
 def test_dynamic_int8_of_a_tiny_llama_exports_through_onnx_and_is_scored_by_perplexity(tmp_path, tiny_llama, lm_texts):
     results = run_json(tmp_path, "int8", [*lm_overrides(tiny_llama, lm_texts), "trainer=none", "quantizer=ptq_dynamic"])
     assert results["status"] == "completed", results["error"]

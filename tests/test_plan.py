@@ -19,7 +19,7 @@ from torch import nn
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, pretrained_classifier
-from compress_sweeps.planner.families import ConvSegments, EncoderBlocks, family_of
+from compress_sweeps.planner.families import ConvSegments, TransformerBlocks, family_of
 from compress_sweeps.planner.measure import meets, plan_inputs, predicted_mb
 from compress_sweeps.planner.screen import Shape, deeper_within, smallest_within
 from compress_sweeps.planner.settings import plan_settings
@@ -71,7 +71,7 @@ def test_the_table_predicts_from_the_widths_a_model_keeps(tmp_path):
     model = pretrained_classifier(str(write_tiny_bert(tmp_path / "bert", num_layers=2)), num_labels=3).eval()
     inputs = {"input_ids": torch.randint(5, 20, (4, 16)), "attention_mask": torch.ones(4, 16, dtype=torch.long)}
     family = family_of(model, inputs)
-    assert isinstance(family, EncoderBlocks) and family.terms(model) == [(2, 64), (2, 64)]
+    assert isinstance(family, TransformerBlocks) and family.terms(model) == [(2, 64), (2, 64)]
     slim = family.shaped([(1, 16)])
     assert family.terms(slim) == [(1, 16)]
     costs = {"dense": 1.0, "zero": 0.1, "heads=1": 0.6, "heads=2": 1.0, "ffn=1": 0.5, "ffn=8": 0.6, "ffn=16": 0.7}

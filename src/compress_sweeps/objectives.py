@@ -4,8 +4,7 @@ A task says what it predicts (`Kind.labels` in its declaration, compress_sweeps/
 (`classes`: cross-entropy, accuracy, macro-F1) or the next token at every position (`tokens`: a causal LM's
 shifted cross-entropy, perplexity). `objective_for(labels)` is the one place that maps the two, for the training
 loop, evaluation and the pre-launch check of `optimized_metric`. `goal(metric)` says whether a metric is better
-high or low: every report, Pareto front and sweeper that compares runs asks it (the planner maximizes accuracy and
-refuses a task scored otherwise).
+high or low: every report, Pareto front, sweeper and the planner's ranking of candidates asks it.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 Two families, each asked `matches(model)`:
 
-- `EncoderBlocks`: BERT-family encoders (the blocks `pruners/slim/transformer.py` slims). A block with `h` heads and
-  an FFN of width `w` costs `A(h) + F(w) - A(H)` (attention and FFN run one after the other; measured separable to
-  about 2% of a block here), where `A(h)` is the per-block cost in an encoder of `CONTEXT` blocks that all have `h`
-  heads and a full FFN, and `F(w)` the same for FFN width `w`. Blocks are timed among other blocks, not alone: a
-  lone block served back to back keeps its weights in cache and timed 6-19% faster per block than inside the
-  encoder. The rest of the model (embeddings, pooler, head) is the zero-block encoder.
+- `TransformerBlocks`: BERT-family encoders and Llama-style decoders (the blocks `pruners/slim/transformer.py`
+  slims; a decoder's head unit is a key/value head with its query group). A block with `h` head units and an FFN of
+  width `w` costs `A(h) + F(w) - A(H)` (attention and FFN run one after the other; measured separable to about 2%
+  of a block here), where `A(h)` is the per-block cost in a model of `CONTEXT` blocks that all have `h` heads and a
+  full FFN, and `F(w)` the same for FFN width `w`. Blocks are timed among other blocks, not alone: a lone block
+  served back to back keeps its weights in cache and timed 6-19% faster per block than inside the encoder. The
+  rest of the model (embeddings, pooler, classifier or LM head) is the zero-block model.
 - `ConvSegments`: sequential conv nets (the project's ConvNet): the graph (torch.fx) is cut before every
   convolution, and each segment (a convolution and everything up to the next one) is timed alone at each pair of
   input / output widths of a grid; the sum over segments is scaled so that the dense model's is its measured time.
@@ -30,10 +31,7 @@ import torch
 from torch import nn
 
 from compress_sweeps.errors import ConfigError
-from compress_sweeps.models.structure import heads_of
 from compress_sweeps.pruners.slim import transformer
-
-ENCODERS = (transformer.ENCODER,)  # the block layout this family's cost model measures
 
 Terms = list[tuple[int, ...]]  # per block (h, w) or per segment (layer, cin, cout)
 
@@ -65,8 +63,10 @@ def grid(full: int, fractions: Sequence[float]) -> list[int]:
     return sorted({max(1, round(full * f)) for f in fractions} | {full})
 
 
-class EncoderBlocks:
-    """A BERT-family encoder as blocks of (heads, FFN width); see the module docstring."""
+class TransformerBlocks:
+    """Transformer blocks as (head units, FFN width): a BERT-family encoder or a Llama-style decoder (the layouts
+    `pruners/slim/transformer.py` slims; a decoder's head unit is a key/value head with its query group); see the
+    module docstring."""
 
     HEAD_FRACTIONS = (1 / 12, 3 / 12, 6 / 12, 9 / 12)
     FFN_FRACTIONS = (1 / 64, 1 / 8, 1 / 4, 1 / 2, 3 / 4)
@@ -74,47 +74,45 @@ class EncoderBlocks:
 
     def __init__(self, dense: nn.Module, example: Mapping[str, torch.Tensor]) -> None:
         self.dense = dense
-        found = transformer.find_blocks(dense, ENCODERS)
+        found = transformer.find_blocks(dense)
         if found is None:
-            raise ValueError("not an encoder with BERT-family blocks")
+            raise ValueError("no transformer blocks")
         _, blocks = found
+        self.layout = transformer.layout_of(blocks[0])
         self.depth = len(blocks)
-        self.heads = heads_of(blocks[0].get_submodule("attention.self"))
-        self.width = blocks[0].get_submodule(transformer.FFN[0]).out_features
+        self.heads, self.width = self.block_shape(blocks[0])
         if any(self.block_shape(b) != (self.heads, self.width) for b in blocks):
-            raise ValueError("the dense encoder's blocks differ in shape")
+            raise ValueError("the dense model's blocks differ in shape")
 
     @staticmethod
     def matches(model: nn.Module) -> bool:
-        return transformer.find_blocks(model, ENCODERS) is not None
+        return transformer.find_blocks(model) is not None
 
     def signature(self) -> dict[str, Any]:
-        hidden = self.dense.get_submodule(
-            transformer.find_blocks(self.dense, ENCODERS)[0] + ".0.attention.output.dense"
-        )
+        first = transformer.find_blocks(self.dense)[1][0]
         return {
-            "family": "encoder",
+            "family": self.layout.name,
             "class": type(self.dense).__name__,
             "blocks": self.depth,
             "heads": self.heads,
             "ffn": self.width,
-            "hidden": hidden.out_features,
+            "hidden": first.get_submodule(self.layout.output).out_features,
             "parameters": sum(p.numel() for p in self.dense.parameters()),
         }
 
-    @staticmethod
-    def block_shape(block: nn.Module) -> tuple[int, int]:
-        return heads_of(block.get_submodule("attention.self")), block.get_submodule(transformer.FFN[0]).out_features
+    def block_shape(self, block: nn.Module) -> tuple[int, int]:
+        heads = self.layout.head_shape(block)[0]
+        return heads, block.get_submodule(self.layout.ffn_in[0]).out_features
 
     def terms(self, model: nn.Module) -> Terms:
-        """(heads, FFN width) of every block `model` keeps."""
-        found = transformer.find_blocks(model, ENCODERS)
+        """(head units, FFN width) of every block `model` keeps."""
+        found = transformer.find_blocks(model, (self.layout,))
         return [] if found is None else [self.block_shape(block) for block in found[1]]
 
     def shaped(self, shapes: Sequence[tuple[int, int]]) -> nn.Module:
         """A copy of the dense model with one block per entry of `shapes`, each cut to its (heads, width)."""
         model = copy.deepcopy(self.dense).eval()
-        prefix, blocks = transformer.find_blocks(model, ENCODERS)
+        prefix, blocks = transformer.find_blocks(model, (self.layout,))
         while len(blocks) > len(shapes):
             del blocks[len(blocks) - 1]
         groups = []
@@ -129,12 +127,12 @@ class EncoderBlocks:
             groups += [attention, ffn]
         transformer.remove_units(groups, None)
         if hasattr(model, "config"):
-            model.config.num_hidden_layers = len(shapes)
+            model.config.num_hidden_layers = len(shapes)  # a decoder runs `layers[: num_hidden_layers]`
         return model
 
     def probes(self) -> dict[str, tuple[nn.Module, None]]:
-        """{entry name -> (model, None)}: the dense and zero-block encoders and one uniform encoder per grid width.
-        (None: every probe takes the plan's inputs.)"""
+        """{entry name -> (model, None)}: the dense and zero-block models and one uniform model of `CONTEXT` blocks
+        per grid width. (None: every probe takes the plan's inputs.)"""
         full, depth = (self.heads, self.width), min(self.CONTEXT, self.depth)
         probes = {"dense": self.shaped([full] * self.depth), "zero": self.shaped([])}
         for h in grid(self.heads, self.HEAD_FRACTIONS):
@@ -344,10 +342,10 @@ class ConvSegments:
         return total
 
 
-FAMILIES = (EncoderBlocks, ConvSegments)
+FAMILIES = (TransformerBlocks, ConvSegments)
 
 
-def family_of(dense: nn.Module, example: Mapping[str, torch.Tensor]) -> EncoderBlocks | ConvSegments:
+def family_of(dense: nn.Module, example: Mapping[str, torch.Tensor]) -> TransformerBlocks | ConvSegments:
     """The first family that describes `dense`; a ConfigError naming the planner when none does."""
     reasons = []
     for family in FAMILIES:
@@ -359,7 +357,7 @@ def family_of(dense: nn.Module, example: Mapping[str, torch.Tensor]) -> EncoderB
     raise ConfigError(
         "model",
         type(dense).__name__,
-        "must be a BERT-family encoder or a sequential conv net for the planner's cost table"
+        "must be a BERT-family encoder, a Llama-style decoder or a sequential conv net for the planner's cost table"
         + (f" ({'; '.join(reasons)})" if reasons else ""),
         problem="has no latency model",
     )

@@ -1,21 +1,24 @@
-"""The planner: the most accurate model that meets a latency / size budget on this machine, as a sweep.
+"""The planner: the best-scoring model that meets a latency / size budget on this machine, as a sweep.
+
+The score is the task's headline metric (`objectives.objective_of`: eval/accuracy of a classification task, higher
+is better; eval/perplexity of a causal LM, lower is better), compared the way `objectives.goal` says.
 
 Order of work (every job is an ordinary run in the sweep folder, launched by the sweep's launcher):
 
 1. Check the budget and the search (settings.py), build or load the cost table of this machine and model
    (table.py) and predict the fastest model the search can build, from the untrained dense model: a budget nothing
    can meet stops here (exit 2), before anything trains.
-2. The dense job: the user's run as it is (the reference accuracy, the starting point and the KD teacher).
+2. The dense job: the user's run as it is (the reference score, the starting point and the KD teacher).
 3. Screening without training (screen.py): every unit set at every target, cut in one shot out of the trained dense
    model by the slim pruner the candidates will run (one calibration per unit set), predicted in every runtime; per
    (unit set, runtime) the smallest target within the budget less the margin. Each such shape is then timed whole,
    in its runtime, against the dense model (measure.py): a shape the table under-predicted is moved to the next
    target before anything trains.
 4. Rung 1: each candidate trained `screen_steps` steps, without KD, exported to its runtime.
-5. Rung 2: the `finalists` most accurate candidates of rung 1, each with every KD option, at the run's full length.
+5. Rung 2: the `finalists` best-scoring candidates of rung 1, each with every KD option, at the run's full length.
 6. Every finished candidate is re-timed end to end against the dense model and its delivered file measured; the
-   most accurate model that meets the budget is the answer (report.py writes report/plan.md and plan.json). When
-   no finalist does, the most accurate is cut once more, deeper by what it missed (`_recut`), and trained at full
+   best-scoring model that meets the budget is the answer (report.py writes report/plan.md and plan.json). When
+   no finalist does, the best-scoring one is cut once more, deeper by what it missed (`_recut`), and trained at full
    length before the answer.
 
 A candidate starts from the dense run (`model=from_run`) and is cut at attach (`pruner.start_step=0
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import tempfile
 import time
@@ -42,10 +46,10 @@ from omegaconf import DictConfig, OmegaConf
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import from_run, tokenizer_for
-from compress_sweeps.objectives import objective_of
+from compress_sweeps.objectives import goal, objective_of
 from compress_sweeps.planner import measure, report
 from compress_sweeps.planner.families import family_of
-from compress_sweeps.planner.runtimes import RUNTIMES, accuracy_of
+from compress_sweeps.planner.runtimes import RUNTIMES, score_of
 from compress_sweeps.planner.screen import Shape, deeper_within, screen, smallest_within
 from compress_sweeps.planner.settings import PlanSettings, plan_settings
 from compress_sweeps.planner.table import cost_table
@@ -55,7 +59,6 @@ from compress_sweeps.sweeps.precheck import job_config, job_folder, point_error
 from compress_sweeps.sweeps.sweeper import touches
 
 log = logging.getLogger(__name__)
-METRIC = "eval/accuracy"  # what the plan maximizes (the int8 exports evaluate accuracy)
 REPLACED = ("model", "pruner", "quantizer", "export", "distiller")  # groups a candidate sets itself
 GUARD_TRIES = 3  # targets tried per (units, runtime) when whole-model timing finds the predicted one over budget
 
@@ -89,6 +92,7 @@ class Job:
     name: str
     runtime: str
     overrides: list[str]
+    metric: str  # the task's headline metric (eval/accuracy, eval/perplexity)
     folder: Path | None = None
     kd: str = "none"
     shape: Shape | None = field(default=None, repr=False)
@@ -102,8 +106,16 @@ class Job:
         return self.results.get("status") == "completed"
 
     @property
-    def accuracy(self) -> float | None:
-        return accuracy_of(self.results, RUNTIMES[self.runtime], METRIC) if self.completed else None
+    def score(self) -> float | None:
+        """The run's headline metric in its runtime (the int8 model's for an int8 runtime)."""
+        return score_of(self.results, RUNTIMES[self.runtime], self.metric) if self.completed else None
+
+    @property
+    def merit(self) -> float:
+        """The score signed so that higher is better (-inf without a score): what the plan ranks by."""
+        if self.score is None:
+            return -math.inf
+        return self.score if goal(self.metric) == "maximize" else -self.score
 
 
 class Planner:
@@ -126,7 +138,8 @@ class Planner:
         if (error := point_error(self.config, self.base)) is not None:
             raise ConfigError("sweep=plan", " ".join(self.base) or "(defaults)", f"must be a valid run: {error}")
         dense_cfg = job_config(self.config, self.base)
-        check_plannable(dense_cfg)
+        self.metric = objective_of(dense_cfg.task).metrics[0]
+        self.plan |= {"metric": self.metric, "goal": goal(self.metric)}
         data, dense = self._untrained(dense_cfg)
         keys = data.task.input_keys
         self.inputs = measure.plan_inputs(data.eval_set, keys, self.settings.batch_size, self.settings.seq_len)
@@ -142,7 +155,7 @@ class Planner:
         }
         self._check_reachable(dense_cfg, data, dense)
         self._lap("reachable_s")
-        dense_job = Job(0, "dense", "fp32", list(self.base))
+        dense_job = Job(0, "dense", "fp32", list(self.base), self.metric)
         self._run([dense_job])
         self._lap("dense_s")
         if not dense_job.completed:
@@ -160,7 +173,7 @@ class Planner:
         self._lap("rung1_s")
         ranked = sorted(
             (j for j in rung1 if j.completed),
-            key=lambda j: (-j.accuracy, j.shape.predicted[j.runtime]["latency_ratio"]),
+            key=lambda j: (-j.merit, j.shape.predicted[j.runtime]["latency_ratio"]),
         )
         finalists = ranked[: self.settings.finalists]
         rung2 = [self._candidate(j.shape, j.runtime, 2, kd) for j in finalists for kd in self.settings.kd]
@@ -210,6 +223,7 @@ class Planner:
             eval_set=data.eval_set,
             task_name=data.task.name,
             cache_dir=cfg.paths.cache_dir,
+            objective=objective_of(cfg.task),
         )
 
     def _pruner_overrides(self, units: Sequence[str], target: float) -> list[str]:
@@ -310,12 +324,12 @@ class Planner:
     def _recut(self, finalists: Sequence[Job], shapes: Sequence[Shape]) -> list[Job]:
         """When re-timing finds every finalist over the budget (the machine drifted since screening: on a shared
         2-core VM, ONNX Runtime int8 over PyTorch fp32 moved from 0.35 to 0.40 between the two, or the table erred
-        on the shape), the most accurate finalist once more, cut deeper (screen.deeper_within), trained at full
+        on the shape), the best-scoring finalist once more, cut deeper (screen.deeper_within), trained at full
         length with the same KD option (rung 3, re-timed against the dense model in a set of its own)."""
         done = [j for j in finalists if j.completed and j.measured]
         if not done or any(measure.meets(j.measured, self.budget) for j in done):
             return []
-        best = max(done, key=lambda j: j.accuracy)
+        best = max(done, key=lambda j: j.merit)
         shape = deeper_within(best.shape, best.runtime, best.measured, shapes, self.budget, self.settings.margin)
         if shape is None:
             log.info("plan: every finalist re-timed over budget; no screened cut of %s deeper is within it", best.name)
@@ -383,7 +397,8 @@ class Planner:
             (g["timed"] for g in self.plan.get("guard", []) if (g["shape"], g["runtime"]) == (shape.label, runtime)),
             None,
         )
-        return Job(rung, name, runtime, replaced(self._start(), extra), kd=kd, shape=shape, timed_before=timed)
+        overrides = replaced(self._start(), extra)
+        return Job(rung, name, runtime, overrides, self.metric, kd=kd, shape=shape, timed_before=timed)
 
     def _run(self, jobs: Sequence[Job]) -> None:
         """Launch `jobs` (finished ones skip themselves) and read their results; a failed job stays recorded."""
@@ -435,7 +450,7 @@ class Planner:
     def _finish(self, jobs: Sequence[Job]) -> dict[str, Any]:
         within = [j for j in jobs if j.rung > 0 and j.completed and measure.meets(j.measured, self.budget)]
         final = [j for j in within if j.rung >= 2] or within
-        chosen = max(final, key=lambda j: (j.accuracy, -j.measured["latency_ratio"]), default=None)
+        chosen = max(final, key=lambda j: (j.merit, -j.measured["latency_ratio"]), default=None)
         self._lap("plan_s")
         self.plan |= {
             "dense": report.job_row(self.dense_job),
@@ -453,19 +468,6 @@ class Planner:
         write_report(self.sweep_dir)  # the sweep's usual table and plots, beside plan.md
         report.write(self.plan, self.sweep_dir / "report")
         return self.plan
-
-
-def check_plannable(cfg: DictConfig) -> None:
-    """The plan maximizes eval/accuracy of encoders and CNNs: a task scored otherwise (a causal LM's perplexity) is
-    refused before anything loads."""
-    if (scored := objective_of(cfg.task).metrics[0]) != METRIC:
-        raise ConfigError(
-            "task",
-            str(cfg.hydra.runtime.choices.get("task")),
-            f"must be a classification task: the plan maximizes {METRIC} of encoders and CNNs (for a causal LM, "
-            "sweep=lm_oneshot)",
-            problem=f"is scored by {scored}",
-        )
 
 
 def folder_named(name: str) -> str:

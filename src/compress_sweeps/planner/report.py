@@ -1,9 +1,10 @@
 """`<sweep>/report/plan.json`, `plan.md` and `plan_pareto.png`: the answer of a plan and how it was reached.
 
-The chosen run folder with its accuracy, its latency ratio and size re-measured after training beside the
-predicted ones, the command that makes the same model alone, every candidate's figures and the prediction error of
-each, the Pareto front of the finished candidates (accuracy against the measured latency ratio, the dense model and
-the budget line drawn) and the wall time of each step.
+The chosen run folder with its score (the task's headline metric: `plan["metric"]`, better high or low as
+`plan["goal"]` says), its latency ratio and size re-measured after training beside the predicted ones, the command
+that makes the same model alone, every candidate's figures and the prediction error of each, the Pareto front of the
+finished candidates (score against the measured latency ratio, the dense model and the budget line drawn) and the
+wall time of each step.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from compress_sweeps.objectives import short  # noqa: E402
 from compress_sweeps.planner.measure import UNTIMED  # noqa: E402
 from compress_sweeps.reporting.plots import pareto_front  # noqa: E402
 from compress_sweeps.run.artifacts import write_json_atomic, write_text_atomic  # noqa: E402
@@ -41,8 +43,8 @@ def job_row(job: Any) -> dict[str, Any]:
         "folder": str(job.folder) if job.folder else None,
         "status": job.results.get("status"),
         "error": job.results.get("error"),
-        "accuracy": job.accuracy,
-        "fp32_accuracy": (job.results.get("metrics") or {}).get("eval/accuracy"),
+        "score": job.score,
+        "fp32_score": (job.results.get("metrics") or {}).get(job.metric),
         "screened_prediction": job.shape.predicted[job.runtime] if job.shape is not None else None,
         "predicted": job.predicted,
         "measured": job.measured,
@@ -73,14 +75,15 @@ def standalone(overrides: Sequence[str]) -> list[str]:
 
 
 def chosen_row(job: Any, dense: Any, base: Sequence[str]) -> dict[str, Any]:
-    """The answer: its row, where its deliverable is, its drop against the dense run and how to make it alone."""
+    """The answer: its row, where its deliverable is, its drop against the dense run (relative, positive: worse
+    than dense, whichever way the metric goes) and how to make it alone."""
     export = (job.results.get("compression") or {}).get("int8_export") or {}
     row = job_row(job)
-    dense_accuracy = dense.accuracy
+    worse = dense.merit - job.merit  # merits are signed scores: higher is better
     return row | {
         "deliverable": str(job.folder / export["file"]) if job.runtime != "fp32" else str(job.folder),
         "reload": command(["model=from_run", f"model.folder='{job.folder}'", "trainer=none", "logger=none"]),
-        "accuracy_drop_rel": (dense_accuracy - job.accuracy) / dense_accuracy if dense_accuracy else None,
+        "drop_rel": worse / abs(dense.score) if dense.score else None,
         "reproduce": [command(base), command(standalone(job.overrides))],
     }
 
@@ -94,34 +97,34 @@ def write(plan: Mapping[str, Any], folder: Path) -> Path:
 
 
 def pareto_plot(plan: Mapping[str, Any], path: Path) -> Path | None:
-    """Accuracy against the measured latency ratio of every finished candidate, the dense model, the latency budget
-    (when there is one) and the Pareto front; the chosen model circled."""
+    """The score against the measured latency ratio of every finished candidate, the dense model, the latency
+    budget (when there is one) and the Pareto front (which way the score is better: `plan["goal"]`); the chosen
+    model circled."""
     import pandas as pd
 
-    rows = [j for j in plan["jobs"] if j["measured"] and j["accuracy"] is not None]
+    rows = [j for j in plan["jobs"] if j["measured"] and j["score"] is not None]
     if not rows:
         return None
-    points = pd.DataFrame(
-        {"x": [j["measured"]["latency_ratio"] for j in rows], "accuracy": [j["accuracy"] for j in rows]}
-    )
+    points = pd.DataFrame({"x": [j["measured"]["latency_ratio"] for j in rows], "score": [j["score"] for j in rows]})
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for rung, marker in (("dense", "s"), ("screened", "o"), ("finalist", "D"), ("re-cut", "^")):
         mine = [j for j in rows if j["rung"] == rung]
         if mine:
-            ax.scatter([j["measured"]["latency_ratio"] for j in mine], [j["accuracy"] for j in mine], marker=marker,
+            ax.scatter([j["measured"]["latency_ratio"] for j in mine], [j["score"] for j in mine], marker=marker,
                        label=f"{rung} ({len(mine)})", alpha=0.85)  # fmt: skip
-    front = pareto_front(points, "x")
-    ax.plot(front["x"], front["accuracy"], "r--", linewidth=1, label="Pareto front")
+    front = pareto_front(points, "x", "score", maximize=plan["goal"] == "maximize")
+    ax.plot(front["x"], front["score"], "r--", linewidth=1, label="Pareto front")
     if "latency" in plan["budget"]:
         ax.axvline(
             plan["budget"]["latency"], color="gray", linestyle=":", label=f"budget {plan['budget']['latency']:g}"
         )
     if plan.get("chosen"):
         chosen = plan["chosen"]
-        ax.scatter([chosen["measured"]["latency_ratio"]], [chosen["accuracy"]], s=180, facecolors="none",
+        ax.scatter([chosen["measured"]["latency_ratio"]], [chosen["score"]], s=180, facecolors="none",
                    edgecolors="k", label="chosen")  # fmt: skip
-    ax.set(xlabel="latency ratio vs the dense fp32 model (re-measured after training)", ylabel="eval accuracy",
-           title="Plan: accuracy vs measured latency")  # fmt: skip
+    name = short(plan["metric"])
+    ax.set(xlabel="latency ratio vs the dense fp32 model (re-measured after training)", ylabel=f"eval {name}",
+           title=f"Plan: {name} vs measured latency")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -152,17 +155,18 @@ def _figures(row: Mapping[str, Any]) -> str:
 
 def markdown(plan: Mapping[str, Any], plot: Path | None) -> str:
     budget = ", ".join(f"{k} <= {v:g}" for k, v in plan["budget"].items())
-    table = plan["table"]
-    lines = [f"# Plan: {budget}", ""]
+    table, name = plan["table"], short(plan["metric"])
+    lines = [f"# Plan: {budget}, best {name} ({plan['goal']})", ""]
     chosen = plan.get("chosen")
     if chosen:
         lines += [
-            f"**Chosen**: `{chosen['name']}`, accuracy {chosen['accuracy']:.4f} "
-            f"(dense {plan['dense']['accuracy']:.4f}, "
-            f"relative drop {chosen['accuracy_drop_rel']:+.2%}), latency {chosen['measured']['latency_ratio']:.3f} of "
-            f"the dense model measured after training (the cost table predicts "
-            f"{chosen['predicted']['latency_ratio']:.3f}, error {_share(chosen['latency_error'])}; at screening "
-            f"{_share(chosen['screened_error'])}; the untrained shape timed whole "
+            f"**Chosen**: `{chosen['name']}`, {name} {chosen['score']:.4f} "
+            f"(dense {plan['dense']['score']:.4f}, "
+            f"relative change {chosen['drop_rel']:+.2%}, positive: worse), "
+            f"latency {chosen['measured']['latency_ratio']:.3f} of the dense model measured after training "
+            f"(the cost table predicts {chosen['predicted']['latency_ratio']:.3f}, "
+            f"error {_share(chosen['latency_error'])}; at screening {_share(chosen['screened_error'])}; "
+            f"the untrained shape timed whole "
             f"{_share(chosen['timed_before_error'])}), "
             f"{chosen['measured']['latency_ms']:.1f} ms, "
             f"{chosen['measured']['size_mb']:.1f} MB.",
@@ -190,14 +194,14 @@ def markdown(plan: Mapping[str, Any], plot: Path | None) -> str:
         f"dense fp32 model {plan['dense']['measured'].get('latency_ms', float('nan')):.1f} ms. Cost table {origin}: "
         f"`{table['file']}`.",
         "",
-        "| job | rung | accuracy | latency ratio, measured after training | table's prediction (error) | predicted at "
+        f"| job | rung | {name} | latency ratio, measured after training | table's prediction (error) | predicted at "
         "screening (error) | timed whole before training (error) | ms | MB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in plan["jobs"]:
-        accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        score = "" if row["score"] is None else f"{row['score']:.4f}"
         status = "" if row["status"] == "completed" else f" ({row['status']})"
-        lines.append(f"| `{row['name']}`{status} | {row['rung']} | {accuracy} {_figures(row)}")
+        lines.append(f"| `{row['name']}`{status} | {row['rung']} | {score} {_figures(row)}")
     wall = plan["wall_s"]
     lines += ["", "Wall time (s): " + ", ".join(f"{k.removesuffix('_s')} {v:.0f}" for k, v in wall.items()), ""]
     if plot is not None:

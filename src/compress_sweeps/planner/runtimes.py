@@ -72,7 +72,7 @@ RUNTIMES: dict[str, Runtime] = {
 }
 
 
-def accuracy_of(results: Mapping[str, Any], runtime: Runtime, metric: str) -> float | None:
+def score_of(results: Mapping[str, Any], runtime: Runtime, metric: str) -> float | None:
     """A finished run's score in `runtime`: the int8 model's where the run exported one, else the fp32 model's."""
     if runtime.int8:
         return (results.get("compression", {}).get("int8_export") or {}).get(metric)

@@ -81,8 +81,6 @@ DECODER = Layout(
     "mlp.down_proj",
 )
 LAYOUTS = (ENCODER, DECODER)
-PARTS = (ENCODER.query, ENCODER.key, ENCODER.value, ENCODER.output)  # a BERT block's (the planner's cost model)
-FFN = (*ENCODER.ffn_in, ENCODER.ffn_out)
 
 
 def layout_of(module: nn.Module, layouts: Sequence[Layout] = LAYOUTS) -> Layout | None:
