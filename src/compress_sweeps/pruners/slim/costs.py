@@ -57,8 +57,10 @@ def cost_terms(groups: list, blocks_of_groups: list[int], flops: Mapping[str, fl
             entry = sliced.setdefault(key, {"coef": coef, "dims": {}, "block": blocks_of_groups[g]})
             entry["dims"].setdefault(min(s.dim, 1), g)
         if flops is not None and group.kind == "heads":  # score and value matmuls: per head, in no Linear
-            qkv = sum(flops.get(s.module_name, 0.0) for s in group.slices if s.scored and s.dim == 0)
-            extra = flops.get(group.name, 0.0) - qkv
+            # the attention module's own FLOPs less its sliced Linear layers' (q/k/v; a decoder's o_proj is inside
+            # it too, a BERT block's output dense is not), each counted once already as a term of its own
+            inside = {s.module_name for s in group.slices if s.scored and s.module_name.startswith(group.name + ".")}
+            extra = flops.get(group.name, 0.0) - sum(flops.get(name, 0.0) for name in inside)
             sliced[f"{group.name}#attention"] = {"coef": extra, "dims": {0: g}, "block": blocks_of_groups[g]}
     entries = list(sliced.values())
     return Terms(
