@@ -159,15 +159,15 @@ def markdown(plan: Mapping[str, Any], plot: Path | None) -> str:
     lines = [f"# Plan: {budget}, best {name} ({plan['goal']})", ""]
     chosen = plan.get("chosen")
     if chosen:
+        errors = [f"error {_share(chosen['latency_error'])}", f"at screening {_share(chosen['screened_error'])}"]
+        if chosen["timed_before_error"] is not None:  # a re-cut shape was not timed before it trained
+            errors.append(f"the untrained shape timed whole {_share(chosen['timed_before_error'])}")
         lines += [
             f"**Chosen**: `{chosen['name']}`, {name} {chosen['score']:.4f} "
             f"(dense {plan['dense']['score']:.4f}, "
             f"relative change {chosen['drop_rel']:+.2%}, positive: worse), "
             f"latency {chosen['measured']['latency_ratio']:.3f} of the dense model measured after training "
-            f"(the cost table predicts {chosen['predicted']['latency_ratio']:.3f}, "
-            f"error {_share(chosen['latency_error'])}; at screening {_share(chosen['screened_error'])}; "
-            f"the untrained shape timed whole "
-            f"{_share(chosen['timed_before_error'])}), "
+            f"(the cost table predicts {chosen['predicted']['latency_ratio']:.3f}, {'; '.join(errors)}), "
             f"{chosen['measured']['latency_ms']:.1f} ms, "
             f"{chosen['measured']['size_mb']:.1f} MB.",
             "",
