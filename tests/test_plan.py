@@ -19,7 +19,8 @@ from torch import nn
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.models import ConvNet, pretrained_classifier
-from compress_sweeps.planner.families import ConvSegments, TransformerBlocks, family_of
+from compress_sweeps.planner.conv_segments import ConvSegments
+from compress_sweeps.planner.families import TransformerBlocks, family_of
 from compress_sweeps.planner.measure import meets, plan_inputs, predicted_mb
 from compress_sweeps.planner.screen import Shape, deeper_within, smallest_within
 from compress_sweeps.planner.settings import plan_settings

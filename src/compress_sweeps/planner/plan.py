@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,29 +47,27 @@ from compress_sweeps.models import from_run, tokenizer_for
 from compress_sweeps.objectives import goal, objective_of
 from compress_sweeps.planner import measure, report
 from compress_sweeps.planner.families import family_of
-from compress_sweeps.planner.runtimes import RUNTIMES, score_of
-from compress_sweeps.planner.screen import Shape, deeper_within, screen, smallest_within
+from compress_sweeps.planner.jobs import Candidates, Job, replaced
+from compress_sweeps.planner.runtimes import RUNTIMES
+from compress_sweeps.planner.screen import (
+    Shape,
+    deeper_within,
+    guarded,
+    load_decision,
+    save_decision,
+    screen,
+    smallest_within,
+)
 from compress_sweeps.planner.settings import PlanSettings, plan_settings
 from compress_sweeps.planner.table import cost_table
 from compress_sweeps.reporting.report import write_report
-from compress_sweeps.run.artifacts import RESULTS, write_json_atomic
+from compress_sweeps.run.artifacts import RESULTS
 from compress_sweeps.sweeps.precheck import job_config, job_folder, point_error
 from compress_sweeps.sweeps.sweeper import touches
 
 log = logging.getLogger(__name__)
-REPLACED = ("model", "pruner", "quantizer", "export", "distiller")  # groups a candidate sets itself
+DECISION = "plan_candidates.json"  # report/<it>: the candidates chosen (screen.save_decision)
 GUARD_TRIES = 3  # targets tried per (units, runtime) when whole-model timing finds the predicted one over budget
-
-
-def quoted(value: str) -> str:
-    """A value as a quoted Hydra override string (run folder names hold '=' and ',')."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def replaced(overrides: Sequence[str], extra: Sequence[str]) -> list[str]:
-    """`overrides` without those of the keys `extra` sets, then `extra`."""
-    keys = {e.split("=", 1)[0].lstrip("+~") for e in extra}
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys] + list(extra)
 
 
 @dataclass
@@ -81,41 +77,6 @@ class Data:
     task: Any
     train_set: Any
     eval_set: Any
-
-
-@dataclass
-class Job:
-    """One launched run of the plan: the dense job (rung 0), a screened candidate (1), a finalist (2) or a finalist
-    re-cut after re-timing (3)."""
-
-    rung: int  # 0 dense, 1 screened, 2 finalist, 3 a finalist re-cut after re-timing (Planner._recut)
-    name: str
-    runtime: str
-    overrides: list[str]
-    metric: str  # the task's headline metric (eval/accuracy, eval/perplexity)
-    folder: Path | None = None
-    kd: str = "none"
-    shape: Shape | None = field(default=None, repr=False)
-    results: dict = field(default_factory=dict)
-    predicted: dict = field(default_factory=dict)  # the cost table's, on the shape the run delivered
-    measured: dict = field(default_factory=dict)  # re-timed end to end after training, and the file's size
-    timed_before: dict | None = None  # the guard's whole-model timing of the shape, before training
-
-    @property
-    def completed(self) -> bool:
-        return self.results.get("status") == "completed"
-
-    @property
-    def score(self) -> float | None:
-        """The run's headline metric in its runtime (the int8 model's for an int8 runtime)."""
-        return score_of(self.results, RUNTIMES[self.runtime], self.metric) if self.completed else None
-
-    @property
-    def merit(self) -> float:
-        """The score signed so that higher is better (-inf without a score): what the plan ranks by."""
-        if self.score is None:
-            return -math.inf
-        return self.score if goal(self.metric) == "maximize" else -self.score
 
 
 class Planner:
@@ -140,6 +101,7 @@ class Planner:
         dense_cfg = job_config(self.config, self.base)
         self.metric = objective_of(dense_cfg.task).metrics[0]
         self.plan |= {"metric": self.metric, "goal": goal(self.metric)}
+        self.candidates = Candidates(self.settings, self.base, self.config.hydra.runtime.choices.trainer, self.metric)
         data, dense = self._untrained(dense_cfg)
         keys = data.task.input_keys
         self.inputs = measure.plan_inputs(data.eval_set, keys, self.settings.batch_size, self.settings.seq_len)
@@ -166,7 +128,8 @@ class Planner:
         candidates = self._decided(shapes) or self._guarded(
             smallest_within(shapes, self.settings.runtimes, self.budget, self.settings.margin), shapes
         )
-        self._save_decision(candidates)
+        decision = self.sweep_dir / "report" / DECISION
+        save_decision(decision, self.plan["settings"], str(dense_job.folder), candidates, self.plan["guard"])
         self._lap("guard_s")
         rung1 = [self._candidate(shape, runtime, 1, "none") for (_, runtime), shape in candidates.items()]
         self._run(rung1)
@@ -226,26 +189,11 @@ class Planner:
             objective=objective_of(cfg.task),
         )
 
-    def _pruner_overrides(self, units: Sequence[str], target: float) -> list[str]:
-        """What makes a run cut `units` at `target` at attach (no units: no slimming)."""
-        s = self.settings
-        if not units:
-            return ["pruner=none"]
-        return [
-            "pruner=slim",
-            f"pruner.target={target}",
-            f"pruner.units=[{','.join(units)}]",
-            "pruner.start_step=0",
-            "pruner.end_step=0",
-            f"pruner.calibration_batches={s.calibration_batches}",
-            f"pruner.round_to={s.round_to}",
-        ]
-
     def _pruner_for(self, base: Sequence[str]) -> Callable[[Sequence[str]], Any]:
         """Builds the slim pruner a candidate of `units` runs (at the first target), composed as its job is."""
 
         def build(units: Sequence[str]) -> Any:
-            point = replaced(base, self._pruner_overrides(units, self.settings.targets()[0]))
+            point = replaced(base, self.candidates.pruner_overrides(units, self.settings.targets()[0]))
             return instantiate(job_config(self.config, point).pruner)
 
         return build
@@ -280,8 +228,9 @@ class Planner:
         """Screening on the trained dense model (module docstring, step 3)."""
         dense = from_run(str(self.dense_job.folder), data.task.num_labels).eval()
         self.dense_model = dense
+        pruner_for = self._pruner_for(self.candidates.start(self.dense_job))
         return screen(
-            dense, self._context(cfg, data), self._pruner_for(self._start()), self.settings.units,
+            dense, self._context(cfg, data), pruner_for, self.settings.units,
             self.settings.targets(), self.family, self.table, self.settings.runtimes,
             enough=self._within, beyond=GUARD_TRIES,
         )  # fmt: skip
@@ -291,35 +240,16 @@ class Planner:
         return all(measure.meets(f, self.budget, self.settings.margin) for f in shape.predicted.values())
 
     def _guarded(self, chosen: dict, shapes: Sequence[Shape]) -> dict:
-        """The chosen shapes timed whole in their runtimes before training, all in one interleaved set against the
-        dense model; one over budget makes way for the next target of its unit set (in the next set, up to
-        GUARD_TRIES sets), one still over budget is dropped."""
-        by_units: dict[tuple[str, ...], list[Shape]] = {}
-        for shape in shapes:
-            by_units.setdefault(shape.units, []).append(shape)
-        queues = {
-            key: [s for s in by_units[key[0]] if s.target >= shape.target][:GUARD_TRIES]
-            for key, shape in chosen.items()
-        }
-        kept, checks = {}, []
-        for attempt in range(GUARD_TRIES):
-            trying = {key: queue[attempt] for key, queue in queues.items() if key not in kept and attempt < len(queue)}
-            if not trying:
-                break
-            shapes_now = {f"{i}": (shape.model, key[1]) for i, (key, shape) in enumerate(trying.items())}
+        """The chosen shapes timed whole before training, over-budget ones replaced (screen.guarded)."""
+
+        def timed(models: dict[str, tuple[torch.nn.Module, str]]) -> dict[str, dict[str, float]]:
             with measure.torch_threads(self.threads):  # a check, not the figure: one set
-                timed = measure.shape_timings(
-                    self.dense_model, shapes_now, self.inputs, self.threads, self.settings.repeats, 1
+                return measure.shape_timings(
+                    self.dense_model, models, self.inputs, self.threads, self.settings.repeats, 1
                 )
-            for i, ((units, runtime), shape) in enumerate(trying.items()):
-                figures = timed[f"{i}"] | {"size_mb": shape.predicted[runtime]["size_mb"]}
-                checks.append(
-                    {"shape": shape.label, "runtime": runtime, "predicted": shape.predicted[runtime], "timed": figures}
-                )
-                if measure.meets(figures, self.budget):
-                    kept[(units, runtime)] = shape
-        self.plan["guard"] = checks
-        return {key: kept[key] for key in chosen if key in kept}
+
+        kept, self.plan["guard"] = guarded(chosen, shapes, timed, self.budget, GUARD_TRIES)
+        return kept
 
     def _recut(self, finalists: Sequence[Job], shapes: Sequence[Shape]) -> list[Job]:
         """When re-timing finds every finalist over the budget (the machine drifted since screening: on a shared
@@ -337,68 +267,17 @@ class Planner:
         log.info("plan: every finalist re-timed over budget; %s cut deeper, to %g", best.name, shape.target)
         return [self._candidate(shape, best.runtime, 3, best.kd)]
 
-    def _decision_file(self) -> Path:
-        return self.sweep_dir / "report" / "plan_candidates.json"
-
     def _decided(self, shapes: Sequence[Shape]) -> dict | None:
-        """The candidates an earlier launch of this plan into the sweep folder chose (the whole-model timings that
-        decide them vary a little between launches; a re-launch must make the same jobs to skip them)."""
-        try:
-            saved = json.loads(self._decision_file().read_text())
-        except (OSError, ValueError):
+        """The candidates an earlier launch of this plan into the sweep folder chose (screen.load_decision)."""
+        path, dense = self.sweep_dir / "report" / DECISION, str(self.dense_job.folder)
+        if (saved := load_decision(path, self.plan["settings"], dense, shapes)) is None:
             return None
-        if saved.get("settings") != self.plan["settings"] or saved.get("dense") != str(self.dense_job.folder):
-            return None
-        by_key = {(s.units, s.target): s for s in shapes}
-        chosen = {}
-        for row in saved["candidates"]:
-            shape = by_key.get((tuple(row["units"]), row["target"]))
-            if shape is None:
-                return None
-            chosen[(shape.units, row["runtime"])] = shape
-        self.plan["guard"] = saved.get("guard", [])
+        chosen, self.plan["guard"] = saved
         log.info("plan: the candidates of the earlier launch into %s", self.sweep_dir)
         return chosen
 
-    def _save_decision(self, candidates: dict) -> None:
-        rows = [{"units": list(u), "runtime": r, "target": s.target} for (u, r), s in candidates.items()]
-        state = {"settings": self.plan["settings"], "dense": str(self.dense_job.folder), "candidates": rows}
-        self._decision_file().parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self._decision_file(), state | {"guard": self.plan.get("guard", [])})
-
-    def _start(self) -> list[str]:
-        """The base overrides of every candidate: the dense run as starting model, the dense run's trainer."""
-        base = [o for o in self.base if not any(touches(o, g) for g in REPLACED)]
-        start = ["model=from_run", f"model.folder={quoted(str(self.dense_job.folder.absolute()))}"]
-        if not any(touches(o, "trainer") and "=" in o and "." not in o.split("=")[0] for o in base):
-            start.append(f"trainer={self.config.hydra.runtime.choices.trainer}")
-        return replaced(base, start)
-
     def _candidate(self, shape: Shape, runtime: str, rung: int, kd: str) -> Job:
-        steps = []
-        if rung == 1:
-            dense_steps = int(self.dense_job.results.get("optimizer_steps") or 0)
-            screen_steps = self.settings.screen_steps
-            count = screen_steps if isinstance(screen_steps, int) else max(1, round(screen_steps * dense_steps))
-            steps = [f"trainer.max_steps={count}", "trainer.epochs=null"]
-        dense = quoted(str(self.dense_job.folder.absolute()))
-        kd_overrides = [o.replace("{dense}", dense) for o in self.settings.kd[kd]]
-        extra = [
-            *self._pruner_overrides(shape.units, shape.target),
-            *RUNTIMES[runtime].overrides,
-            *kd_overrides,
-            *steps,
-            "trainer.eval_every=null",
-            measure.UNTIMED,
-        ]
-        name = f"{shape.label}/{runtime}" + (f"/kd={kd}" if rung >= 2 else "")
-        extra.append(folder_named({1: "screen-", 2: "final-", 3: "recut-"}[rung] + name))
-        timed = next(
-            (g["timed"] for g in self.plan.get("guard", []) if (g["shape"], g["runtime"]) == (shape.label, runtime)),
-            None,
-        )
-        overrides = replaced(self._start(), extra)
-        return Job(rung, name, runtime, overrides, self.metric, kd=kd, shape=shape, timed_before=timed)
+        return self.candidates.job(self.dense_job, shape, runtime, rung, kd, self.plan.get("guard", []))
 
     def _run(self, jobs: Sequence[Job]) -> None:
         """Launch `jobs` (finished ones skip themselves) and read their results; a failed job stays recorded."""
@@ -420,7 +299,7 @@ class Planner:
         alone, and `screened_prediction` (factors taken at screening) adds what the machine drifted since."""
         models, done = {}, [j for j in jobs if j.completed and j.rung > 0]
         for job in done:
-            models[job.name] = RUNTIMES[job.runtime].load(job.folder, _labels(job), self.threads)
+            models[job.name] = RUNTIMES[job.runtime].load(job.folder, job.num_labels, self.threads)
         int8 = [r for r in self.settings.runtimes if RUNTIMES[r].int8]
         with tempfile.TemporaryDirectory() as tmp, measure.torch_threads(self.threads):
             for runtime in int8:  # the table refresh's build (the same graph: weights do not change its time)
@@ -434,7 +313,7 @@ class Planner:
         factors = {"fp32": 1.0} | {r: timed[f"dense@{r}"]["latency_ratio"] for r in int8}
         self.plan[factors_key] = factors
         for job in done:
-            saved = from_run(str(job.folder), _labels(job))
+            saved = from_run(str(job.folder), job.num_labels)
             relative = self.table.predict(self.family, self.family.terms(saved), job.runtime)["latency_ratio"]
             ratio = relative / self.table.factors[job.runtime] * factors[job.runtime]
             job.predicted = {
@@ -468,15 +347,3 @@ class Planner:
         write_report(self.sweep_dir)  # the sweep's usual table and plots, beside plan.md
         report.write(self.plan, self.sweep_dir / "report")
         return self.plan
-
-
-def folder_named(name: str) -> str:
-    """The override that names a candidate's folder after it (`final-heads+ffn-0.75-int8_dynamic-kd-logits-<job id>`)
-    instead of after its overrides, whose first 80 characters are the dense run's path."""
-    return "hydra.sweep.subdir=${cs_job_dir:" + re.sub(r"[^A-Za-z0-9.+_-]+", "-", name) + "}"
-
-
-def _labels(job: Job) -> int:
-    from compress_sweeps.models.runs import saved_num_labels
-
-    return saved_num_labels(str(job.folder))

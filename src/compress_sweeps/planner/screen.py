@@ -1,11 +1,14 @@
 """Screening without training: every slim target of every unit set, cut out of a model in one shot, predicted in
-every runtime by the cost table; and the smallest target of each (units, runtime) that the budget allows."""
+every runtime by the cost table; the smallest target of each (units, runtime) that the budget allows; and the
+decision saved in the sweep folder, so that a re-launch makes the same jobs."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -14,6 +17,7 @@ from compress_sweeps.errors import ConfigError
 from compress_sweeps.hooks import RunContext
 from compress_sweeps.planner.measure import meets, predicted_mb
 from compress_sweeps.planner.table import CostTable
+from compress_sweeps.run.artifacts import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +120,66 @@ def fastest(shapes: Sequence[Shape], runtimes: Sequence[str]) -> tuple[Shape, st
     """The shape and runtime with the lowest predicted latency (what an impossible budget is told about)."""
     pairs = [(s, r) for s in shapes for r in runtimes]
     return min(pairs, key=lambda p: p[0].predicted[p[1]]["latency_ratio"], default=None)
+
+
+Decision = dict[tuple[tuple[str, ...], str], Shape]  # (unit set, runtime) -> the shape sent to training
+
+
+def guarded(
+    chosen: Decision,
+    shapes: Sequence[Shape],
+    timed: Callable[[dict[str, tuple[nn.Module, str]]], dict[str, dict[str, float]]],
+    budget: Mapping[str, float],
+    tries: int,
+) -> tuple[Decision, list[dict]]:
+    """The chosen shapes timed whole in their runtimes before training (`timed`: {name: (model, runtime)} -> their
+    figures against the dense model, all in one interleaved set); one over budget makes way for the next target of
+    its unit set (in the next set, up to `tries` sets), one still over budget is dropped. Returns the kept choice
+    and every check (shape, runtime, predicted and timed figures)."""
+    by_units: dict[tuple[str, ...], list[Shape]] = {}
+    for shape in shapes:
+        by_units.setdefault(shape.units, []).append(shape)
+    queues = {key: [s for s in by_units[key[0]] if s.target >= shape.target][:tries] for key, shape in chosen.items()}
+    kept, checks = {}, []
+    for attempt in range(tries):
+        trying = {key: queue[attempt] for key, queue in queues.items() if key not in kept and attempt < len(queue)}
+        if not trying:
+            break
+        figures_of = timed({f"{i}": (shape.model, key[1]) for i, (key, shape) in enumerate(trying.items())})
+        for i, ((units, runtime), shape) in enumerate(trying.items()):
+            figures = figures_of[f"{i}"] | {"size_mb": shape.predicted[runtime]["size_mb"]}
+            checks.append(
+                {"shape": shape.label, "runtime": runtime, "predicted": shape.predicted[runtime], "timed": figures}
+            )
+            if meets(figures, budget):
+                kept[(units, runtime)] = shape
+    return {key: kept[key] for key in chosen if key in kept}, checks
+
+
+def save_decision(path: Path, settings: Mapping, dense: str, chosen: Decision, guard: Sequence[dict]) -> None:
+    """The candidates a plan chose, with the plan's settings, its dense run folder and the guard's timings."""
+    rows = [{"units": list(u), "runtime": r, "target": s.target} for (u, r), s in chosen.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"settings": dict(settings), "dense": dense, "candidates": rows, "guard": list(guard)})
+
+
+def load_decision(
+    path: Path, settings: Mapping, dense: str, shapes: Sequence[Shape]
+) -> tuple[Decision, list[dict]] | None:
+    """The candidates (and guard timings) an earlier launch of the same plan into the same sweep folder chose: the
+    whole-model timings that decide them vary a little between launches, and a re-launch must make the same jobs to
+    skip them. None when there is none, or it was of other settings, another dense run or other shapes."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("settings") != dict(settings) or saved.get("dense") != dense:
+        return None
+    by_key = {(s.units, s.target): s for s in shapes}
+    chosen = {}
+    for row in saved["candidates"]:
+        shape = by_key.get((tuple(row["units"]), row["target"]))
+        if shape is None:
+            return None
+        chosen[(shape.units, row["runtime"])] = shape
+    return chosen, saved.get("guard", [])

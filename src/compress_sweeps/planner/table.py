@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from compress_sweeps.models.timing import interleaved_ms, machine
-from compress_sweeps.planner.families import Terms
 from compress_sweeps.planner.runtimes import RUNTIMES, Runtime
+from compress_sweeps.planner.widths import Terms
 
 CACHE = "latency"
 FORMAT = "compress_sweeps.cost_table/4"
