@@ -229,6 +229,35 @@ def test_static_int8_onnx_gives_logits_close_to_fp32(tmp_path):
     assert F.cosine_similarity(quantized.flatten(), reference.flatten(), dim=0) > 0.999
 
 
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_int8_calibrates_one_batch_at_a_time(tmp_path, monkeypatch, method):
+    """ONNX Runtime's histogram calibrators hold every activation of every batch given to one collect_data call
+    (SmolLM2-135M: past 24 GiB at 256 examples, killed): each call gets one batch, and the model still matches."""
+    from onnxruntime.quantization import calibrate
+
+    calls = []
+
+    def counting(collect):
+        def collect_counted(self, reader):
+            rows = list(iter(reader.get_next, None))
+            calls.append(len(rows))
+            reader.rows = iter(rows)
+            return collect(self, reader)
+
+        return collect_counted
+
+    for calibrater in (calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater):
+        monkeypatch.setattr(calibrater, "collect_data", counting(calibrater.collect_data))
+    torch.manual_seed(0)
+    model = ModelOnX(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))).eval()
+    batches = [{"x": torch.randn(16, 6)} for _ in range(4)]
+    int8, facts = to_int8_onnx_static(model, batches, tmp_path / "m.onnx", calibrate_method=method)
+    assert calls == [1, 1, 1, 1] and facts["calibration_examples"] == 64
+    with torch.no_grad():
+        reference = model(**batches[0])
+    assert F.cosine_similarity(int8(**batches[0]).flatten(), reference.flatten(), dim=0) > 0.99
+
+
 def test_static_int8_keeps_a_cnn_int8_between_its_convolutions(tmp_path):
     """ReLU, max-pool, average pool and Flatten are quantized with the convolutions: no float tensor between them."""
     import onnx
