@@ -1,6 +1,6 @@
 """What a pruner prunes: layers picked by a `LayerSelection`, each holding its keep-mask as a buffer.
 
-A *target* owns one or more weights, cuts them into equal-sized groups (see patterns.py) and turns a vector of
+A *target* owns one or more weights, cuts them into equal-sized groups (see weights/patterns/) and turns a vector of
 pruned groups into keep-masks. Masks live on the module as the non-persistent buffer `weight_mask`, so they move
 with `model.to(device)` and never leak into a saved state dict.
 """

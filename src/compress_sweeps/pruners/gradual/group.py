@@ -32,7 +32,7 @@ class GroupSettings:
     """Everything one pruning group is configured by (the pruner's top-level keys, or one entry of `groups`).
 
     `target_sparsity: null` means 1 - N/M for N:M patterns and 0.9 otherwise. `pattern` is a weight pattern
-    (`4x1`, `1x1`, `2:4`, `channel`; weights/patterns.py) or `head` (attention heads, pruners/gradual/heads.py).
+    (`4x1`, `1x1`, `2:4`, `channel`; weights/patterns/) or `head` (attention heads, pruners/gradual/heads.py).
     Schedule steps are an int step or a fraction of the run (pruners/schedules.py). `uniform_block_size`: with
     `prune_domain: uniform`, the input columns of one block of a row (null: the whole row; pruners/gradual/uniform.py).
     """

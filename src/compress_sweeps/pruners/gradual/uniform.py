@@ -12,7 +12,7 @@ A block of g groups can only prune a multiple of 1/g of itself, so a block whose
 target by more than the verification gate's tolerance is refused before training (Intel rounds down silently:
 block_size=4 at 0.9 ends at 0.75).
 
-How many groups one block holds is the pattern's answer (`span`, `row_groups`: weights/patterns.py).
+How many groups one block holds is the pattern's answer (`span`, `row_groups`: weights/patterns/).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a slim run promises about weights it leaves in place: with `slim: false` the pruned units stay as zeros,
 and each weight one unit group slices alone holds them as whole blocks of its `(out, in)` matrix (a pattern of
-weights/patterns.py, so `measure` and `verify` check it like any pruner's)."""
+weights/patterns/, so `measure` and `verify` check it like any pruner's)."""
 
 from __future__ import annotations
 
