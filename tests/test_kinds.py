@@ -10,7 +10,7 @@ from torch import nn
 
 from compress_sweeps.errors import ConfigError
 from compress_sweeps.kinds import Kind, builds, kind_of
-from compress_sweeps.run.build import check_data
+from compress_sweeps.run.nodes import check_data
 
 
 @builds("model", Kind("images", family="mlp"))

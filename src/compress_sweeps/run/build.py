@@ -14,32 +14,22 @@ Checks that need the model (a regex that matches no layer, a shape a pattern doe
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import typing
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pydantic import Field
 
-from compress_sweeps import kinds
 from compress_sweeps.config import config_dir
 from compress_sweeps.errors import ConfigError, config_error, describe
 from compress_sweeps.hooks import Compressors, FineTuner
 from compress_sweeps.objectives import CLASSIFICATION, Objective, objective_of
-from compress_sweeps.run.artifacts import RESULTS
+from compress_sweeps.run.folders import check_paths, check_pruned_start, check_starting_run, starting_runs
 from compress_sweeps.run.measure import MEASURED, TIMED
-from compress_sweeps.schema import HYDRA_KEYS, check_node, check_value, parameters
-
-METHODS = ("pruner", "quantizer", "distiller")  # the order the hooks run in
-GROUPS = ("task", "model", "trainer", *METHODS, "export", "logger")
-PRUNED_SPARSITY = 0.01  # a starting model with more exact zeros than this counts as pruned
+from compress_sweeps.run.nodes import GROUPS, METHODS, check_data, choice, target_nodes
+from compress_sweeps.schema import check_node, check_value, parameters
 
 
 @dataclass
@@ -87,7 +77,7 @@ def check(parts: RunParts, cfg: DictConfig, train_size: int | None = None) -> li
     check_finetuners(cfg)
     for key, folder, results in starting_runs(cfg.model):
         check_starting_run(key, folder, results)
-        check_pruned_start(cfg, parts, key, folder, results)
+        check_pruned_start(cfg, parts.compressors.specs(), key, folder, results)
     return check_data(cfg)
 
 
@@ -106,76 +96,6 @@ def check_shadows(parts: RunParts, cfg: DictConfig) -> None:
             "quantizer (ptq_dynamic | ptq_static)",
             problem=f"conflicts with {shadowing[0]}",
         )
-
-
-def check_data(cfg: DictConfig) -> list[str]:
-    """The task's own checks (its files), every model of the run (the model, teachers) against the data the task
-    gives, each as its builder declares (compress_sweeps/kinds.py); returns the warnings."""
-    warnings = kinds.precheck(cfg.task, "task.")
-    given = kinds.kind_of(cfg.task)
-    undeclared = [("task.", cfg.task)] if kinds.declaration(cfg.task) is None else []
-    for prefix, node in model_nodes(cfg):
-        warnings += kinds.precheck(node, prefix)
-        undeclared += [(prefix, node)] if kinds.declaration(node) is None else []
-        takes = kinds.kind_of(node)
-        if given is not None and takes is not None and (problem := takes.mismatch(given)):
-            value = choice(cfg, "model") if prefix == "model." else str(node._target_).rsplit(".", 1)[-1]
-            fits = ", ".join(models_for(given)) or "none of conf/model/"
-            raise ConfigError(
-                prefix.rstrip("."),
-                value,
-                f"must take {given.modality} and predict {given.labels}, as task={choice(cfg, 'task')} gives "
-                f"(model={fits}, or a from_run / finetuned of one)",
-                problem=problem,
-            )
-    for prefix, node in undeclared:  # a builder from outside the package, say: nothing is matched for it
-        warnings.append(
-            f"{prefix}_target_={node._target_} declares no kind (compress_sweeps.kinds.builds): it is not matched "
-            "against the task's data before the run"
-        )
-    return warnings
-
-
-def models_for(given: kinds.Kind) -> list[str]:
-    """The options of conf/model/ whose builder declares a kind that fits a task of kind `given`."""
-    fits = []
-    for path in sorted((Path(config_dir()) / "model").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        if "_target_" in node:  # an option built on another (cnn_teacher) lists its base
-            try:
-                declared = kinds.kind_of(node)
-            except Exception:  # a node whose kind needs run-time values (a folder): not an option to list
-                continue
-            if declared is not None and declared.mismatch(given) is None:
-                fits.append(path.stem)
-    return fits
-
-
-def model_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
-    """(`prefix`, node) of the run's model and of every model inside the methods' configs (teachers)."""
-    yield "model.", cfg.model
-    inner = target_nodes(cfg, METHODS, below=kinds.builds_model)
-    yield from ((p, node) for p, node in inner if kinds.builds_model(node))
-
-
-def target_nodes(
-    cfg: DictConfig, groups: tuple[str, ...], below: Callable[[DictConfig], bool] = lambda node: False
-) -> Iterator[tuple[str, DictConfig]]:
-    """(`prefix`, node) of every node with a `_target_` in the run's `groups`, nested ones included, except those
-    inside a node for which `below` is true."""
-
-    def walk(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
-        if isinstance(node, DictConfig):
-            if "_target_" in node:
-                yield prefix, node
-                if below(node):
-                    return
-            for key in node:
-                if key not in HYDRA_KEYS:
-                    yield from walk(node[key], f"{prefix}{key}.")
-
-    for group in groups:
-        yield from walk(cfg[group], f"{group}.")
 
 
 def check_export(parts: RunParts, cfg: DictConfig) -> None:
@@ -230,41 +150,6 @@ def check_finetuners(cfg: DictConfig) -> None:
 
 def _is_finetuner(hint: Any) -> bool:
     return hint is FineTuner or FineTuner in typing.get_args(hint)
-
-
-def check_paths(cfg: DictConfig) -> None:
-    """The run's folder is Hydra's to choose; every other `paths.*` folder (the output root, the cache, any added
-    one) must be a folder that can be created and written."""
-    declared = OmegaConf.to_container(cfg.paths, resolve=False).get("output_dir")
-    if declared != "${hydra:runtime.output_dir}":
-        raise ConfigError(
-            "paths.output_dir",
-            declared,
-            "must stay Hydra's job folder: choose it with hydra.run.dir=<folder> (one run) or hydra.sweep.dir=<folder> "
-            "(a sweep, one subfolder per job)",
-            problem="cannot be set",
-        )
-    for key in cfg.paths:
-        if key != "output_dir" and cfg.paths[key] is not None:
-            check_writable(f"paths.{key}", str(cfg.paths[key]))
-
-
-def check_writable(key: str, folder: str) -> None:
-    """`folder` (which may not exist yet) can be created and written: every existing part of it is a folder, and a
-    folder can be made in the deepest existing one (tried and removed at once: permissions, a read-only mount or a
-    virtual file system such as /proc or /sys refuse it, whoever the user is)."""
-    path = Path(folder).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        problem = "is a file" if existing == path else f"lies under a file ({existing})"
-        raise ConfigError(key, folder, "must be a folder that can be created and written", problem=problem)
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
-    except OSError as error:
-        problem = "is read-only" if existing == path else "cannot be created"
-        reason = error.strerror or type(error).__name__
-        allowed = f"must be a folder that can be created and written ({existing}: {reason})"
-        raise ConfigError(key, folder, allowed, problem=problem) from None
 
 
 def check_objective(optimized_metric: Any, evaluated: tuple[str, ...], timed: bool = True) -> None:
@@ -327,60 +212,3 @@ def run_steps(trainer: Any, train_size: int | None) -> tuple[int, str] | None:
         f"trainer.grad_accum_steps={trainer.grad_accum_steps}"
     )
     return total, how
-
-
-def starting_runs(model: DictConfig) -> Iterator[tuple[str, str, dict]]:
-    """(key, folder, results.json) of every previous run folder the model config starts from (`model.folder` of
-    model=from_run, `model.name_or_path` of model=hf pointing at a run folder, ...)."""
-    for key, value in OmegaConf.to_container(model, resolve=True).items():
-        if not isinstance(value, str) or key.startswith("_"):
-            continue
-        path = Path(value).expanduser() / RESULTS
-        if path.is_file():
-            try:
-                yield f"model.{key}", value, json.loads(path.read_text())
-            except json.JSONDecodeError:
-                yield f"model.{key}", value, {"status": "unreadable"}
-
-
-def check_starting_run(key: str, folder: str, results: dict) -> None:
-    """A previous run used as a starting model must have completed and passed its verification."""
-    status = results.get("status")
-    verified = (results.get("verified") or {}).get("ok", status == "completed")
-    if status != "completed" or not verified:
-        state = status if status != "completed" else "unverified"
-        raise ConfigError(
-            key,
-            folder,
-            f"must be a run folder whose results.json says completed and verified (it says {state}: "
-            f"{results.get('error') or 'see its results.json'})",
-            problem=f"holds a {state} run",
-        )
-
-
-def check_pruned_start(cfg: DictConfig, parts: RunParts, key: str, folder: str, results: dict) -> None:
-    """Quantization-aware training of a pruned starting model needs a method that keeps its zeros (pattern_lock),
-    or training revives the pruned weights."""
-    specs = parts.compressors.specs()
-    if not any(s.quantization for s in specs) or any(s.keeps_zeros for s in specs):
-        return
-    compression = results.get("compression") or {}
-    sparsity, bits = float(compression.get("sparsity") or 0.0), compression.get("bits") or 32
-    if compression.get("pattern") is None and (sparsity <= PRUNED_SPARSITY or bits < 16):
-        return
-    raise ConfigError(
-        "pruner",
-        choice(cfg, "pruner"),
-        f"must keep the pruned zeros (pruner=pattern_lock) when quantizer={choice(cfg, 'quantizer')} trains the "
-        f"pruned model in {key}={folder} (sparsity {sparsity:.2f}); otherwise training revives its pruned weights",
-        problem="does not keep the pruned zeros",
-    )
-
-
-def choice(cfg: DictConfig, group: str) -> str:
-    """The option picked for a config group (`none`, `q8bert`...), as the user named it."""
-    try:
-        choices = cfg.hydra.runtime.choices if "hydra" in cfg else HydraConfig.get().runtime.choices
-        return str(choices[group])
-    except Exception:  # composed without Hydra's runtime config (e.g. by hand): the target names the option
-        return str(cfg[group].get("_target_", group)).rsplit(".", 1)[-1]

@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from compress_sweeps.errors import ConfigError, config_error, describe
 from compress_sweeps.run.artifacts import RESULTS
-from compress_sweeps.run.build import build, check, check_writable
+from compress_sweeps.run.build import build, check
+from compress_sweeps.run.folders import check_writable
 
 
 def check_run_folder(key: str, folder: str) -> None:

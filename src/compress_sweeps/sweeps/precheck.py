@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from compress_sweeps.errors import ConfigError, describe
 from compress_sweeps.objectives import goal
-from compress_sweeps.run.build import build, check, check_writable
+from compress_sweeps.run.build import build, check
+from compress_sweeps.run.folders import check_writable
 
 log = logging.getLogger(__name__)
 _ABSENT = object()  # OmegaConf.select's answer for a key the config does not have
