@@ -158,6 +158,22 @@ def test_table_means_over_seeds_and_relative_drop(tmp_path):
     assert set(jobs["recipe"]) == {"dense", "pruner=magnitude"}  # one legend entry per recipe, same axes
 
 
+def test_a_job_killed_before_writing_results_is_listed_with_the_failed_ones(tmp_path):
+    """A run writes results.json even when it fails; a job folder without one was killed (the kernel's OOM killer,
+    a time limit): the report names it instead of leaving it out."""
+    fake_job(tmp_path, "dense", {"seed": 0}, 0.9)
+    killed = tmp_path / "pruner=sparsegpt"
+    (killed / ".hydra").mkdir(parents=True)
+    (killed / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["pruner=sparsegpt"]))
+    jobs = load_jobs(tmp_path)
+    assert dict(zip(jobs["job"], jobs["status"], strict=True)) == {"dense": "completed", killed.name: "no results"}
+    markdown = (write_report(tmp_path) / "summary.md").read_text()
+    assert "Failed jobs (1)" in markdown and f"`{killed.name}`: no results.json: the job was killed" in markdown
+    (tmp_path / "dense" / "results.json").unlink()
+    with pytest.raises(FileNotFoundError, match="2 job folders hold none: killed, or still running"):
+        load_jobs(tmp_path)
+
+
 def test_temperature_plot_and_pareto_front(tmp_path):
     for t, accuracy in [(1, 0.80), (2, 0.84), (4, 0.83)]:
         fake_job(tmp_path, f"t{t}", {"distiller.temperature": t}, accuracy, distiller="logits")

@@ -47,6 +47,9 @@ def _value(text: str):
         return text
 
 
+UNFINISHED = f"no {RESULTS}: the job was killed (out of memory, a time limit) or is still running"
+
+
 def job_overrides(folder: Path) -> dict:
     """A job folder's command-line overrides ({key: value}, `+`/`~` dropped) from its `.hydra/overrides.yaml`."""
     overrides_file = Path(folder) / ".hydra" / "overrides.yaml"
@@ -56,11 +59,15 @@ def job_overrides(folder: Path) -> dict:
 
 
 def load_jobs(sweep_dir: Path) -> pd.DataFrame:
-    """One row per job folder: its overrides as columns, then status and the measured figures."""
+    """One row per job folder: its overrides as columns, then status and the measured figures. A job folder Hydra
+    made that holds no results.json (a run writes one even when it fails, so the process was killed: out of
+    memory, a time limit; or it is still running) is a row of status `no results`, listed with the failed jobs."""
     rows = []
-    for path in sorted(Path(sweep_dir).glob(f"*/{RESULTS}")):
-        folder = path.parent
-        results = json.loads(path.read_text())
+    folders = {path.parent for path in Path(sweep_dir).glob(f"*/{RESULTS}")}
+    folders |= {path.parent.parent for path in Path(sweep_dir).glob("*/.hydra/overrides.yaml")}
+    for folder in sorted(folders):
+        path = folder / RESULTS
+        results = json.loads(path.read_text()) if path.is_file() else {"status": "no results", "error": UNFINISHED}
         row = {"job": folder.name}
         for key, value in job_overrides(folder).items():
             if not identity_free(key):
@@ -96,8 +103,10 @@ def load_jobs(sweep_dir: Path) -> pd.DataFrame:
             "error": results.get("error"),
         }
         rows.append(row)
-    if not rows:
-        raise FileNotFoundError(f"no */{RESULTS} under {sweep_dir}: is it a sweep folder?")
+    unfinished = sum(row["status"] == "no results" for row in rows)
+    if unfinished == len(rows):
+        killed = f" ({unfinished} job folders hold none: killed, or still running)" if unfinished else ""
+        raise FileNotFoundError(f"no */{RESULTS} under {sweep_dir}{killed}: is it a sweep folder?")
     jobs = pd.DataFrame(rows)
     measured = sorted(set(jobs["metric"].dropna()))
     if len(measured) > 1:
