@@ -128,8 +128,7 @@ class Planner:
         candidates = self._decided(shapes) or self._guarded(
             smallest_within(shapes, self.settings.runtimes, self.budget, self.settings.margin), shapes
         )
-        decision = self.sweep_dir / "report" / DECISION
-        save_decision(decision, self.plan["settings"], str(dense_job.folder), candidates, self.plan["guard"])
+        save_decision(self.decision, self.plan["settings"], str(dense_job.folder), candidates, self.plan["guard"])
         self._lap("guard_s")
         rung1 = [self._candidate(shape, runtime, 1, "none") for (_, runtime), shape in candidates.items()]
         self._run(rung1)
@@ -267,10 +266,14 @@ class Planner:
         log.info("plan: every finalist re-timed over budget; %s cut deeper, to %g", best.name, shape.target)
         return [self._candidate(shape, best.runtime, 3, best.kd)]
 
+    @property
+    def decision(self) -> Path:
+        """Where the candidates a launch chose are kept (report/plan_candidates.json)."""
+        return self.sweep_dir / "report" / DECISION
+
     def _decided(self, shapes: Sequence[Shape]) -> dict | None:
         """The candidates an earlier launch of this plan into the sweep folder chose (screen.load_decision)."""
-        path, dense = self.sweep_dir / "report" / DECISION, str(self.dense_job.folder)
-        if (saved := load_decision(path, self.plan["settings"], dense, shapes)) is None:
+        if (saved := load_decision(self.decision, self.plan["settings"], str(self.dense_job.folder), shapes)) is None:
             return None
         chosen, self.plan["guard"] = saved
         log.info("plan: the candidates of the earlier launch into %s", self.sweep_dir)
